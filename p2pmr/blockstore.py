@@ -1,0 +1,227 @@
+"""The block-store interface and the on-disk store.
+
+Every part of p2pmr reads and writes IPFS blocks through :class:`BlockStore`,
+whichever backend sits behind it: the embedded node (this on-disk store plus
+Bitswap) or a Kubo daemon.
+
+The on-disk layout is Kubo's flatfs ``next-to-last/2``: a block lives at
+``blocks/<XX>/<KEY>.data`` where KEY is the unpadded base32 of its multihash
+and XX are KEY's next-to-last two characters. Keying by multihash, as Kubo
+does, means a raw block and a dag-pb block with the same bytes share a file.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Final, Protocol, runtime_checkable
+
+import trio
+
+from .cid import CID, DAG_PB, RAW
+from .dagpb import decode_node
+from .errors import BlockNotFound, BlockTooLarge, BlockVerificationError, StorageError
+
+__all__ = ["BlockStore", "FlatFSStore", "MAX_BLOCK_SIZE", "dag_links", "fetch_dag"]
+
+log = logging.getLogger(__name__)
+
+# Bitswap's specification requires peers to handle blocks of up to 2 MiB.
+MAX_BLOCK_SIZE: Final = 2 * 1024 * 1024
+
+
+@runtime_checkable
+class BlockStore(Protocol):
+    """What the rest of the system needs from storage.
+
+    ``get`` may go to the network (embedded node with peers, or a daemon) and
+    raises :class:`BlockNotFound` when nothing produced the block before the
+    deadline. Backends verify every block that crosses a network against its
+    CID before returning or storing it.
+    """
+
+    async def get(self, cid: CID, *, timeout: float | None = None) -> bytes: ...
+
+    async def put(self, cid: CID, data: bytes) -> None: ...
+
+    async def has(self, cid: CID) -> bool: ...
+
+    async def pin(self, cid: CID, *, recursive: bool = True,
+                  timeout: float | None = None) -> None: ...
+
+
+def dag_links(cid: CID, block: bytes) -> list[CID]:
+    """The CIDs a block links to (dag-pb only; raw blocks have none)."""
+    if cid.codec == RAW:
+        return []
+    if cid.codec == DAG_PB:
+        return [link.cid for link in decode_node(block).links]
+    raise StorageError(f"cannot follow links of a {cid.codec_name} block")
+
+
+async def fetch_dag(store: BlockStore, root: CID, *, timeout: float | None = None,
+                    concurrency: int = 32) -> int:
+    """Make every block of a DAG available through ``store``; return the count.
+
+    Siblings are fetched concurrently, which is what makes pulling a large
+    file over Bitswap fast: one round trip per tree level, not per block.
+    """
+    seen: set[CID] = {root}
+    count = 0
+    limiter = trio.CapacityLimiter(concurrency)
+
+    async def visit(cid: CID, nursery: trio.Nursery) -> None:
+        nonlocal count
+        async with limiter:
+            block = await store.get(cid, timeout=timeout)
+        count += 1
+        for child in dag_links(cid, block):
+            if child not in seen:
+                seen.add(child)
+                nursery.start_soon(visit, child, nursery)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(visit, root, nursery)
+    return count
+
+
+def _key(cid: CID) -> str:
+    return base64.b32encode(cid.multihash).decode("ascii").rstrip("=")
+
+
+class FlatFSStore:
+    """Blocks as files on disk, with a pin set beside them.
+
+    Writes are atomic (write to a temporary file, then rename), so a crash
+    never leaves a truncated block under a valid name. Reads of local blocks
+    are not re-hashed; :meth:`verify` does that on demand (a resumed master
+    uses it before trusting what it stored before a crash).
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self._blocks = self.root / "blocks"
+        self._pins = self.root / "pins"
+        self._blocks.mkdir(parents=True, exist_ok=True)
+        self._pins.mkdir(parents=True, exist_ok=True)
+        self._limiter = trio.CapacityLimiter(8)
+
+    def path_of(self, cid: CID) -> Path:
+        key = _key(cid)
+        return self._blocks / key[-3:-1] / f"{key}.data"
+
+    async def get(self, cid: CID, *, timeout: float | None = None) -> bytes:
+        data = await self.get_local(cid)
+        if data is None:
+            raise BlockNotFound(cid, "not in the local store")
+        return data
+
+    async def get_local(self, cid: CID) -> bytes | None:
+        path = self.path_of(cid)
+
+        def read() -> bytes | None:
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
+                return None
+
+        return await trio.to_thread.run_sync(read, limiter=self._limiter)
+
+    async def put(self, cid: CID, data: bytes) -> None:
+        if len(data) > MAX_BLOCK_SIZE:
+            raise BlockTooLarge(f"block of {len(data)} bytes exceeds {MAX_BLOCK_SIZE}")
+        path = self.path_of(cid)
+        if path.exists():
+            return
+
+        def write() -> None:
+            path.parent.mkdir(exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+
+        await trio.to_thread.run_sync(write, limiter=self._limiter)
+
+    async def put_verified(self, cid: CID, data: bytes) -> None:
+        if not cid.verify(data):
+            raise BlockVerificationError(f"bytes do not hash to {cid}")
+        await self.put(cid, data)
+
+    async def has(self, cid: CID) -> bool:
+        return self.path_of(cid).exists()
+
+    def has_sync(self, cid: CID) -> bool:
+        return self.path_of(cid).exists()
+
+    async def delete(self, cid: CID) -> None:
+        with contextlib.suppress(OSError):
+            self.path_of(cid).unlink()
+
+    async def verify(self, cid: CID) -> bool:
+        """True if the block is present and still hashes to its CID."""
+        data = await self.get_local(cid)
+        return data is not None and cid.verify(data)
+
+    async def pin(self, cid: CID, *, recursive: bool = True,
+                  timeout: float | None = None) -> None:
+        """Record a pin. A recursive pin requires the whole DAG to be local."""
+        if recursive:
+            missing = [c async for c in self.missing(cid)]
+            if missing:
+                raise BlockNotFound(missing[0], f"cannot pin {cid}: DAG is incomplete")
+        elif not await self.has(cid):
+            raise BlockNotFound(cid, "cannot pin a block that is not stored")
+        self._record_pin(cid, recursive)
+
+    def _record_pin(self, cid: CID, recursive: bool) -> None:
+        (self._pins / str(cid)).write_text("recursive" if recursive else "direct")
+
+    async def unpin(self, cid: CID) -> None:
+        with contextlib.suppress(OSError):
+            (self._pins / str(cid)).unlink()
+
+    def pins(self) -> dict[CID, str]:
+        out: dict[CID, str] = {}
+        for entry in self._pins.iterdir():
+            if entry.name.startswith("."):
+                continue
+            out[CID.parse(entry.name)] = entry.read_text().strip()
+        return out
+
+    async def missing(self, root: CID) -> AsyncIterator[CID]:
+        """Blocks of the DAG under ``root`` that are not stored here."""
+        stack = [root]
+        seen: set[CID] = set()
+        while stack:
+            cid = stack.pop()
+            if cid in seen:
+                continue
+            seen.add(cid)
+            data = await self.get_local(cid)
+            if data is None:
+                yield cid
+                continue
+            stack.extend(dag_links(cid, data))
+
+    def all_multihashes(self) -> list[bytes]:
+        out = []
+        for shard in self._blocks.iterdir():
+            if not shard.is_dir():
+                continue
+            for entry in shard.iterdir():
+                if entry.suffix == ".data" and not entry.name.startswith("."):
+                    key = entry.stem
+                    out.append(base64.b32decode(key + "=" * (-len(key) % 8)))
+        return out
+

@@ -1,0 +1,304 @@
+"""The ``p2pmr`` command line.
+
+Storage commands (add, cat, ls, block get) work on the local repo with no
+daemon and no network. Given ``--bootstrap`` they start a node to fetch what
+the repo lacks; given ``--ipfs-api`` they use that Kubo daemon instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import trio
+
+from . import unixfs
+from .blockstore import BlockStore, FlatFSStore
+from .cid import CID
+from .errors import P2PMRError
+from .node import DEFAULT_LISTEN, default_repo, open_node
+
+log = logging.getLogger("p2pmr.cli")
+
+T = TypeVar("T")
+
+
+class _Libp2pFilter(logging.Filter):
+    """Pass py-libp2p records only at ``threshold`` and above.
+
+    py-libp2p sets explicit INFO levels on some of its module loggers, so
+    filtering at our handler is the only reliable way to keep it quiet.
+    """
+
+    def __init__(self, threshold: int) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith("libp2p") or record.levelno >= self.threshold
+
+
+def configure_logging(level: str) -> None:
+    import libp2p  # noqa: F401  (its import resets its own loggers; do that first)
+
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    if not os.environ.get("LIBP2P_DEBUG"):
+        # py-libp2p detaches its loggers unless LIBP2P_DEBUG is set; route its
+        # errors through ours so they are formatted like everything else.
+        handler.addFilter(_Libp2pFilter(logging.WARNING if numeric <= logging.DEBUG
+                                        else logging.ERROR))
+        logging.getLogger("libp2p").propagate = True
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+
+
+def run_async(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run a coroutine function under trio, turning our errors into exit status 1."""
+    try:
+        return trio.run(fn, *args)
+    except P2PMRError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        raise SystemExit(130) from None
+
+
+class Settings:
+    def __init__(self, repo: Path, ipfs_api: str | None, bootstrap: tuple[str, ...]) -> None:
+        self.repo = repo
+        self.ipfs_api = ipfs_api
+        self.bootstrap = bootstrap
+
+
+def _merge(ctx: click.Context, repo: str | None, ipfs_api: str | None,
+           bootstrap: tuple[str, ...] = ()) -> Settings:
+    parent: Settings = ctx.find_object(Settings) or Settings(default_repo(), None, ())
+    return Settings(Path(repo) if repo else parent.repo, ipfs_api or parent.ipfs_api,
+                    bootstrap or parent.bootstrap)
+
+
+def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--repo and --ipfs-api, accepted before or after the subcommand."""
+    fn = click.option("--ipfs-api", "ipfs_api", metavar="MULTIADDR", default=None,
+                      help="Use this Kubo daemon's RPC API instead of the local repo.")(fn)
+    fn = click.option("--repo", metavar="DIR", default=None,
+                      help="Repo directory (default $P2PMR_REPO or ~/.p2pmr).")(fn)
+    return fn
+
+
+def fetch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--bootstrap", multiple=True, metavar="MULTIADDR",
+                      help="Fetch what the repo lacks from this peer (repeatable).")(fn)
+    fn = click.option("--timeout", type=float, default=60.0, show_default=True,
+                      help="Seconds to wait for a block from the network.")(fn)
+    return fn
+
+
+@contextlib.asynccontextmanager
+async def open_store(settings: Settings, *, network: bool = False,
+                     timeout: float = 60.0) -> AsyncIterator[BlockStore]:
+    """The block store a storage command works on.
+
+    Offline (no bootstrap) the local repo is used directly, without taking
+    the repo lock, so these commands work while a peer runs on the same repo.
+    """
+    if settings.ipfs_api:
+        from .kubo import KuboStore
+
+        yield await KuboStore.connect(settings.ipfs_api, timeout=timeout)
+        return
+    if network and settings.bootstrap:
+        async with open_node(settings.repo, bootstrap=settings.bootstrap) as node:
+            if node.bitswap is not None:
+                from .bitswap import BitswapStore
+
+                yield BitswapStore(node.local or FlatFSStore(settings.repo), node.bitswap,
+                                   default_timeout=timeout)
+            else:
+                yield node.blocks
+        return
+    settings.repo.mkdir(parents=True, exist_ok=True)
+    yield FlatFSStore(settings.repo)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@store_options
+@click.option("--log-level", default=os.environ.get("P2PMR_LOG_LEVEL", "WARNING"),
+              show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+@click.version_option(package_name="p2pmr")
+@click.pass_context
+def main(ctx: click.Context, repo: str | None, ipfs_api: str | None, log_level: str) -> None:
+    """Peer-to-peer, content-addressed MapReduce over IPFS."""
+    configure_logging(log_level)
+    ctx.obj = Settings(Path(repo) if repo else default_repo(), ipfs_api, ())
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("-r", "--recursive", is_flag=True, help="Add a directory tree.")
+@click.option("--cid-version", type=click.Choice(["0", "1"]), default="0", show_default=True)
+@click.option("--raw-leaves", is_flag=True, default=None,
+              help="Store leaves as raw blocks (default for CIDv1).")
+@click.option("--chunker", default="size-262144", show_default=True,
+              help="Fixed-size chunker, size-N.")
+@click.option("--hidden", is_flag=True, help="Include files whose names start with '.'.")
+@store_options
+@click.pass_context
+def add(ctx: click.Context, path: Path, recursive: bool, cid_version: str,
+        raw_leaves: bool | None, chunker: str, hidden: bool, repo: str | None,
+        ipfs_api: str | None) -> None:
+    """Add a file (or, with -r, a directory) and print its CID on the last line."""
+    settings = _merge(ctx, repo, ipfs_api)
+    if path.is_dir() and not recursive:
+        raise click.UsageError(f"{path} is a directory; use -r")
+    try:
+        options = unixfs.ImportOptions.from_chunker(
+            chunker, cid_version=int(cid_version), raw_leaves=raw_leaves)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+    async def go() -> CID:
+        async with open_store(settings) as store:
+            if path.is_dir():
+                return await unixfs.add_directory(store, path, options, hidden=hidden)
+            return await unixfs.add_file(store, path, options)
+
+    root = run_async(go)
+    click.echo(f"added {root} {path.name}", err=True)
+    click.echo(str(root))
+
+
+@main.command()
+@click.argument("cid")
+@click.option("--offset", type=int, default=0, help="Start at this byte.")
+@click.option("--length", type=int, default=None, help="Read at most this many bytes.")
+@store_options
+@fetch_options
+@click.pass_context
+def cat(ctx: click.Context, cid: str, offset: int, length: int | None, repo: str | None,
+        ipfs_api: str | None, bootstrap: tuple[str, ...], timeout: float) -> None:
+    """Print a file; for a directory, print its files in name order.
+
+    Names starting with '_' or '.' are skipped, so a job's output directory
+    prints as the concatenation of its parts.
+    """
+    settings = _merge(ctx, repo, ipfs_api, bootstrap)
+    root = _parse_cid(cid)
+    out = sys.stdout.buffer
+
+    async def go() -> None:
+        async with open_store(settings, network=True, timeout=timeout) as store:
+            kind, _ = await unixfs.stat(store, root)
+            if kind in ("directory", "hamt-shard"):
+                files = [(p, c) for p, c in await unixfs.walk_files(store, root)
+                         if not any(part.startswith(("_", ".")) for part in p.split("/"))]
+            else:
+                files = [("", root)]
+            for _, file_cid in files:
+                async for piece in unixfs.cat(store, file_cid, offset, length):
+                    out.write(piece)
+            out.flush()
+
+    run_async(go)
+
+
+@main.command(name="ls")
+@click.argument("cid")
+@store_options
+@fetch_options
+@click.pass_context
+def ls_cmd(ctx: click.Context, cid: str, repo: str | None, ipfs_api: str | None,
+           bootstrap: tuple[str, ...], timeout: float) -> None:
+    """List a directory: CID, size and name of each entry."""
+    settings = _merge(ctx, repo, ipfs_api, bootstrap)
+    root = _parse_cid(cid)
+
+    async def go() -> None:
+        async with open_store(settings, network=True, timeout=timeout) as store:
+            for entry in await unixfs.list_directory(store, root, resolve_types=True):
+                suffix = "/" if entry.type == "directory" else ""
+                click.echo(f"{entry.cid} {entry.tsize} {entry.name}{suffix}")
+
+    run_async(go)
+
+
+@main.group()
+def block() -> None:
+    """Raw block operations."""
+
+
+@block.command(name="get")
+@click.argument("cid")
+@store_options
+@fetch_options
+@click.pass_context
+def block_get(ctx: click.Context, cid: str, repo: str | None, ipfs_api: str | None,
+              bootstrap: tuple[str, ...], timeout: float) -> None:
+    """Write a block's raw bytes to stdout."""
+    settings = _merge(ctx, repo, ipfs_api, bootstrap)
+    target = _parse_cid(cid)
+
+    async def go() -> bytes:
+        async with open_store(settings, network=True, timeout=timeout) as store:
+            return await store.get(target, timeout=timeout)
+
+    data = run_async(go)
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+@main.command()
+@click.option("--listen", multiple=True, metavar="MULTIADDR",
+              help="Listen address (repeatable; default /ip4/127.0.0.1/tcp/0). "
+                   "Use /ip4/0.0.0.0/tcp/PORT to accept peers from other machines.")
+@click.option("--bootstrap", multiple=True, metavar="MULTIADDR",
+              help="Peer to connect to and stay connected to (repeatable).")
+@store_options
+@click.pass_context
+def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...],
+         repo: str | None, ipfs_api: str | None) -> None:
+    """Run a peer until SIGINT or SIGTERM."""
+    settings = _merge(ctx, repo, ipfs_api, bootstrap)
+
+    async def go() -> None:
+        async with open_node(settings.repo, listen=listen or DEFAULT_LISTEN,
+                             bootstrap=settings.bootstrap,
+                             ipfs_api=settings.ipfs_api) as node:
+            click.echo(f"Peer ID: {node.peer_id}")
+            click.echo("Listening on:")
+            for addr in node.multiaddrs:
+                click.echo(f"  {addr}")
+            click.echo("Ready.")
+            sys.stdout.flush()
+            await _wait_for_stop_signal()
+            log.info("stopping")
+
+    run_async(go)
+
+
+async def _wait_for_stop_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return
+
+
+def _parse_cid(text: str) -> CID:
+    try:
+        return CID.parse(text)
+    except P2PMRError as exc:
+        raise click.BadParameter(str(exc), param_hint="CID") from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

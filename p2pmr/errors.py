@@ -1,0 +1,110 @@
+"""The exception hierarchy.
+
+Every error p2pmr raises on purpose derives from :class:`P2PMRError`, so a
+caller can catch one type at the boundary of its program and still tell the
+cases apart below it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BlockNotFound",
+    "BlockTooLarge",
+    "BlockVerificationError",
+    "CIDError",
+    "EncodingError",
+    "JobError",
+    "JobFailed",
+    "KuboError",
+    "LimitExceeded",
+    "NotAuthorised",
+    "P2PMRError",
+    "ProtocolError",
+    "RemoteTaskError",
+    "StorageError",
+    "UnixFSError",
+]
+
+
+class P2PMRError(Exception):
+    """Root of every error p2pmr raises deliberately."""
+
+
+class CIDError(P2PMRError, ValueError):
+    """A string or byte sequence is not a CID this system understands."""
+
+
+class StorageError(P2PMRError):
+    """The block store could not complete an operation."""
+
+
+class BlockNotFound(StorageError, LookupError):
+    """No reachable store could produce the block before the deadline."""
+
+    def __init__(self, cid: object, detail: str = "") -> None:
+        self.cid = cid
+        message = f"block {cid} not found"
+        if detail:
+            message += f": {detail}"
+        super().__init__(message)
+
+
+class BlockVerificationError(StorageError):
+    """Bytes received for a CID do not hash to that CID; they were discarded."""
+
+
+class BlockTooLarge(StorageError):
+    """A block exceeds the size limit of the store or of the exchange."""
+
+
+class KuboError(StorageError):
+    """The IPFS daemon behind the Kubo backend failed or is unsuitable."""
+
+
+class UnixFSError(P2PMRError):
+    """A DAG is not the UnixFS structure the operation expects."""
+
+
+class EncodingError(P2PMRError, TypeError):
+    """A value cannot be carried by the non-executable data encoding."""
+
+
+class ProtocolError(P2PMRError):
+    """A remote peer sent something the wire protocol does not allow."""
+
+
+class LimitExceeded(P2PMRError):
+    """A configured limit (size, time, memory, concurrency) was exceeded."""
+
+
+class NotAuthorised(P2PMRError):
+    """A remote peer asked for something it is not trusted to ask for."""
+
+
+class JobError(P2PMRError):
+    """A job is malformed: its code, its input or its settings."""
+
+
+class RemoteTaskError(P2PMRError):
+    """User code raised on a peer; carries the remote traceback verbatim."""
+
+    def __init__(self, message: str, remote_traceback: str = "", peer: str = "") -> None:
+        self.remote_traceback = remote_traceback
+        self.peer = peer
+        text = message
+        if peer:
+            text += f" (on peer {peer})"
+        if remote_traceback:
+            text += "\n\nRemote traceback:\n" + remote_traceback.rstrip()
+        super().__init__(text)
+
+
+class JobFailed(P2PMRError):
+    """A job cannot finish; the message says which task failed and why."""
+
+    def __init__(self, message: str, remote_traceback: str = "") -> None:
+        self.remote_traceback = remote_traceback
+        text = message
+        if remote_traceback:
+            text += "\n\nRemote traceback:\n" + remote_traceback.rstrip()
+        super().__init__(text)

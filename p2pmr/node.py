@@ -1,0 +1,238 @@
+"""A p2pmr node: a libp2p host bundled with a block store.
+
+Open one with :func:`open_node`. The node owns its background tasks (the
+host, Bitswap, keeping bootstrap peers connected), and closing the context
+stops them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.identity_utils import load_identity, save_identity
+from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID as PeerID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+
+from .bitswap import Bitswap, BitswapStore
+from .blockstore import BlockStore, FlatFSStore
+from .cid import CID
+from .errors import P2PMRError, StorageError
+from .unixfs import ImportOptions, add_bytes, add_path
+
+__all__ = ["DEFAULT_LISTEN", "Node", "default_repo", "open_node", "parse_peer_addr"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN: Final = ("/ip4/127.0.0.1/tcp/0",)
+_IDENTITY_FILE: Final = "identity.key"
+_LOCK_FILE: Final = "repo.lock"
+_CONNECT_TIMEOUT: Final = 10.0
+
+
+def default_repo() -> Path:
+    """``$P2PMR_REPO``, else ``~/.p2pmr``."""
+    env = os.environ.get("P2PMR_REPO")
+    return Path(env) if env else Path.home() / ".p2pmr"
+
+
+def parse_peer_addr(addr: str | multiaddr.Multiaddr) -> tuple[PeerID, multiaddr.Multiaddr]:
+    """Split ``/ip4/…/tcp/…/p2p/ID`` into the peer ID and the full address."""
+    try:
+        ma = addr if isinstance(addr, multiaddr.Multiaddr) else multiaddr.Multiaddr(addr)
+        info = info_from_p2p_addr(ma)
+    except Exception as exc:
+        raise P2PMRError(f"not a peer multiaddr (need …/p2p/PEER_ID): {addr}") from exc
+    return info.peer_id, ma
+
+
+def _load_or_create_identity(repo: Path) -> Any:
+    path = repo / _IDENTITY_FILE
+    if path.exists():
+        return load_identity(path)
+    key_pair = create_new_key_pair()
+    save_identity(key_pair, path)
+    log.info("created a new identity in %s", path)
+    return key_pair
+
+
+@contextlib.contextmanager
+def _repo_lock(repo: Path) -> Any:
+    """Exclusive use of a repo by one running node (its identity is unique)."""
+    with open(repo / _LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise P2PMRError(f"repo {repo} is in use by another running node") from None
+        yield
+
+
+def _build_host(key_pair: Any, psk: str | None) -> IHost:
+    # Noise only. py-libp2p's defaults also offer plaintext, whose peer IDs
+    # are unauthenticated claims; trust decisions rest on Noise's proof.
+    noise = NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
+    # max_connections_per_peer=1 ends the dial as soon as one address works,
+    # instead of waiting out the 250 ms happy-eyeballs head start; a minimum
+    # connection count of 0 keeps the auto-connector from re-dialling every
+    # peer it ever saw (we keep bootstrap peers connected ourselves).
+    config = ConnectionConfig(max_connections_per_peer=1, min_connections=0, low_watermark=0)
+    return new_host(key_pair=key_pair, sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
+                    muxer_preference="YAMUX", connection_config=config, psk=psk,
+                    enable_mDNS=False, enable_upnp=False)
+
+
+class Node:
+    """A running node. Create it with :func:`open_node`."""
+
+    def __init__(self, host: IHost, repo: Path, blocks: BlockStore,
+                 local: FlatFSStore | None, bitswap: Bitswap | None,
+                 nursery: trio.Nursery) -> None:
+        self.host = host
+        self.repo = repo
+        self.blocks = blocks
+        self.local = local
+        self.bitswap = bitswap
+        self._nursery = nursery
+        self.kubo: Any = None
+
+    @property
+    def peer_id(self) -> PeerID:
+        return self.host.get_id()
+
+    @property
+    def multiaddrs(self) -> list[str]:
+        """Full dialable addresses, ``/ip4/…/tcp/…/p2p/PEER_ID``."""
+        out = []
+        for addr in self.host.get_addrs():
+            text = str(addr)
+            if "/p2p/" not in text:
+                text += f"/p2p/{self.peer_id}"
+            out.append(text)
+        return out
+
+    def spawn(self, fn: Any, *args: Any) -> None:
+        """Run a background task for the node's lifetime."""
+        self._nursery.start_soon(fn, *args)
+
+    async def connect(self, addr: str | multiaddr.Multiaddr, *,
+                      timeout: float = _CONNECT_TIMEOUT) -> PeerID:
+        """Dial a peer by full multiaddr; return its authenticated peer ID."""
+        peer_id, ma = parse_peer_addr(addr)
+        info = info_from_p2p_addr(ma)
+        try:
+            with trio.fail_after(timeout):
+                await self.host.connect(info)
+        except trio.TooSlowError:
+            raise P2PMRError(f"could not connect to {addr} within {timeout:g}s") from None
+        except P2PMRError:
+            raise
+        except Exception as exc:
+            raise P2PMRError(f"could not connect to {addr}: {exc}") from exc
+        if self.kubo is not None:
+            # Let the daemon exchange blocks with this peer directly.
+            await self.kubo.swarm_connect(str(ma))
+        return peer_id
+
+    def connected_peers(self) -> list[PeerID]:
+        return list(self.host.get_network().connections.keys())
+
+    def is_connected(self, peer: PeerID) -> bool:
+        return bool(self.host.get_network().connections.get(peer))
+
+    async def keep_connected(self, addr: str) -> None:
+        """Stay connected to ``addr`` for the node's lifetime, redialling with backoff."""
+        peer_id, _ = parse_peer_addr(addr)
+        delay = 0.5
+        while True:
+            if not self.is_connected(peer_id):
+                try:
+                    await self.connect(addr)
+                    log.info("connected to %s", addr)
+                    delay = 0.5
+                except P2PMRError as exc:
+                    log.debug("bootstrap %s: %s; retrying in %.1fs", addr, exc, delay)
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+                    continue
+            await trio.sleep(0.5)
+
+    # -- conveniences over the block store -------------------------------------
+
+    async def add_bytes(self, data: bytes, options: ImportOptions | None = None) -> CID:
+        return await add_bytes(self.blocks, data, options)
+
+    async def add_path(self, path: str | os.PathLike[str],
+                       options: ImportOptions | None = None) -> CID:
+        return await add_path(self.blocks, path, options)
+
+
+@contextlib.asynccontextmanager
+async def open_node(repo: str | os.PathLike[str] | None = None, *,
+                    listen: Sequence[str] = DEFAULT_LISTEN,
+                    bootstrap: Sequence[str] = (),
+                    ipfs_api: str | None = None,
+                    psk: str | None = None,
+                    bootstrap_timeout: float = _CONNECT_TIMEOUT) -> AsyncIterator[Node]:
+    """Start a node; stop it when the block exits.
+
+    ``repo`` holds the identity, the block store and job journals (default
+    :func:`default_repo`). With ``ipfs_api`` (a multiaddr such as
+    ``/ip4/127.0.0.1/tcp/5001``) blocks live in that Kubo daemon instead of
+    the local store. Bootstrap peers are dialled before this returns (each
+    within ``bootstrap_timeout``; failures are logged, not fatal) and then
+    kept connected.
+    """
+    repo_path = Path(repo) if repo is not None else default_repo()
+    repo_path.mkdir(parents=True, exist_ok=True)
+    with _repo_lock(repo_path):
+        key_pair = _load_or_create_identity(repo_path)
+        host = _build_host(key_pair, psk)
+        listen_addrs = [multiaddr.Multiaddr(a) for a in listen]
+        async with host.run(listen_addrs=listen_addrs), trio.open_nursery() as nursery:
+            # See _build_host: we keep the peers we need connected ourselves.
+            await host.get_network().auto_connector.stop()
+            local: FlatFSStore | None = None
+            bitswap: Bitswap | None = None
+            kubo = None
+            if ipfs_api is None:
+                local = FlatFSStore(repo_path)
+                bitswap = Bitswap(host, local)
+                await nursery.start(bitswap.run)
+                blocks: BlockStore = BitswapStore(local, bitswap)
+            else:
+                from .kubo import KuboStore
+
+                kubo = await KuboStore.connect(ipfs_api)
+                blocks = kubo
+            node = Node(host, repo_path, blocks, local, bitswap, nursery)
+            node.kubo = kubo
+            log.info("node %s listening on %s", node.peer_id, ", ".join(node.multiaddrs))
+            for addr in bootstrap:
+                with contextlib.suppress(P2PMRError):
+                    await node.connect(addr, timeout=bootstrap_timeout)
+                nursery.start_soon(node.keep_connected, addr)
+            try:
+                yield node
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+def require_local(node: Node) -> FlatFSStore:
+    if node.local is None:
+        raise StorageError("this operation needs the embedded block store")
+    return node.local

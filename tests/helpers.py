@@ -1,0 +1,112 @@
+"""Helpers for tests that run real peer processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GUTENBERG = ROOT / "examples" / "data" / "gutenberg"
+
+
+def gutenberg_files() -> list[Path]:
+    return sorted(GUTENBERG.glob("pg-*.txt"))
+
+
+def random_bytes(n: int, seed: int | None = None) -> bytes:
+    return random.Random(n if seed is None else seed).randbytes(n)
+
+
+class PeerProcess:
+    """A ``p2pmr peer`` child process; its stdout tells its addresses."""
+
+    def __init__(self, repo: Path, args: Sequence[str] = (), *, timeout: float = 60.0,
+                 env: dict[str, str] | None = None) -> None:
+        self.repo = repo
+        cmd = [sys.executable, "-m", "p2pmr", "peer", "--repo", str(repo), *args]
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=full_env, start_new_session=True)
+        self.peer_id = ""
+        self.addrs: list[str] = []
+        self.stderr_lines: list[str] = []
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while True:
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TimeoutError(f"peer did not start within {timeout}s: {self.stderr}")
+            line = self.proc.stdout.readline()
+            if not line:
+                self.proc.wait(5)
+                raise RuntimeError(f"peer exited ({self.proc.returncode}): {self.stderr}")
+            line = line.strip()
+            if line.startswith("Peer ID:"):
+                self.peer_id = line.split(":", 1)[1].strip()
+            elif "/p2p/" in line:
+                self.addrs.append(line)
+            elif line == "Ready.":
+                break
+        threading.Thread(target=self._drain_stdout, daemon=True).start()
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line)
+
+    def _drain_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for _ in self.proc.stdout:
+            pass
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.stderr_lines[-50:])
+
+    @property
+    def addr(self) -> str:
+        return self.addrs[0]
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+
+    def __enter__(self) -> PeerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+
+def run_cli(*args: str, input: bytes | None = None, timeout: float = 120.0,
+            check: bool = True, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python -m p2pmr ARGS`` and return the completed process."""
+    result = subprocess.run([sys.executable, "-m", "p2pmr", *args], input=input,
+                            capture_output=True, timeout=timeout,
+                            env={**os.environ, **(env or {})})
+    if check and result.returncode != 0:
+        raise AssertionError(f"p2pmr {' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stderr.decode(errors='replace')}")
+    return result
