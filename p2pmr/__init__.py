@@ -1,0 +1,99 @@
+"""p2pmr: peer-to-peer, content-addressed MapReduce over IPFS.
+
+The public API is re-exported here. Imports are lazy, so worker processes,
+which import only the pieces that run user code, start without loading
+libp2p.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CID",
+    "ImportOptions",
+    "InitMaster",
+    "Job",
+    "Master",
+    "MasterOptions",
+    "Node",
+    "PeerConfig",
+    "PhaseStatus",
+    "Policy",
+    "WorkerLimits",
+    "open_node",
+    "register_protocol",
+    # errors
+    "BlockNotFound",
+    "BlockVerificationError",
+    "CIDError",
+    "EncodingError",
+    "JobError",
+    "JobFailed",
+    "LimitExceeded",
+    "NotAuthorised",
+    "P2PMRError",
+    "ProtocolError",
+    "RemoteTaskError",
+    "StorageError",
+    "UnixFSError",
+]
+
+_WHERE = {
+    "CID": "cid",
+    "ImportOptions": "unixfs",
+    "InitMaster": "master",
+    "Master": "master",
+    "MasterOptions": "master",
+    "Job": "job",
+    "Node": "node",
+    "open_node": "node",
+    "PeerConfig": "peer",
+    "register_protocol": "peer",
+    "PhaseStatus": "scheduler",
+    "Policy": "scheduler",
+    "WorkerLimits": "_worker",
+}
+
+if TYPE_CHECKING:
+    from ._worker import WorkerLimits
+    from .cid import CID
+    from .errors import (
+        BlockNotFound,
+        BlockVerificationError,
+        CIDError,
+        EncodingError,
+        JobError,
+        JobFailed,
+        LimitExceeded,
+        NotAuthorised,
+        P2PMRError,
+        ProtocolError,
+        RemoteTaskError,
+        StorageError,
+        UnixFSError,
+    )
+    from .job import Job
+    from .master import InitMaster, Master, MasterOptions
+    from .node import Node, open_node
+    from .peer import PeerConfig, register_protocol
+    from .scheduler import PhaseStatus, Policy
+    from .unixfs import ImportOptions
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None and name in __all__:
+        module = "errors"
+    if module is None:
+        raise AttributeError(f"module 'p2pmr' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -17,9 +17,9 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Final, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import trio
 
@@ -45,7 +45,8 @@ class BlockStore(Protocol):
     CID before returning or storing it.
     """
 
-    async def get(self, cid: CID, *, timeout: float | None = None) -> bytes: ...
+    async def get(self, cid: CID, *, timeout: float | None = None,
+                  providers: Sequence[Any] = ()) -> bytes: ...
 
     async def put(self, cid: CID, data: bytes) -> None: ...
 
@@ -64,7 +65,11 @@ def dag_links(cid: CID, block: bytes) -> list[CID]:
     raise StorageError(f"cannot follow links of a {cid.codec_name} block")
 
 
-async def fetch_dag(store: BlockStore, root: CID, *, timeout: float | None = None,
+class BlockGetter(Protocol):
+    async def get(self, cid: CID, *, timeout: float | None = None) -> bytes: ...
+
+
+async def fetch_dag(store: BlockGetter, root: CID, *, timeout: float | None = None,
                     concurrency: int = 32) -> int:
     """Make every block of a DAG available through ``store``; return the count.
 
@@ -115,7 +120,8 @@ class FlatFSStore:
         key = _key(cid)
         return self._blocks / key[-3:-1] / f"{key}.data"
 
-    async def get(self, cid: CID, *, timeout: float | None = None) -> bytes:
+    async def get(self, cid: CID, *, timeout: float | None = None,
+                  providers: Sequence[Any] = ()) -> bytes:
         data = await self.get_local(cid)
         if data is None:
             raise BlockNotFound(cid, "not in the local store")

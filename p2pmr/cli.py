@@ -22,7 +22,7 @@ import trio
 from . import unixfs
 from .blockstore import BlockStore, FlatFSStore
 from .cid import CID
-from .errors import P2PMRError
+from .errors import P2PMRError, collapse
 from .node import DEFAULT_LISTEN, default_repo, open_node
 
 log = logging.getLogger("p2pmr.cli")
@@ -65,7 +65,10 @@ def configure_logging(level: str) -> None:
 def run_async(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Run a coroutine function under trio, turning our errors into exit status 1."""
     try:
-        return trio.run(fn, *args)
+        try:
+            return trio.run(fn, *args)
+        except BaseExceptionGroup as group:
+            raise collapse(group) from None
     except P2PMRError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None
@@ -128,7 +131,7 @@ async def open_store(settings: Settings, *, network: bool = False,
             else:
                 yield node.blocks
         return
-    settings.repo.mkdir(parents=True, exist_ok=True)
+    await trio.Path(settings.repo).mkdir(parents=True, exist_ok=True)
     yield FlatFSStore(settings.repo)
 
 
@@ -170,9 +173,7 @@ def add(ctx: click.Context, path: Path, recursive: bool, cid_version: str,
 
     async def go() -> CID:
         async with open_store(settings) as store:
-            if path.is_dir():
-                return await unixfs.add_directory(store, path, options, hidden=hidden)
-            return await unixfs.add_file(store, path, options)
+            return await unixfs.add_path(store, path, options, hidden=hidden)
 
     root = run_async(go)
     click.echo(f"added {root} {path.name}", err=True)
@@ -264,27 +265,115 @@ def block_get(ctx: click.Context, cid: str, repo: str | None, ipfs_api: str | No
                    "Use /ip4/0.0.0.0/tcp/PORT to accept peers from other machines.")
 @click.option("--bootstrap", multiple=True, metavar="MULTIADDR",
               help="Peer to connect to and stay connected to (repeatable).")
+@click.option("--workers", type=int, default=None,
+              help="Tasks run at once, each in its own process (default: CPU count).")
+@click.option("--trust", multiple=True, metavar="PEER_ID",
+              help="A master allowed to run jobs here (repeatable); also read from "
+                   "the repo's trusted_masters file.")
+@click.option("--trust-any", is_flag=True,
+              help="Run jobs from ANY master. Only for closed test swarms.")
+@click.option("--allow-pickle", is_flag=True,
+              help="Accept the pickle data encoding (unpickles data from other peers).")
+@click.option("--max-task-memory", type=int, default=2048, show_default=True, metavar="MIB",
+              help="Address-space limit of each worker process (0: none).")
+@click.option("--max-task-cpu", type=float, default=600.0, show_default=True,
+              metavar="SECONDS", help="CPU time limit per task (0: none).")
+@click.option("--max-task-time", type=float, default=3600.0, show_default=True,
+              metavar="SECONDS", help="Wall-clock limit per task.")
+@click.option("--psk", envvar="P2PMR_PSK", default=None, metavar="HEX",
+              help="Pre-shared key: only peers holding it can connect (64 hex digits).")
 @store_options
 @click.pass_context
 def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...],
+         workers: int | None, trust: tuple[str, ...], trust_any: bool, allow_pickle: bool,
+         max_task_memory: int, max_task_cpu: float, max_task_time: float, psk: str | None,
          repo: str | None, ipfs_api: str | None) -> None:
-    """Run a peer until SIGINT or SIGTERM."""
+    """Run a peer that executes tasks for trusted masters, until SIGINT or SIGTERM."""
+    from ._worker import WorkerLimits
+    from .peer import PeerConfig, register_protocol
+
     settings = _merge(ctx, repo, ipfs_api, bootstrap)
+    config = PeerConfig(
+        workers=workers or (os.cpu_count() or 1), allow_pickle=allow_pickle,
+        limits=WorkerLimits(memory_bytes=max_task_memory * 1024 * 1024 or None,
+                            cpu_seconds=max_task_cpu or None),
+        task_wall_seconds=max_task_time)
+    if trust_any:
+        click.echo("WARNING: --trust-any: any peer that can reach this one can run arbitrary "
+                   "code on this machine. Use it only in a closed test swarm.", err=True)
 
     async def go() -> None:
         async with open_node(settings.repo, listen=listen or DEFAULT_LISTEN,
-                             bootstrap=settings.bootstrap,
-                             ipfs_api=settings.ipfs_api) as node:
+                             bootstrap=settings.bootstrap, ipfs_api=settings.ipfs_api,
+                             psk=psk) as node:
+            service = register_protocol(node, trust=trust, trust_any=trust_any, config=config)
             click.echo(f"Peer ID: {node.peer_id}")
             click.echo("Listening on:")
             for addr in node.multiaddrs:
                 click.echo(f"  {addr}")
+            click.echo(f"Serving {service.config.workers} worker(s) for "
+                       f"{service.trust.describe()}.")
             click.echo("Ready.")
             sys.stdout.flush()
             await _wait_for_stop_signal()
             log.info("stopping")
 
     run_async(go)
+
+
+@main.command()
+@click.argument("jobfile", required=False,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--input", "input_", metavar="CID|FILE|DIR",
+              help="The input: a CID, or a local file or directory to add first.")
+@click.option("--reducers", "-R", type=click.IntRange(1, 100_000), default=None,
+              help="Number of reduce tasks, R (default 1).")
+@click.option("--local-peers", type=click.IntRange(0, 64), default=0,
+              help="Start this many peer processes on 127.0.0.1 for the job.")
+@click.option("--local-workers", type=int, default=None,
+              help="Worker processes per local peer (default: CPUs / peers).")
+@click.option("--bootstrap", multiple=True, metavar="MULTIADDR",
+              help="A peer to connect to (repeatable).")
+@click.option("--listen", multiple=True, metavar="MULTIADDR",
+              help="Master listen address (default /ip4/127.0.0.1/tcp/0).")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write the parts and manifest to this directory.")
+@click.option("--resume", is_flag=True,
+              help="Continue this repo's unfinished run of the job (or, with no JOBFILE, "
+                   "the newest unfinished job) from its journal.")
+@click.option("--peer-timeout", type=float, default=5.0, show_default=True,
+              help="Seconds of silence after which a peer counts as dead.")
+@click.option("--wait-for-workers", type=float, default=120.0, show_default=True,
+              help="Seconds to wait when no worker is available.")
+@click.option("--encoding", type=click.Choice(["msgpack", "pickle"]), default="msgpack",
+              show_default=True, help="Data encoding between peers.")
+@click.option("--cid-version", type=click.Choice(["0", "1"]), default="0", show_default=True)
+@click.option("--psk", envvar="P2PMR_PSK", default=None, metavar="HEX",
+              help="Pre-shared key of a private swarm.")
+@click.option("--progress/--no-progress", default=True, help="Show progress on stderr.")
+@store_options
+@click.pass_context
+def run(ctx: click.Context, jobfile: Path | None, input_: str | None, reducers: int | None,
+        local_peers: int, local_workers: int | None, bootstrap: tuple[str, ...],
+        listen: tuple[str, ...], output: Path | None, resume: bool, peer_timeout: float,
+        wait_for_workers: float, encoding: str, cid_version: str, psk: str | None,
+        progress: bool, repo: str | None, ipfs_api: str | None) -> None:
+    """Run a MapReduce job and print the output CID on the last line."""
+    from .runner import RunSettings, run_job
+
+    settings = _merge(ctx, repo, ipfs_api, bootstrap)
+    if jobfile is None and not resume:
+        raise click.UsageError("give a JOBFILE, or --resume to continue an unfinished job")
+    if jobfile is not None and input_ is None:
+        raise click.UsageError("--input is required")
+    run_settings = RunSettings(
+        repo=settings.repo, ipfs_api=settings.ipfs_api, jobfile=jobfile, input=input_,
+        reducers=reducers, local_peers=local_peers, local_workers=local_workers,
+        bootstrap=settings.bootstrap, listen=listen or DEFAULT_LISTEN, output=output,
+        resume=resume, peer_timeout=peer_timeout, wait_for_workers=wait_for_workers,
+        encoding=encoding, cid_version=int(cid_version), psk=psk, progress=progress)
+    root = run_async(run_job, run_settings)
+    click.echo(str(root))
 
 
 async def _wait_for_stop_signal() -> None:

@@ -8,6 +8,7 @@ cases apart below it.
 from __future__ import annotations
 
 __all__ = [
+    "collapse",
     "BlockNotFound",
     "BlockTooLarge",
     "BlockVerificationError",
@@ -108,3 +109,28 @@ class JobFailed(P2PMRError):
         if remote_traceback:
             text += "\n\nRemote traceback:\n" + remote_traceback.rstrip()
         super().__init__(text)
+
+
+def collapse(group: BaseException) -> BaseException:
+    """The one meaningful error inside a (nested) trio exception group.
+
+    A failure in one task of a nursery cancels its siblings, so the group
+    usually holds one real error; raising that one keeps our API's errors
+    catchable as themselves. Anything else is returned unchanged.
+    """
+    if not isinstance(group, BaseExceptionGroup):
+        return group
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        elif type(exc).__name__ != "Cancelled":
+            leaves.append(exc)
+
+    walk(group)
+    if len(leaves) == 1:
+        return leaves[0]
+    ours = [exc for exc in leaves if isinstance(exc, P2PMRError)]
+    return ours[0] if len(ours) == 1 else group

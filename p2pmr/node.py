@@ -205,7 +205,8 @@ async def open_node(repo: str | os.PathLike[str] | None = None, *,
         listen_addrs = [multiaddr.Multiaddr(a) for a in listen]
         async with host.run(listen_addrs=listen_addrs), trio.open_nursery() as nursery:
             # See _build_host: we keep the peers we need connected ourselves.
-            await host.get_network().auto_connector.stop()
+            network: Any = host.get_network()
+            await network.auto_connector.stop()
             local: FlatFSStore | None = None
             bitswap: Bitswap | None = None
             kubo = None

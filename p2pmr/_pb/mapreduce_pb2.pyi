@@ -1,0 +1,221 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PHASE_UNSPECIFIED: _ClassVar[Phase]
+    MAP: _ClassVar[Phase]
+    REDUCE: _ClassVar[Phase]
+
+class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_UNSPECIFIED: _ClassVar[ErrorCode]
+    BAD_REQUEST: _ClassVar[ErrorCode]
+    NOT_AUTHORISED: _ClassVar[ErrorCode]
+    UNSUPPORTED_VERSION: _ClassVar[ErrorCode]
+    INPUT_NOT_FOUND: _ClassVar[ErrorCode]
+    USER_CODE_ERROR: _ClassVar[ErrorCode]
+    WORKER_DIED: _ClassVar[ErrorCode]
+    LIMIT_EXCEEDED: _ClassVar[ErrorCode]
+    BUSY: _ClassVar[ErrorCode]
+    INTERNAL: _ClassVar[ErrorCode]
+    CANCELLED: _ClassVar[ErrorCode]
+    BAD_JOB: _ClassVar[ErrorCode]
+PHASE_UNSPECIFIED: Phase
+MAP: Phase
+REDUCE: Phase
+ERROR_UNSPECIFIED: ErrorCode
+BAD_REQUEST: ErrorCode
+NOT_AUTHORISED: ErrorCode
+UNSUPPORTED_VERSION: ErrorCode
+INPUT_NOT_FOUND: ErrorCode
+USER_CODE_ERROR: ErrorCode
+WORKER_DIED: ErrorCode
+LIMIT_EXCEEDED: ErrorCode
+BUSY: ErrorCode
+INTERNAL: ErrorCode
+CANCELLED: ErrorCode
+BAD_JOB: ErrorCode
+
+class Frame(_message.Message):
+    __slots__ = ("version", "map", "reduce", "accepted", "progress", "map_result", "reduce_result", "error", "cancel")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    REDUCE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    MAP_RESULT_FIELD_NUMBER: _ClassVar[int]
+    REDUCE_RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    map: MapTask
+    reduce: ReduceTask
+    accepted: Accepted
+    progress: Progress
+    map_result: MapResult
+    reduce_result: ReduceResult
+    error: Error
+    cancel: Cancel
+    def __init__(self, version: _Optional[int] = ..., map: _Optional[_Union[MapTask, _Mapping]] = ..., reduce: _Optional[_Union[ReduceTask, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., map_result: _Optional[_Union[MapResult, _Mapping]] = ..., reduce_result: _Optional[_Union[ReduceResult, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
+
+class TaskId(_message.Message):
+    __slots__ = ("job", "phase", "index", "attempt")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    job: bytes
+    phase: Phase
+    index: int
+    attempt: int
+    def __init__(self, job: _Optional[bytes] = ..., phase: _Optional[_Union[Phase, str]] = ..., index: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class JobSpec(_message.Message):
+    __slots__ = ("job", "code", "reducers", "encoding", "cid_version")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REDUCERS_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    CID_VERSION_FIELD_NUMBER: _ClassVar[int]
+    job: bytes
+    code: bytes
+    reducers: int
+    encoding: str
+    cid_version: int
+    def __init__(self, job: _Optional[bytes] = ..., code: _Optional[bytes] = ..., reducers: _Optional[int] = ..., encoding: _Optional[str] = ..., cid_version: _Optional[int] = ...) -> None: ...
+
+class Split(_message.Message):
+    __slots__ = ("block", "path", "offset", "size", "first", "last")
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    block: bytes
+    path: str
+    offset: int
+    size: int
+    first: bool
+    last: bool
+    def __init__(self, block: _Optional[bytes] = ..., path: _Optional[str] = ..., offset: _Optional[int] = ..., size: _Optional[int] = ..., first: bool = ..., last: bool = ...) -> None: ...
+
+class MapTask(_message.Message):
+    __slots__ = ("id", "job", "split", "records", "providers", "heartbeat_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
+    id: TaskId
+    job: JobSpec
+    split: Split
+    records: bytes
+    providers: _containers.RepeatedScalarFieldContainer[bytes]
+    heartbeat_ms: int
+    def __init__(self, id: _Optional[_Union[TaskId, _Mapping]] = ..., job: _Optional[_Union[JobSpec, _Mapping]] = ..., split: _Optional[_Union[Split, _Mapping]] = ..., records: _Optional[bytes] = ..., providers: _Optional[_Iterable[bytes]] = ..., heartbeat_ms: _Optional[int] = ...) -> None: ...
+
+class ReduceTask(_message.Message):
+    __slots__ = ("id", "job", "partition", "inputs", "inputs_list", "providers", "heartbeat_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_LIST_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
+    id: TaskId
+    job: JobSpec
+    partition: int
+    inputs: _containers.RepeatedScalarFieldContainer[bytes]
+    inputs_list: bytes
+    providers: _containers.RepeatedScalarFieldContainer[bytes]
+    heartbeat_ms: int
+    def __init__(self, id: _Optional[_Union[TaskId, _Mapping]] = ..., job: _Optional[_Union[JobSpec, _Mapping]] = ..., partition: _Optional[int] = ..., inputs: _Optional[_Iterable[bytes]] = ..., inputs_list: _Optional[bytes] = ..., providers: _Optional[_Iterable[bytes]] = ..., heartbeat_ms: _Optional[int] = ...) -> None: ...
+
+class Accepted(_message.Message):
+    __slots__ = ("queued",)
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    queued: int
+    def __init__(self, queued: _Optional[int] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("records", "bytes", "running")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    records: int
+    bytes: int
+    running: bool
+    def __init__(self, records: _Optional[int] = ..., bytes: _Optional[int] = ..., running: bool = ...) -> None: ...
+
+class Fragment(_message.Message):
+    __slots__ = ("length", "data", "inline")
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
+    length: int
+    data: bytes
+    inline: bool
+    def __init__(self, length: _Optional[int] = ..., data: _Optional[bytes] = ..., inline: bool = ...) -> None: ...
+
+class MapResult(_message.Message):
+    __slots__ = ("id", "partitions", "partition_records", "head", "tail", "no_newline", "records_in", "records_out")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    NO_NEWLINE_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_IN_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_OUT_FIELD_NUMBER: _ClassVar[int]
+    id: TaskId
+    partitions: _containers.RepeatedScalarFieldContainer[bytes]
+    partition_records: _containers.RepeatedScalarFieldContainer[int]
+    head: Fragment
+    tail: Fragment
+    no_newline: bool
+    records_in: int
+    records_out: int
+    def __init__(self, id: _Optional[_Union[TaskId, _Mapping]] = ..., partitions: _Optional[_Iterable[bytes]] = ..., partition_records: _Optional[_Iterable[int]] = ..., head: _Optional[_Union[Fragment, _Mapping]] = ..., tail: _Optional[_Union[Fragment, _Mapping]] = ..., no_newline: bool = ..., records_in: _Optional[int] = ..., records_out: _Optional[int] = ...) -> None: ...
+
+class ReduceResult(_message.Message):
+    __slots__ = ("id", "output", "records_in", "keys", "records_out", "bytes")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_IN_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_OUT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    id: TaskId
+    output: bytes
+    records_in: int
+    keys: int
+    records_out: int
+    bytes: int
+    def __init__(self, id: _Optional[_Union[TaskId, _Mapping]] = ..., output: _Optional[bytes] = ..., records_in: _Optional[int] = ..., keys: _Optional[int] = ..., records_out: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class Error(_message.Message):
+    __slots__ = ("id", "code", "message", "traceback")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    id: TaskId
+    code: ErrorCode
+    message: str
+    traceback: str
+    def __init__(self, id: _Optional[_Union[TaskId, _Mapping]] = ..., code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
+
+class Cancel(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,173 @@
+"""Jobs: user code that travels to peers, and the descriptor that names a run.
+
+A job is a Python file (or module, or :class:`Job`) with generator functions
+
+* ``map(key, value)`` yielding ``(key, value)`` pairs, called once per line
+  with ``key = (path, offset)`` and ``value`` the line; or instead
+  ``map_batch(records)``, called once per split with an iterable of
+  ``((path, offset), line)`` records, which is much faster in Python;
+* ``reduce(key, values)`` yielding ``(key, value)`` pairs;
+* optionally ``combine(key, values)``, run on each map task's output.
+
+The functions are serialised with cloudpickle *by value*, so the job file
+need not be installed on any peer. The bytes are stored in IPFS; their CID
+names the code. The job *descriptor*, a small canonical JSON document that
+names the code, the input, R and the options, is stored too, and its CID is
+the job's identity: the same job on the same input is the same job CID.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from .cid import CID
+from .errors import JobError
+
+__all__ = ["Job", "JobDescriptor", "load_job_file", "dump_job"]
+
+Pairs = Iterable[tuple[Any, Any]]
+
+
+@dataclass(frozen=True)
+class Job:
+    """The user's functions. ``map`` or ``map_batch`` and ``reduce`` are required."""
+
+    reduce: Callable[[Any, Iterator[Any]], Pairs]
+    map: Callable[[Any, Any], Pairs] | None = None
+    map_batch: Callable[[Iterable[tuple[Any, Any]]], Pairs] | None = None
+    combine: Callable[[Any, Iterator[Any]], Pairs] | None = None
+    name: str = "job"
+
+    def __post_init__(self) -> None:
+        if self.map is None and self.map_batch is None:
+            raise JobError("a job needs a map(key, value) or map_batch(records) function")
+        for attr in ("map", "map_batch", "reduce", "combine"):
+            fn = getattr(self, attr)
+            if fn is not None and not callable(fn):
+                raise JobError(f"job attribute {attr!r} is not callable")
+        if not callable(self.reduce):
+            raise JobError("a job needs a reduce(key, values) function")
+
+    @classmethod
+    def from_object(cls, obj: object, name: str | None = None) -> Job:
+        """Build from a module or any object with map/reduce attributes."""
+        if isinstance(obj, Job):
+            return obj
+        reduce_fn = getattr(obj, "reduce", None)
+        if reduce_fn is None:
+            raise JobError(f"{obj!r} has no reduce function")
+        return cls(reduce=reduce_fn, map=getattr(obj, "map", None),
+                   map_batch=getattr(obj, "map_batch", None),
+                   combine=getattr(obj, "combine", None),
+                   name=name or str(getattr(obj, "__name__", "job")))
+
+
+def load_job_file(path: str | Path) -> Job:
+    """Import a job file that need not be on ``sys.path`` or installed anywhere."""
+    file = Path(path).resolve()
+    if not file.is_file():
+        raise JobError(f"job file not found: {path}")
+    module_name = f"p2pmr_job_{file.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None or spec.loader is None:
+        raise JobError(f"cannot load job file {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise JobError(f"job file {path} failed to import: {exc!r}") from exc
+    return Job.from_object(module, name=file.stem)
+
+
+def _by_value(fn: Callable[..., Any] | None) -> None:
+    """Make cloudpickle carry the function's module by value, not by name.
+
+    Functions from a job file, a script or any non-installed module must
+    arrive with their code; library modules (the standard library,
+    site-packages) are left to be imported on the peer.
+    """
+    if fn is None:
+        return
+    module_name = getattr(fn, "__module__", None)
+    module = sys.modules.get(module_name or "")
+    if module is None or module_name in ("__main__", "builtins"):
+        return
+    file = getattr(module, "__file__", None) or ""
+    if module_name in sys.stdlib_module_names or "site-packages" in file:
+        return
+    if module_name == "p2pmr" or (module_name or "").startswith("p2pmr."):
+        return
+    cloudpickle.register_pickle_by_value(module)
+
+
+def dump_job(job: Job) -> bytes:
+    for fn in (job.map, job.map_batch, job.reduce, job.combine):
+        _by_value(fn)
+    try:
+        data: bytes = cloudpickle.dumps(job, protocol=5)
+        return data
+    except Exception as exc:
+        raise JobError(f"cannot serialise the job's code: {exc!r}") from exc
+
+
+@dataclass(frozen=True)
+class JobDescriptor:
+    """The canonical description of one job run; its CID is the job's identity."""
+
+    code: CID
+    input: CID
+    reducers: int
+    encoding: str = "msgpack"
+    cid_version: int = 0
+    name: str = "job"
+
+    def to_json(self) -> bytes:
+        doc = {
+            "p2pmr": 1,
+            "code": str(self.code),
+            "input": str(self.input),
+            "reducers": self.reducers,
+            "encoding": self.encoding,
+            "cid_version": self.cid_version,
+            "name": self.name,
+            "records": "lines",
+        }
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> JobDescriptor:
+        try:
+            doc = json.loads(data)
+            if doc.get("p2pmr") != 1:
+                raise JobError("not a p2pmr job descriptor (version 1)")
+            return cls(code=CID.parse(doc["code"]), input=CID.parse(doc["input"]),
+                       reducers=int(doc["reducers"]), encoding=str(doc["encoding"]),
+                       cid_version=int(doc.get("cid_version", 0)), name=str(doc.get("name", "")))
+        except JobError:
+            raise
+        except Exception as exc:
+            raise JobError(f"malformed job descriptor: {exc!r}") from exc
+
+
+def is_job_like(obj: object) -> bool:
+    return isinstance(obj, (Job, types.ModuleType)) or (
+        hasattr(obj, "reduce") and (hasattr(obj, "map") or hasattr(obj, "map_batch"))
+        and not callable(obj))
+
+
+def pickle_job_file(path: str) -> tuple[bytes, str]:
+    """Load and pickle a job file; meant to run in a worker process, so the
+    master's own process never executes job code."""
+    job = load_job_file(path)
+    return dump_job(job), job.name

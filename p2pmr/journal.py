@@ -1,0 +1,154 @@
+"""The master's durable job journal.
+
+One append-only JSON-lines file per job, ``<repo>/jobs/<job CID>/journal``.
+The first record describes the job; each later record states that a task
+completed and names its outputs by CID; the last names the output. Every
+append is flushed and fsync'd before the master acts on it, so after a crash
+(even SIGKILL or power loss) a resumed master knows every task it had
+counted as complete. A torn last line, from a crash mid-write, is ignored.
+
+Outputs named in the journal sit in the master's own store (the master
+fetches them before counting a task complete), so "still retrievable" on
+resume means "still present and intact locally".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import trio
+
+from .cid import CID
+from .job import JobDescriptor
+
+__all__ = ["Journal", "find_journal"]
+
+log = logging.getLogger(__name__)
+
+_NAME = "journal"
+
+
+@dataclass
+class Journal:
+    path: Path
+    job: CID
+    descriptor: JobDescriptor
+    records: list[dict[str, Any]] = field(default_factory=list)
+    _handle: IO[str] | None = None
+    appends: int = 0
+    sync_seconds: float = 0.0
+
+    @classmethod
+    def open(cls, root: Path, job: CID, descriptor: JobDescriptor, *,
+             fresh: bool = False) -> Journal:
+        """Open (or create) a job's journal; ``fresh`` sets an old one aside."""
+        directory = root / str(job)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / _NAME
+        journal = cls(path, job, descriptor)
+        if fresh and path.exists():
+            path.rename(directory / f"{_NAME}.{int(time.time() * 1000)}")
+        if path.exists():
+            journal.records = _read(path)
+        journal._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        if not journal.records:
+            journal._write({"t": "job", "job": str(job),
+                            "descriptor": json.loads(descriptor.to_json()),
+                            "created": time.time()})
+        return journal
+
+    @property
+    def complete(self) -> bool:
+        return any(r.get("t") == "output" for r in self.records)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        assert self._handle is not None
+        start = time.perf_counter()
+        self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self.sync_seconds += time.perf_counter() - start
+        self.appends += 1
+        self.records.append(record)
+
+    async def append(self, record: dict[str, Any]) -> None:
+        """Durably append; returns once the record is on disk."""
+        with trio.CancelScope(shield=True):  # a half-written record helps nobody
+            await trio.to_thread.run_sync(self._write, record)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s: ignoring torn record on line %d", path, number)
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+@dataclass(frozen=True)
+class FoundJournal:
+    job: CID
+    descriptor: JobDescriptor
+    path: Path
+    complete: bool
+
+
+def list_journals(root: Path) -> list[FoundJournal]:
+    """Every job journal in a repo, newest first."""
+    found = []
+    if not root.is_dir():
+        return []
+    entries = sorted(root.iterdir(), key=lambda p: (p / _NAME).stat().st_mtime
+                     if (p / _NAME).exists() else 0, reverse=True)
+    for directory in entries:
+        path = directory / _NAME
+        if not path.exists():
+            continue
+        records = _read(path)
+        if not records or records[0].get("t") != "job":
+            continue
+        try:
+            descriptor = JobDescriptor.from_json(json.dumps(records[0]["descriptor"]).encode())
+            job = CID.parse(records[0]["job"])
+        except Exception:
+            continue
+        found.append(FoundJournal(job, descriptor, path,
+                                  any(r.get("t") == "output" for r in records)))
+    return found
+
+
+def find_journal(root: Path, *, input_cid: CID | None = None, reducers: int | None = None,
+                 name: str | None = None, job: CID | None = None,
+                 include_complete: bool = False) -> FoundJournal | None:
+    """The newest journal of an unfinished job matching the given facts."""
+    for found in list_journals(root):
+        if found.complete and not include_complete:
+            continue
+        d = found.descriptor
+        if job is not None and found.job != job:
+            continue
+        if input_cid is not None and d.input != input_cid:
+            continue
+        if reducers is not None and d.reducers != reducers:
+            continue
+        if name is not None and d.name != name:
+            continue
+        return found
+    return None

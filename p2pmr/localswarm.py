@@ -1,0 +1,112 @@
+"""Start a swarm of peer processes on 127.0.0.1 (``p2pmr run --local-peers``).
+
+Each peer is a real ``p2pmr peer`` process with its own repo, which dials
+the master and trusts exactly that master. They are stopped (SIGTERM, then
+SIGKILL after a grace period) when the swarm closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from .errors import P2PMRError
+
+__all__ = ["LocalPeer", "local_swarm"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LocalPeer:
+    process: trio.Process
+    repo: Path
+    peer_id: str = ""
+    addr: str = ""
+
+
+async def _start_peer(repo: Path, args: Sequence[str], timeout: float) -> LocalPeer:
+    cmd = [sys.executable, "-m", "p2pmr", "peer", "--repo", str(repo), *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, stderr=None, env=env,
+                                               start_new_session=True)
+    peer = LocalPeer(process, repo)
+    assert process.stdout is not None
+    buffer = b""
+    with trio.move_on_after(timeout) as scope:
+        while b"Ready.\n" not in buffer:
+            chunk = await process.stdout.receive_some(4096)
+            if not chunk:
+                break
+            buffer += chunk
+    for line in buffer.decode(errors="replace").splitlines():
+        line = line.strip()
+        if line.startswith("Peer ID:"):
+            peer.peer_id = line.split(":", 1)[1].strip()
+        elif "/p2p/" in line and not peer.addr:
+            peer.addr = line
+    if scope.cancelled_caught or not peer.addr:
+        await _stop(peer, grace=1)
+        raise P2PMRError(f"local peer in {repo} did not start within {timeout:g}s")
+    return peer
+
+
+async def _drain(peer: LocalPeer) -> None:
+    """Keep reading the peer's stdout so it never blocks on a full pipe."""
+    assert peer.process.stdout is not None
+    with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+        while await peer.process.stdout.receive_some(4096):
+            pass
+
+
+async def _stop(peer: LocalPeer, grace: float = 5.0) -> None:
+    process = peer.process
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(grace):
+            await process.wait()
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with trio.move_on_after(grace), contextlib.suppress(Exception):
+                await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def local_swarm(n: int, base: Path, master_addr: str, master_id: str, *,
+                      workers: int | None = None, extra_args: Sequence[str] = (),
+                      start_timeout: float = 60.0) -> AsyncIterator[list[LocalPeer]]:
+    """Run ``n`` local peers for the duration of the block."""
+    if workers is None:
+        workers = max(1, (os.cpu_count() or 1) // max(1, n))
+    args = ["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", master_addr, "--trust", master_id,
+            "--workers", str(workers), *extra_args]
+    peers: list[LocalPeer] = []
+    async with trio.open_nursery() as nursery:
+        try:
+            async def start(i: int) -> None:
+                peer = await _start_peer(base / f"peer-{i}", args, start_timeout)
+                peers.append(peer)
+                nursery.start_soon(_drain, peer)
+
+            async with trio.open_nursery() as starters:
+                for i in range(n):
+                    starters.start_soon(start, i)
+            log.info("started %d local peer(s)", n)
+            yield peers
+        finally:
+            with trio.CancelScope(shield=True):
+                async with trio.open_nursery() as stoppers:
+                    for peer in peers:
+                        stoppers.start_soon(_stop, peer)
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,891 @@
+"""The master: plans a job, hands tasks to peers, and assembles the output.
+
+A master is any node. It stores the job's code and descriptor in IPFS,
+resolves the input CID into map splits (one per leaf block), and then runs
+two phases. Map tasks go to peers that advertise ``/ipfs/mapreduce/1.0.0``;
+boundary tasks map the lines that straddle blocks once the fragments on
+both sides are known; then one reduce task per partition. The output is a
+UnixFS directory of ``part-NNNNN`` files and a ``_manifest.json``.
+
+Durability choice (see ``protocols/mapreduce.md``): the master fetches every
+completed task's output into its own store *before* counting the task as
+complete. A map output is therefore never at risk when a peer dies, reduce
+tasks can always fetch their inputs from the master, and the final output
+stays retrievable from the master's repo after every peer has gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgpack
+import trio
+from libp2p.peer.id import ID as PeerID
+
+from . import unixfs
+from ._worker import encode_records
+from .blockstore import dag_links, fetch_dag
+from .cid import CID
+from .errors import (
+    BlockNotFound,
+    CIDError,
+    JobError,
+    JobFailed,
+    P2PMRError,
+    ProtocolError,
+    UnixFSError,
+    collapse,
+)
+from .job import Job, JobDescriptor, dump_job, is_job_like
+from .journal import Journal, find_journal
+from .node import Node
+from .protocol import (
+    PROTOCOL_ID,
+    FrameReader,
+    FrameWriter,
+    body,
+    close_quietly,
+    error_code_name,
+    pb,
+)
+from .records import BlockEdges, SplitInfo, stitch_file
+from .scheduler import Attempt, FailureKind, PhaseStatus, Policy, Scheduler, State, Task
+
+__all__ = ["InitMaster", "Master", "MasterOptions"]
+
+log = logging.getLogger(__name__)
+
+MAP: Final = "map"
+REDUCE: Final = "reduce"
+_INLINE_INPUTS: Final = 2000  # more reduce inputs than this travel as a list file
+
+
+@dataclass(frozen=True)
+class MasterOptions:
+    """Deadlines and policy for a job. Every network wait has a deadline."""
+
+    heartbeat_interval: float = 0.5   # peers send Progress this often
+    peer_timeout: float = 5.0         # silence after which a peer counts as dead
+    task_timeout: float | None = None  # per attempt; None: 60 s + 10x the typical task
+    connect_timeout: float = 10.0
+    fetch_timeout: float = 60.0
+    input_timeout: float = 30.0       # resolving the input CID
+    wait_for_workers: float = 120.0   # how long to wait with no usable worker
+    encoding: str = "msgpack"
+    cid_version: int = 0
+    boundary_group: int = 128         # splits per boundary task
+    journal: bool = True
+    resume: bool = False
+    policy: Policy = field(default_factory=Policy)
+
+
+@dataclass
+class SplitPayload:
+    file: int
+    path: str
+    cid: CID
+    offset: int
+    size: int
+    first: bool
+    last: bool
+
+
+@dataclass
+class BoundaryPayload:
+    file: int
+    group: int
+    first_split: int   # splits whose boundaries this task maps: (first, last]
+    last_split: int
+    records: CID | None = None
+    building: bool = False
+
+
+@dataclass
+class MapOutput:
+    partitions: list[CID | None]
+    partition_records: list[int]
+    records_in: int
+    records_out: int
+    edges: BlockEdges | None = None
+    head: bytes | None = None
+    tail: bytes | None = None
+
+
+@dataclass
+class ReduceOutput:
+    cid: CID
+    records_in: int
+    keys: int
+    records_out: int
+    size: int
+
+
+class _AttemptFailed(Exception):
+    def __init__(self, kind: FailureKind, message: str, traceback: str = "",
+                 blame: bool = True, exclude: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.traceback = traceback
+        self.blame = blame
+        self.exclude = exclude
+
+
+def _classify(code: int) -> tuple[FailureKind, bool, bool]:
+    """(kind, blame the peer, exclude the peer at once) for a peer's error code."""
+    if code in (pb.USER_CODE_ERROR, pb.LIMIT_EXCEEDED, pb.BAD_JOB):
+        return FailureKind.USER, False, False
+    if code == pb.WORKER_DIED:
+        return FailureKind.WORKER, False, False
+    if code == pb.NOT_AUTHORISED:
+        return FailureKind.INFRA, True, True
+    if code in (pb.BUSY, pb.INPUT_NOT_FOUND, pb.CANCELLED):
+        return FailureKind.INFRA, False, False
+    return FailureKind.INFRA, True, False
+
+
+class Master:
+    """One MapReduce job. Create with :func:`InitMaster`, then ``await run()``."""
+
+    def __init__(self, node: Node, data_cid: CID | str, job: Job | None, n_reducers: int,
+                 options: MasterOptions | None = None, *, code: bytes | None = None,
+                 name: str | None = None) -> None:
+        if not isinstance(n_reducers, int) or n_reducers < 1:
+            raise JobError(f"n_reducers must be a positive integer, not {n_reducers!r}")
+        self.node = node
+        self.input = CID.parse(data_cid)
+        self.job = job
+        self.code = code
+        self.name = name or (job.name if job is not None else "job")
+        self.reducers = n_reducers
+        self.options = options or MasterOptions()
+        self.scheduler = Scheduler(self.options.policy)
+        self.job_cid: CID | None = None
+        self.code_cid: CID | None = None
+        self.output: CID | None = None
+        self.manifest: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self.files: list[tuple[str, CID]] = []
+        self.resumed_tasks = 0
+        self._splits: list[list[int]] = []          # per file: map task indices of its splits
+        self._split_info: dict[int, SplitInfo] = {}  # map task index -> split info
+        self._boundaries: list[list[int]] = []      # per file: its boundary task indices
+        self._wake = trio.Event()
+        self._last_seen: dict[Any, float] = {}
+        self._last_blame: dict[Any, float] = {}
+        self._journal: Journal | None = None
+        self._nursery: trio.Nursery | None = None
+        self._started_at: float | None = None
+
+    # -- status API ----------------------------------------------------------------
+
+    def get_map_status(self) -> PhaseStatus:
+        return self.scheduler.status(MAP)
+
+    def get_reduce_status(self) -> PhaseStatus:
+        if not self.scheduler.phase_tasks(REDUCE):
+            return PhaseStatus(total=self.reducers, idle=self.reducers)
+        return self.scheduler.status(REDUCE)
+
+    def get_peer_status(self) -> dict[str, Any]:
+        return self.scheduler.peer_status()
+
+    def get_tasks(self, phase: str = MAP) -> list[Any]:
+        return self.scheduler.infos(phase)
+
+    def _signal(self) -> None:
+        self._wake.set()
+        self._wake = trio.Event()
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run(self) -> CID:
+        """Run the job to completion and return the output directory's CID.
+
+        Returns only once every part is complete and stored in this node's
+        repo. Raises :class:`JobFailed` with the reason (and, for user-code
+        errors, the remote traceback) if the job cannot finish.
+        """
+        self._started_at = time.monotonic()
+        try:
+            await self._run()
+        except BaseExceptionGroup as group:
+            raise collapse(group) from None
+        finally:
+            if self._journal is not None:
+                self._journal.close()
+        self.timings["total"] = time.monotonic() - self._started_at
+        log.info("job %s finished in %.2fs: %s", self.job_cid, self.timings["total"], self.output)
+        assert self.output is not None
+        return self.output
+
+    async def _run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._watch_peers)
+            await self._prepare()
+            phase_start = time.monotonic()
+            await self._run_phase(MAP)
+            self.timings["map"] = time.monotonic() - phase_start
+            phase_start = time.monotonic()
+            self._plan_reduce()
+            await self._prepare_reduce_lists()
+            await self._run_phase(REDUCE)
+            self.timings["reduce"] = time.monotonic() - phase_start
+            self.output = await self._assemble()
+            nursery.cancel_scope.cancel()
+
+    async def _prepare(self) -> None:
+        start = time.monotonic()
+        blocks = self.node.blocks
+        opts = unixfs.ImportOptions(cid_version=self.options.cid_version)
+        journal_dir = self.node.repo / "jobs"
+        resumed = None
+        if self.options.resume:
+            resumed = find_journal(journal_dir, input_cid=self.input, reducers=self.reducers,
+                                   name=self.name)
+        if resumed is not None:
+            descriptor = resumed.descriptor
+            self.code_cid = descriptor.code
+            if not await self._available(self.code_cid):
+                raise JobFailed(f"cannot resume: the job code {self.code_cid} is gone")
+            log.info("resuming job %s from its journal", resumed.job)
+        else:
+            code = self.code
+            if code is None:
+                if self.job is None:
+                    raise JobError("no job to run and no unfinished job to resume")
+                code = dump_job(self.job)
+            self.code_cid = await unixfs.add_bytes(blocks, code, opts)
+            descriptor = JobDescriptor(self.code_cid, self.input, self.reducers,
+                                       self.options.encoding, self.options.cid_version,
+                                       self.name)
+        self.descriptor = descriptor
+        self.job_cid = await unixfs.add_bytes(blocks, descriptor.to_json(), opts)
+        await self._resolve_input()
+        if self.options.journal:
+            self._journal = Journal.open(journal_dir, self.job_cid, descriptor,
+                                         fresh=resumed is None)
+            await self._replay(self._journal.records)
+        self.timings["plan"] = time.monotonic() - start
+
+    async def _available(self, cid: CID) -> bool:
+        local = self.node.local
+        if local is None:
+            return await self.node.blocks.has(cid)
+        return not [c async for c in local.missing(cid)]
+
+    async def _resolve_input(self) -> None:
+        blocks = self.node.blocks
+        try:
+            with trio.fail_after(self.options.input_timeout):
+                self.files = await unixfs.walk_files(_Deadline(blocks, self.options.input_timeout),
+                                                     self.input)
+                segments = [await unixfs.file_segments(
+                    _Deadline(blocks, self.options.input_timeout), cid) for _, cid in self.files]
+        except trio.TooSlowError:
+            raise JobFailed(f"input {self.input} could not be resolved within "
+                            f"{self.options.input_timeout:g}s") from None
+        except BlockNotFound as exc:
+            raise JobFailed(f"input {self.input} could not be resolved: {exc}") from None
+        except (UnixFSError, CIDError) as exc:
+            raise JobFailed(f"input {self.input} is not a UnixFS file or directory: {exc}") \
+                from None
+        tasks: list[Task] = []
+        group = max(1, self.options.boundary_group)
+        for file_index, ((path, _), segs) in enumerate(zip(self.files, segments, strict=True)):
+            indices = []
+            for i, seg in enumerate(segs):
+                payload = SplitPayload(file_index, path, seg.cid, seg.offset, seg.size,
+                                       i == 0, i == len(segs) - 1)
+                index = len(tasks)
+                tasks.append(Task(MAP, index, payload))
+                self._split_info[index] = SplitInfo(seg.offset, seg.size, i == 0,
+                                                    i == len(segs) - 1)
+                indices.append(index)
+            self._splits.append(indices)
+        for file_index, indices in enumerate(self._splits):
+            bounds = []
+            for g in range(math.ceil((len(indices) - 1) / group)):
+                first, last = g * group, min(len(indices) - 1, (g + 1) * group)
+                index = len(tasks)
+                tasks.append(Task(MAP, index, BoundaryPayload(file_index, g, first, last),
+                                  ready=False))
+                bounds.append(index)
+            self._boundaries.append(bounds)
+        self.scheduler.add_tasks(MAP, tasks)
+        self.manifest_counts = {"files": len(self.files),
+                                "splits": sum(len(s) for s in self._splits),
+                                "boundary_tasks": sum(len(b) for b in self._boundaries)}
+        log.info("job %s: %d file(s), %d split(s), %d boundary task(s), %d reducer(s)",
+                 self.job_cid, len(self.files), self.manifest_counts["splits"],
+                 self.manifest_counts["boundary_tasks"], self.reducers)
+
+    # -- journal replay ------------------------------------------------------------------
+
+    async def _replay(self, records: list[dict[str, Any]]) -> None:
+        done = 0
+        for phase in (MAP, REDUCE):
+            if phase == REDUCE:
+                if not self.scheduler.phase_done(MAP):
+                    break
+                self._plan_reduce()
+            for record in records:
+                if record.get("t") == "done" and record.get("phase") == phase:
+                    done += await self._replay_one(phase, record)
+        for file_index in range(len(self._splits)):
+            await self._update_boundaries(file_index)
+        self.resumed_tasks = done
+        if done:
+            log.info("resumed %d completed task(s) from the journal", done)
+
+    async def _replay_one(self, phase: str, record: dict[str, Any]) -> int:
+        tasks = self.scheduler.phase_tasks(phase)
+        index = record.get("index", -1)
+        if not 0 <= index < len(tasks) or tasks[index].state is State.COMPLETED:
+            return 0
+        task = tasks[index]
+        output = _output_from_json(phase, record["output"])
+        if not await self._outputs_available(output):
+            log.info("journal: outputs of %s task %d are gone; it will run again",
+                     phase, index)
+            return 0
+        if phase == MAP and isinstance(task.payload, BoundaryPayload):
+            task.payload.records = CID.parse(record["records"]) if record.get("records") \
+                else None
+            task.ready = True
+        task.state = State.COMPLETED
+        task.output = output
+        if isinstance(output, MapOutput) and isinstance(task.payload, SplitPayload):
+            await self._note_split(task, output)
+        return 1
+
+    async def _outputs_available(self, output: MapOutput | ReduceOutput) -> bool:
+        cids = output.partitions if isinstance(output, MapOutput) else [output.cid]
+        local = self.node.local
+        for cid in cids:
+            if cid is None:
+                continue
+            if local is not None:
+                if [c async for c in local.missing(cid)]:
+                    return False
+                data = await local.get_local(cid)
+                if data is None or not cid.verify(data):
+                    return False
+            elif not await self.node.blocks.has(cid):
+                return False
+        return True
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    async def _run_phase(self, phase: str) -> None:
+        sched = self.scheduler
+        no_worker_since: float | None = None
+        while True:
+            failed = sched.failed_task(phase)
+            if failed is not None:
+                raise JobFailed(self._failure_message(failed), failed.last_traceback)
+            if sched.phase_done(phase):
+                return
+            now = trio.current_time()
+            self._enforce_task_timeouts(phase, now)
+            assigned = True
+            while assigned:
+                assigned = False
+                for record in list(sched.available_peers()):
+                    task = sched.next_idle(phase)
+                    backup = False
+                    if task is None:
+                        task = sched.backup_candidate(phase, record.peer, now)
+                        backup = True
+                        if task is None:
+                            continue
+                    attempt = sched.start(task, record.peer, now, backup=backup)
+                    if backup:
+                        log.info("backup attempt of %s task %d on %s", phase, task.index,
+                                 record.peer)
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._run_attempt, task, attempt)
+                    assigned = True
+            if sched.usable_peers():
+                no_worker_since = None
+            elif no_worker_since is None:
+                no_worker_since = now
+                log.info("waiting for workers (peers that speak %s)", PROTOCOL_ID)
+            elif now - no_worker_since > self.options.wait_for_workers:
+                excluded = sum(1 for r in sched.peers.values() if r.excluded)
+                raise JobFailed(f"no usable worker for {self.options.wait_for_workers:g}s "
+                                f"({len(sched.peers)} seen, {excluded} excluded)")
+            with trio.move_on_after(0.25):
+                await self._wake.wait()
+
+    def _failure_message(self, task: Task) -> str:
+        what = f"{task.phase} task {task.index}"
+        if task.user_errors >= self.options.policy.max_user_errors:
+            return f"{what} failed {task.user_errors} times: {task.last_error}"
+        return f"{what} failed {task.failures} times; last error: {task.last_error}"
+
+    def _task_timeout(self, phase: str) -> float:
+        if self.options.task_timeout is not None:
+            return self.options.task_timeout
+        typical = self.scheduler.typical_duration(phase)
+        return 60.0 + 10.0 * (typical or 0.0) if typical is not None else 600.0
+
+    def _enforce_task_timeouts(self, phase: str, now: float) -> None:
+        limit = self._task_timeout(phase)
+        for task in self.scheduler.phase_tasks(phase):
+            for attempt in list(task.running.values()):
+                if now - attempt.started > limit:
+                    attempt.abort("timeout", f"no result within {limit:.0f}s")
+
+    async def _run_attempt(self, task: Task, attempt: Attempt) -> None:
+        sched = self.scheduler
+        with trio.CancelScope() as scope:
+            attempt.cancel = scope
+            try:
+                output = await self._execute(task, attempt)
+            except _AttemptFailed as exc:
+                self._attempt_failed(task, attempt, exc)
+                return
+            now = trio.current_time()
+            won = sched.succeed(task, attempt, output, now)
+            if won:
+                for other in list(task.running.values()):
+                    other.abort("superseded", "another attempt finished first")
+                await self._completed(task)
+            self._signal()
+        if scope.cancelled_caught and attempt.number in task.running:
+            reason = attempt.cancel_reason or ("cancelled", "cancelled")
+            if reason[0] == "superseded":
+                sched.fail(task, attempt, FailureKind.CANCELLED, reason[1])
+            else:
+                self._attempt_failed(task, attempt, _AttemptFailed(
+                    FailureKind.INFRA, reason[1], blame=reason[0] == "timeout"))
+
+    def _attempt_failed(self, task: Task, attempt: Attempt, exc: _AttemptFailed) -> None:
+        log.info("%s task %d attempt %d on %s failed: %s", task.phase, task.index,
+                 attempt.number, attempt.peer, exc.message)
+        self.scheduler.fail(task, attempt, exc.kind, exc.message, exc.traceback,
+                            blame_peer=False)
+        if exc.blame:
+            self._blame(attempt.peer)
+        if exc.exclude:
+            self.scheduler.peers[attempt.peer].excluded = True
+            log.warning("excluding peer %s: %s", attempt.peer, exc.message)
+        self._signal()
+
+    async def _watch_peers(self) -> None:
+        """Track workers: who joined, who left, who went silent."""
+        host = self.node.host
+        timeout = self.options.peer_timeout
+        while True:
+            now = trio.current_time()
+            connected = set(self.node.connected_peers())
+            for peer in connected:
+                record = self.scheduler.peers.get(peer)
+                if record is not None and record.online:
+                    continue
+                try:
+                    protocols = host.get_peerstore().get_protocols(peer)
+                except Exception:
+                    protocols = []
+                if PROTOCOL_ID in (protocols or []):
+                    self.scheduler.add_peer(peer)
+                    self._last_seen[peer] = now
+                    log.info("worker %s joined", peer)
+                    self._signal()
+            for record in list(self.scheduler.peers.values()):
+                if not record.online:
+                    continue
+                if record.peer not in connected:
+                    record.online = False
+                    self._peer_lost(record.peer, "peer disconnected")
+                elif record.in_flight and now - self._last_seen.get(record.peer, now) > timeout:
+                    self._peer_lost(record.peer, f"no heartbeat for {timeout:g}s")
+            await trio.sleep(0.2)
+
+    def _peer_lost(self, peer: Any, reason: str) -> None:
+        """A dead or silent peer: every task it holds goes back to idle."""
+        attempts = [a for phase in self.scheduler.tasks
+                    for t in self.scheduler.phase_tasks(phase)
+                    for a in t.running.values() if a.peer == peer]
+        if attempts:
+            log.warning("peer %s lost (%s); %d task(s) return to idle", peer, reason,
+                        len(attempts))
+            self._blame(peer)
+        for attempt in attempts:
+            attempt.abort("lost", reason)
+        self._last_seen[peer] = trio.current_time()
+        self._signal()
+
+    def _blame(self, peer: Any) -> None:
+        """Count one failure against a peer, once per failure event.
+
+        When a peer dies, every task it holds fails at once; that is one
+        strike against the peer, not one per task.
+        """
+        now = trio.current_time()
+        if now - self._last_blame.get(peer, -math.inf) < self.options.peer_timeout:
+            return
+        self._last_blame[peer] = now
+        self.scheduler.peer_failed(peer)
+        if self.scheduler.peers[peer].excluded:
+            log.warning("excluding peer %s after repeated failures", peer)
+
+    # -- talking to a peer ----------------------------------------------------------------
+
+    def _job_spec(self) -> pb.JobSpec:
+        assert self.job_cid is not None and self.code_cid is not None
+        return pb.JobSpec(job=bytes(self.job_cid), code=bytes(self.code_cid),
+                          reducers=self.reducers, encoding=self.options.encoding,
+                          cid_version=self.options.cid_version)
+
+    def _task_frame(self, task: Task, attempt: Attempt) -> pb.Frame:
+        assert self.job_cid is not None
+        task_id = pb.TaskId(job=bytes(self.job_cid), phase=pb.MAP if task.phase == MAP
+                            else pb.REDUCE, index=task.index, attempt=attempt.number)
+        heartbeat_ms = int(self.options.heartbeat_interval * 1000)
+        providers = [self.node.peer_id.to_bytes()]
+        payload = task.payload
+        if isinstance(payload, SplitPayload):
+            return pb.Frame(map=pb.MapTask(
+                id=task_id, job=self._job_spec(), heartbeat_ms=heartbeat_ms, providers=providers,
+                split=pb.Split(block=bytes(payload.cid), path=payload.path,
+                               offset=payload.offset, size=payload.size, first=payload.first,
+                               last=payload.last)))
+        if isinstance(payload, BoundaryPayload):
+            assert payload.records is not None
+            return pb.Frame(map=pb.MapTask(id=task_id, job=self._job_spec(),
+                                           heartbeat_ms=heartbeat_ms, providers=providers,
+                                           records=bytes(payload.records)))
+        partition, inputs, inputs_list = payload
+        reduce = pb.ReduceTask(id=task_id, job=self._job_spec(), partition=partition,
+                               heartbeat_ms=heartbeat_ms, providers=providers)
+        if inputs_list is not None:
+            reduce.inputs_list = bytes(inputs_list)
+        else:
+            reduce.inputs.extend(bytes(c) for c in inputs)
+        return pb.Frame(reduce=reduce)
+
+    async def _execute(self, task: Task, attempt: Attempt) -> MapOutput | ReduceOutput:
+        peer = attempt.peer
+        host = self.node.host
+        self._last_seen[peer] = trio.current_time()
+        try:
+            with trio.fail_after(self.options.connect_timeout):
+                stream = await host.new_stream(peer, [PROTOCOL_ID])
+        except Exception as exc:
+            raise _AttemptFailed(FailureKind.INFRA, f"cannot open a task stream: {exc}") from None
+        reader = FrameReader(stream)
+        writer = FrameWriter(stream, timeout=self.options.connect_timeout)
+        ok = False
+        try:
+            await writer.write(self._task_frame(task, attempt))
+            expected = "map_result" if task.phase == MAP else "reduce_result"
+            while True:
+                frame = await reader.read(self.options.peer_timeout)
+                self._last_seen[peer] = trio.current_time()
+                if frame is None:
+                    raise _AttemptFailed(FailureKind.INFRA,
+                                         "peer closed the stream without a result")
+                kind, message = body(frame)
+                if kind in ("accepted", "progress"):
+                    continue
+                if kind == "error":
+                    failure, blame, exclude = _classify(message.code)
+                    raise _AttemptFailed(
+                        failure, f"{error_code_name(message.code)}: {message.message}",
+                        message.traceback, blame=blame, exclude=exclude)
+                if kind != expected:
+                    raise _AttemptFailed(FailureKind.INFRA, f"peer sent {kind or 'garbage'} "
+                                         f"instead of {expected}")
+                ok = True
+                break
+        except ProtocolError as exc:
+            raise _AttemptFailed(FailureKind.INFRA, f"task stream failed: {exc}") from None
+        finally:
+            with trio.CancelScope(shield=True):
+                if not ok:
+                    with trio.move_on_after(1):
+                        try:
+                            await writer.write(pb.Frame(cancel=pb.Cancel(reason="abandoned")))
+                        except ProtocolError:
+                            pass
+                await close_quietly(stream, reset=not ok)
+        if task.phase == MAP:
+            return await self._accept_map(task, message, peer)
+        return await self._accept_reduce(message, peer)
+
+    async def _replicate(self, cid: CID, peer: Any) -> None:
+        try:
+            await fetch_dag(_Deadline(self.node.blocks, self.options.fetch_timeout, [peer]), cid,
+                            timeout=self.options.fetch_timeout)
+        except BlockNotFound as exc:
+            raise _AttemptFailed(FailureKind.INFRA, f"could not fetch the output {cid} from "
+                                 f"the peer: {exc}") from None
+        except P2PMRError as exc:
+            raise _AttemptFailed(FailureKind.INFRA, f"output {cid} is malformed: {exc}") from None
+
+    async def _accept_map(self, task: Task, result: Any, peer: Any) -> MapOutput:
+        if len(result.partitions) != self.reducers or \
+                len(result.partition_records) != self.reducers:
+            raise _AttemptFailed(FailureKind.INFRA, f"peer returned {len(result.partitions)} "
+                                 f"partitions for {self.reducers} reducers")
+        try:
+            partitions = [CID.from_bytes(raw) if raw else None for raw in result.partitions]
+        except CIDError as exc:
+            raise _AttemptFailed(FailureKind.INFRA, f"peer returned a bad CID: {exc}") from None
+        async with trio.open_nursery() as nursery:
+            for cid in partitions:
+                if cid is not None:
+                    nursery.start_soon(self._replicate, cid, peer)
+        output = MapOutput(partitions, list(result.partition_records), result.records_in,
+                           result.records_out)
+        payload = task.payload
+        if isinstance(payload, SplitPayload):
+            edges = BlockEdges(result.head.length, result.tail.length, result.no_newline)
+            if edges.head > payload.size or edges.tail > payload.size or \
+                    (edges.no_newline and edges.head != payload.size):
+                raise _AttemptFailed(FailureKind.INFRA, "peer returned impossible fragments")
+            output.edges = edges
+            output.head = bytes(result.head.data) if result.head.inline else None
+            output.tail = bytes(result.tail.data) if result.tail.inline else None
+            if (output.head is not None and len(output.head) != edges.head) or \
+                    (output.tail is not None and len(output.tail) != edges.tail):
+                raise _AttemptFailed(FailureKind.INFRA, "peer returned inconsistent fragments")
+        return output
+
+    async def _accept_reduce(self, result: Any, peer: Any) -> ReduceOutput:
+        try:
+            cid = CID.from_bytes(result.output)
+        except CIDError as exc:
+            raise _AttemptFailed(FailureKind.INFRA, f"peer returned a bad CID: {exc}") from None
+        await self._replicate(cid, peer)
+        return ReduceOutput(cid, result.records_in, result.keys, result.records_out,
+                            result.bytes)
+
+    # -- completion bookkeeping ---------------------------------------------------------------
+
+    async def _completed(self, task: Task) -> None:
+        output = task.output
+        extra: dict[str, Any] = {}
+        if isinstance(task.payload, BoundaryPayload) and task.payload.records is not None:
+            extra["records"] = str(task.payload.records)
+        if self._journal is not None:
+            await self._journal.append({"t": "done", "phase": task.phase, "index": task.index,
+                                        "output": _output_to_json(output), **extra})
+        if task.phase == MAP and isinstance(task.payload, SplitPayload):
+            await self._note_split(task, output)
+            await self._update_boundaries(task.payload.file)
+
+    async def _note_split(self, task: Task, output: MapOutput) -> None:
+        payload = task.payload
+        assert isinstance(payload, SplitPayload) and output.edges is not None
+        info = self._split_info[task.index]
+        info.edges = output.edges
+        info.head, info.tail = output.head, output.tail
+        need_head = output.edges.head and info.head is None
+        need_tail = output.edges.tail and info.tail is None
+        if need_head or need_tail:
+            # Long fragments are not sent inline: read them from the block.
+            providers = [task.completed_by] if task.completed_by is not None else []
+            try:
+                block = await _Deadline(self.node.blocks, self.options.fetch_timeout,
+                                        providers).get(payload.cid)
+                data = unixfs.extract_data(payload.cid, block)
+            except (BlockNotFound, UnixFSError) as exc:
+                raise JobFailed(f"cannot read the input block {payload.cid}: {exc}") from None
+            if need_head:
+                info.head = data[:output.edges.head]
+            if need_tail:
+                info.tail = data[len(data) - output.edges.tail:]
+
+    async def _update_boundaries(self, file_index: int) -> None:
+        """Make boundary tasks ready once every split they depend on is done."""
+        splits = self._splits[file_index]
+        map_tasks = self.scheduler.phase_tasks(MAP)
+        done = 0
+        while done < len(splits) and map_tasks[splits[done]].state is State.COMPLETED \
+                and self._split_info[splits[done]].edges is not None:
+            done += 1
+        for index in self._boundaries[file_index]:
+            task = map_tasks[index]
+            payload = task.payload
+            assert isinstance(payload, BoundaryPayload)
+            if task.ready or payload.building or done <= payload.last_split:
+                continue
+            payload.building = True
+            if payload.records is None:
+                infos = [self._split_info[i] for i in splits[:payload.last_split + 1]]
+                lines = [line for line in stitch_file(infos, partial=True)
+                         if payload.first_split < line[3] <= payload.last_split]
+                path = self.files[file_index][0]
+                data = encode_records((path, off, raw, term) for off, raw, term, _ in lines)
+                opts = unixfs.ImportOptions(cid_version=self.options.cid_version)
+                payload.records = await unixfs.add_bytes(self.node.blocks, data, opts)
+            task.ready = True
+            self._signal()
+
+    def _plan_reduce(self) -> None:
+        if self.scheduler.phase_tasks(REDUCE):
+            return
+        map_outputs = [t.output for t in self.scheduler.phase_tasks(MAP)]
+        tasks = []
+        for r in range(self.reducers):
+            inputs = [out.partitions[r] for out in map_outputs
+                      if out is not None and out.partitions[r] is not None]
+            tasks.append(Task(REDUCE, r, (r, inputs, None)))
+        self.scheduler.add_tasks(REDUCE, tasks)
+
+    async def _prepare_reduce_lists(self) -> None:
+        for task in self.scheduler.phase_tasks(REDUCE):
+            partition, inputs, listing = task.payload
+            if listing is None and len(inputs) > _INLINE_INPUTS:
+                data = msgpack.packb([bytes(c) for c in inputs], use_bin_type=True)
+                listing = await unixfs.add_bytes(self.node.blocks, data)
+                task.payload = (partition, inputs, listing)
+
+    # -- output --------------------------------------------------------------------------------
+
+    async def _dag_size(self, cid: CID) -> int:
+        total = 0
+        stack = [cid]
+        while stack:
+            current = stack.pop()
+            block = await self.node.blocks.get(current, timeout=self.options.fetch_timeout)
+            total += len(block)
+            stack.extend(dag_links(current, block))
+        return total
+
+    async def _assemble(self) -> CID:
+        start = time.monotonic()
+        reduce_tasks = self.scheduler.phase_tasks(REDUCE)
+        map_tasks = self.scheduler.phase_tasks(MAP)
+        entries: list[tuple[str, CID, int]] = []
+        parts = []
+        for task in reduce_tasks:
+            out: ReduceOutput = task.output
+            name = f"part-{task.index:05d}"
+            entries.append((name, out.cid, await self._dag_size(out.cid)))
+            parts.append({"name": name, "cid": str(out.cid), "bytes": out.size,
+                          "records": out.records_out})
+        map_outputs: list[MapOutput] = [t.output for t in map_tasks]
+        assert self.job_cid is not None and self.code_cid is not None
+        self.manifest = {
+            "p2pmr": 1,
+            "job": str(self.job_cid),
+            "code": str(self.code_cid),
+            "input": str(self.input),
+            "reducers": self.reducers,
+            "encoding": self.options.encoding,
+            "counts": {
+                **self.manifest_counts,
+                "map_tasks": len(map_tasks),
+                "map_records_in": sum(o.records_in for o in map_outputs),
+                "map_records_out": sum(o.records_out for o in map_outputs),
+                "reduce_records_in": sum(t.output.records_in for t in reduce_tasks),
+                "reduce_keys": sum(t.output.keys for t in reduce_tasks),
+                "reduce_records_out": sum(t.output.records_out for t in reduce_tasks),
+            },
+            "parts": parts,
+        }
+        manifest = json.dumps(self.manifest, indent=2, sort_keys=True).encode() + b"\n"
+        opts = unixfs.ImportOptions(cid_version=self.options.cid_version)
+        manifest_cid = await unixfs.add_bytes(self.node.blocks, manifest, opts)
+        entries.append(("_manifest.json", manifest_cid, await self._dag_size(manifest_cid)))
+        root, block, _ = unixfs.build_directory(entries, self.options.cid_version)
+        await self.node.blocks.put(root, block)
+        await self.node.blocks.pin(root, recursive=True, timeout=self.options.fetch_timeout)
+        self.timings["assemble"] = time.monotonic() - start
+        if self._journal is not None:
+            await self._journal.append({"t": "output", "cid": str(root),
+                                        "timings": self.timings})
+        return root
+
+
+class _Deadline:
+    """A block source that applies one deadline and provider hints to every get."""
+
+    def __init__(self, blocks: Any, timeout: float, providers: Sequence[Any] = ()) -> None:
+        self._blocks = blocks
+        self._timeout = timeout
+        self._providers = list(providers)
+
+    async def get(self, cid: CID, *, timeout: float | None = None) -> bytes:
+        data: bytes = await self._blocks.get(cid, timeout=timeout or self._timeout,
+                                             providers=self._providers)
+        return data
+
+
+def _output_to_json(output: MapOutput | ReduceOutput) -> dict[str, Any]:
+    if isinstance(output, ReduceOutput):
+        return {"cid": str(output.cid), "records_in": output.records_in, "keys": output.keys,
+                "records_out": output.records_out, "size": output.size}
+    doc: dict[str, Any] = {
+        "partitions": [str(c) if c else None for c in output.partitions],
+        "partition_records": output.partition_records,
+        "records_in": output.records_in, "records_out": output.records_out}
+    if output.edges is not None:
+        doc["edges"] = [output.edges.head, output.edges.tail, output.edges.no_newline]
+        doc["head"] = output.head.hex() if output.head is not None else None
+        doc["tail"] = output.tail.hex() if output.tail is not None else None
+    return doc
+
+
+def _output_from_json(phase: str, doc: dict[str, Any]) -> MapOutput | ReduceOutput:
+    if phase == REDUCE:
+        return ReduceOutput(CID.parse(doc["cid"]), doc["records_in"], doc["keys"],
+                            doc["records_out"], doc["size"])
+    output = MapOutput([CID.parse(c) if c else None for c in doc["partitions"]],
+                       doc["partition_records"], doc["records_in"], doc["records_out"])
+    if "edges" in doc:
+        head, tail, no_newline = doc["edges"]
+        output.edges = BlockEdges(head, tail, bool(no_newline))
+        output.head = bytes.fromhex(doc["head"]) if doc.get("head") is not None else None
+        output.tail = bytes.fromhex(doc["tail"]) if doc.get("tail") is not None else None
+    return output
+
+
+def InitMaster(node: Node, data_cid: CID | str, map_fn: Any = None,
+               reduce_fn: Any = None, n_reducers: int = 1, *,
+               combine_fn: Callable[..., Any] | None = None, job: Any = None,
+               options: MasterOptions | None = None, **option_overrides: Any) -> Master:
+    """Create a master for one job.
+
+    Either pass the functions, ``InitMaster(node, cid, map_fn, reduce_fn, R)``,
+    or a job (a :class:`Job`, a module, or an object with ``map``/``reduce``):
+    ``InitMaster(node, cid, job, R)`` or ``InitMaster(node, cid, job=job,
+    n_reducers=R)``. Keyword options override :class:`MasterOptions` fields.
+    """
+    if job is None and is_job_like(map_fn):
+        job, map_fn = map_fn, None
+        if isinstance(reduce_fn, int):
+            n_reducers, reduce_fn = reduce_fn, None
+    if job is not None:
+        if map_fn is not None or reduce_fn is not None:
+            raise JobError("pass either a job or map/reduce functions, not both")
+        the_job = Job.from_object(job)
+    else:
+        if map_fn is None or reduce_fn is None:
+            raise JobError("InitMaster needs map and reduce functions, or a job")
+        the_job = Job(reduce=reduce_fn, map=map_fn, combine=combine_fn,
+                      name=getattr(map_fn, "__module__", "job") or "job")
+    if option_overrides:
+        base = options or MasterOptions()
+        fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
+        unknown = set(option_overrides) - set(fields)
+        if unknown:
+            raise TypeError(f"unknown master option(s): {', '.join(sorted(unknown))}")
+        fields.update(option_overrides)
+        options = MasterOptions(**fields)
+    return Master(node, data_cid, the_job, n_reducers, options)
+
+
+def _peer_of(raw: bytes) -> PeerID:
+    return PeerID(raw)

@@ -1,0 +1,531 @@
+"""The peer: executes map and reduce tasks that trusted masters send it.
+
+:func:`register_protocol` installs the ``/ipfs/mapreduce/1.0.0`` handler on
+a node. For each task stream the peer, in this order:
+
+1. reads one frame, within a deadline and a size limit;
+2. checks the sender's peer ID, which Noise authenticated, against the
+   trusted masters, and refuses (NOT_AUTHORISED) before fetching, decoding
+   or running anything for anyone else;
+3. checks its per-master concurrency limit (BUSY);
+4. fetches the job code (size-limited) and the input by CID;
+5. runs the user code in a worker process while the event loop keeps
+   sending heartbeats and watching for Cancel;
+6. stores the output blocks and answers with their CIDs, or with an error
+   that carries the remote traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import msgpack
+import trio
+import trio_parallel
+from libp2p.abc import INetStream
+from libp2p.peer.id import ID as PeerID
+
+from . import _worker, unixfs
+from .blockstore import fetch_dag
+from .cid import CID
+from .errors import BlockNotFound, CIDError, P2PMRError, ProtocolError, UnixFSError
+from .node import Node
+from .protocol import (
+    PROTOCOL_ID,
+    VERSION,
+    FrameReader,
+    FrameWriter,
+    body,
+    close_quietly,
+    error_frame,
+    pb,
+)
+
+__all__ = ["PeerConfig", "PeerService", "Trust", "register_protocol"]
+
+log = logging.getLogger(__name__)
+
+TRUST_FILE: Final = "trusted_masters"
+_MIN_HEARTBEAT: Final = 0.05
+_MAX_HEARTBEAT: Final = 30.0
+
+
+class Trust:
+    """Which masters may run code here.
+
+    The set is the explicit peer IDs plus those listed in the repo's
+    ``trusted_masters`` file (one peer ID per line, ``#`` comments), which is
+    re-read when it changes. ``trust_any`` accepts every master and is meant
+    only for closed test swarms.
+    """
+
+    def __init__(self, peers: Iterable[str | PeerID] = (), *, trust_any: bool = False,
+                 file: Path | None = None) -> None:
+        self.trust_any = trust_any
+        self._explicit = {str(p) for p in peers}
+        self._file = file
+        self._file_mtime: float | None = None
+        self._from_file: set[str] = set()
+        if trust_any:
+            log.warning("TRUSTING ANY MASTER: any peer that can reach this one can run "
+                        "arbitrary code on it. Use only in a closed test swarm.")
+
+    def add(self, peer: str | PeerID) -> None:
+        self._explicit.add(str(peer))
+
+    def _reload(self) -> None:
+        if self._file is None:
+            return
+        try:
+            mtime = self._file.stat().st_mtime
+        except FileNotFoundError:
+            self._from_file = set()
+            self._file_mtime = None
+            return
+        if mtime == self._file_mtime:
+            return
+        entries = set()
+        for line in self._file.read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                entries.add(line)
+        self._from_file = entries
+        self._file_mtime = mtime
+
+    def allows(self, peer: PeerID) -> bool:
+        if self.trust_any:
+            return True
+        text = str(peer)
+        if text in self._explicit:
+            return True
+        self._reload()
+        return text in self._from_file
+
+    def describe(self) -> str:
+        if self.trust_any:
+            return "any master"
+        self._reload()
+        return f"{len(self._explicit | self._from_file)} trusted master(s)"
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """Limits and policy for a peer. Defaults suit a volunteer machine."""
+
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    allow_pickle: bool = False
+    limits: _worker.WorkerLimits = field(default_factory=_worker.WorkerLimits)
+    max_frame_size: int = 1024 * 1024
+    max_code_size: int = 16 * 1024 * 1024
+    max_input_size: int = 512 * 1024 * 1024    # per task, all inputs together
+    max_tasks_per_master: int = 64               # concurrent task streams per master
+    task_wall_seconds: float = 3600.0
+    first_frame_timeout: float = 10.0
+    fetch_timeout: float = 60.0
+
+
+@dataclass
+class PeerStats:
+    maps: int = 0
+    reduces: int = 0
+    refused: int = 0
+    failed: int = 0
+    worker_deaths: int = 0
+
+
+@dataclass
+class _TaskState:
+    running: bool = False
+    records: int = 0
+
+
+class _TaskFailed(Exception):
+    def __init__(self, code: int, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.traceback = traceback
+
+
+class PeerService:
+    """Serves map and reduce tasks on one node. Create with :func:`register_protocol`."""
+
+    def __init__(self, node: Node, config: PeerConfig, trust: Trust) -> None:
+        self.node = node
+        self.config = config
+        self.trust = trust
+        self.stats = PeerStats()
+        self._limiter = trio.CapacityLimiter(max(1, config.workers))
+        self._active: dict[PeerID, int] = {}
+        self._code: OrderedDict[CID, bytes] = OrderedDict()
+        self._ctx: Any = None
+        self._ready = trio.Event()
+
+    async def run(self) -> None:
+        """Own the worker processes for the node's lifetime."""
+        init = functools.partial(_worker.init_worker, self.config.limits)
+        async with trio_parallel.open_worker_context(
+                idle_timeout=600, init=init, retire=_worker.should_retire,
+                grace_period=5, worker_type=trio_parallel.WorkerType.SPAWN) as ctx:
+            self._ctx = ctx
+            self._ready.set()
+            await trio.sleep_forever()
+
+    # -- stream handling -----------------------------------------------------------
+
+    async def handle(self, stream: INetStream) -> None:
+        remote: PeerID = stream.muxed_conn.peer_id
+        reader = FrameReader(stream, max_size=self.config.max_frame_size)
+        writer = FrameWriter(stream)
+        try:
+            await self._serve(stream, remote, reader, writer)
+        except ProtocolError as exc:
+            log.debug("stream from %s: %s", remote, exc)
+            await close_quietly(stream, reset=True)
+        except Exception:  # never let one stream take the peer down
+            log.exception("unexpected error serving %s", remote)
+            await close_quietly(stream, reset=True)
+        else:
+            await close_quietly(stream)
+
+    async def _refuse(self, writer: FrameWriter, code: int, message: str,
+                      task_id: pb.TaskId | None = None) -> None:
+        self.stats.refused += 1
+        with trio.move_on_after(5):
+            try:
+                await writer.write(error_frame(code, message, task_id=task_id))
+            except ProtocolError:
+                pass
+
+    async def _serve(self, stream: INetStream, remote: PeerID, reader: FrameReader,
+                     writer: FrameWriter) -> None:
+        try:
+            frame = await reader.read(self.config.first_frame_timeout)
+        except ProtocolError as exc:
+            await self._refuse(writer, pb.BAD_REQUEST, str(exc))
+            return
+        if frame is None:
+            return
+        if frame.version != VERSION:
+            await self._refuse(writer, pb.UNSUPPORTED_VERSION,
+                               f"this peer speaks version {VERSION}, not {frame.version}")
+            return
+        kind, task = body(frame)
+        if kind not in ("map", "reduce"):
+            what = kind or "a message type this peer does not know"
+            await self._refuse(writer, pb.BAD_REQUEST, f"expected a map or reduce task, got {what}")
+            return
+        if not self.trust.allows(remote):
+            log.warning("refused a %s task from untrusted peer %s", kind, remote)
+            await self._refuse(writer, pb.NOT_AUTHORISED,
+                               f"peer {remote} is not a trusted master of this peer",
+                               task.id)
+            return
+        try:
+            self._validate(kind, task)
+        except (P2PMRError, ValueError) as exc:
+            await self._refuse(writer, pb.BAD_REQUEST, f"malformed task: {exc}", task.id)
+            return
+        active = self._active.get(remote, 0)
+        if active >= self.config.max_tasks_per_master:
+            await self._refuse(writer, pb.BUSY,
+                               f"{active} tasks from this master already running", task.id)
+            return
+        self._active[remote] = active + 1
+        try:
+            await self._run_task(kind, task, remote, reader, writer)
+        finally:
+            self._active[remote] -= 1
+            if not self._active[remote]:
+                del self._active[remote]
+
+    def _validate(self, kind: str, task: Any) -> None:
+        spec = task.job
+        CID.from_bytes(spec.job)
+        CID.from_bytes(spec.code)
+        if not 1 <= spec.reducers <= 100_000:
+            raise ValueError(f"reducers must be 1..100000, not {spec.reducers}")
+        if spec.cid_version not in (0, 1):
+            raise ValueError("cid_version must be 0 or 1")
+        if spec.encoding not in ("", "msgpack", "pickle"):
+            raise ValueError(f"unknown encoding {spec.encoding!r}")
+        if kind == "map":
+            which = task.WhichOneof("input")
+            if which == "split":
+                CID.from_bytes(task.split.block)
+            elif which == "records":
+                CID.from_bytes(task.records)
+            else:
+                raise ValueError("map task without input")
+        else:
+            if task.partition >= spec.reducers:
+                raise ValueError("partition out of range")
+            for raw in task.inputs:
+                CID.from_bytes(raw)
+            if task.inputs_list:
+                CID.from_bytes(task.inputs_list)
+        for raw in task.providers:
+            PeerID(raw)
+
+    async def _run_task(self, kind: str, task: Any, remote: PeerID, reader: FrameReader,
+                        writer: FrameWriter) -> None:
+        await self._ready.wait()
+        interval = min(max(task.heartbeat_ms / 1000.0, _MIN_HEARTBEAT), _MAX_HEARTBEAT) \
+            if task.heartbeat_ms else 1.0
+        state = _TaskState()
+        await writer.write(pb.Frame(accepted=pb.Accepted(
+            queued=max(0, self._limiter.statistics().tasks_waiting))))
+        result: pb.Frame | None = None
+        cancelled_by_master = False
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._heartbeats, writer, state, interval)
+
+            async def watch() -> None:
+                nonlocal cancelled_by_master
+                while True:
+                    try:
+                        frame = await reader.read(timeout=float("inf"))
+                    except ProtocolError:
+                        frame = None
+                    if frame is None or frame.WhichOneof("body") == "cancel":
+                        cancelled_by_master = True
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(watch)
+            with trio.move_on_after(self.config.task_wall_seconds) as wall:
+                try:
+                    if kind == "map":
+                        result = await self._map(task, remote, state)
+                    else:
+                        result = await self._reduce(task, remote, state)
+                except _TaskFailed as exc:
+                    self.stats.failed += 1
+                    result = error_frame(exc.code, exc.message, exc.traceback, task.id)
+            if wall.cancelled_caught:
+                result = error_frame(pb.LIMIT_EXCEEDED,
+                                     f"task exceeded the peer's {self.config.task_wall_seconds:g}s "
+                                     "wall-clock limit", task_id=task.id)
+            nursery.cancel_scope.cancel()
+        if cancelled_by_master or result is None:
+            log.debug("task %s cancelled by the master", task.id.index)
+            return
+        await writer.write(result)
+
+    async def _heartbeats(self, writer: FrameWriter, state: _TaskState, interval: float) -> None:
+        while True:
+            await trio.sleep(interval)
+            try:
+                await writer.write(pb.Frame(progress=pb.Progress(
+                    records=state.records, running=state.running)))
+            except ProtocolError:
+                return
+
+    # -- task execution --------------------------------------------------------------
+
+    def _providers(self, task: Any, remote: PeerID) -> list[PeerID]:
+        out = [PeerID(raw) for raw in task.providers]
+        if remote not in out:
+            out.append(remote)
+        return out
+
+    async def _fetch_file(self, cid: CID, providers: Sequence[PeerID], limit: int,
+                          what: str) -> bytes:
+        blocks = self.node.blocks
+        timeout = self.config.fetch_timeout
+        try:
+            with trio.fail_after(timeout * 2):
+                source = _ProvidedSource(blocks, providers, timeout)
+                segments = await unixfs.file_segments(source, cid)
+                size = sum(s.size for s in segments)
+                if size > limit:
+                    raise _TaskFailed(pb.LIMIT_EXCEEDED, f"{what} is {size} bytes, over this "
+                                      f"peer's {limit}-byte limit")
+                await fetch_dag(source, cid, timeout=timeout)
+                return await unixfs.read_range(source, cid)
+        except BlockNotFound as exc:
+            raise _TaskFailed(pb.INPUT_NOT_FOUND, f"cannot fetch {what}: {exc}") from None
+        except trio.TooSlowError:
+            raise _TaskFailed(pb.INPUT_NOT_FOUND, f"fetching {what} took too long") from None
+        except (UnixFSError, CIDError) as exc:
+            raise _TaskFailed(pb.BAD_REQUEST, f"{what} is not a valid UnixFS file: {exc}") from None
+
+    async def _code_for(self, spec: Any, providers: Sequence[PeerID]) -> tuple[CID, bytes]:
+        cid = CID.from_bytes(spec.code)
+        code = self._code.get(cid)
+        if code is None:
+            code = await self._fetch_file(cid, providers, self.config.max_code_size, "job code")
+            self._code[cid] = code
+            while len(self._code) > 16:
+                self._code.popitem(last=False)
+        else:
+            self._code.move_to_end(cid)
+        return cid, code
+
+    async def _in_worker(self, fn: Any, request: Any, state: _TaskState) -> Any:
+        async with self._limiter:
+            state.running = True
+            try:
+                return await self._ctx.run_sync(fn, request, kill_on_cancel=True)
+            except trio_parallel.BrokenWorkerError as exc:
+                self.stats.worker_deaths += 1
+                code, message = _death_reason(exc)
+                raise _TaskFailed(code, message) from None
+            finally:
+                state.running = False
+
+    async def _store(self, blocks: list[tuple[bytes, bytes]]) -> None:
+        for raw, data in blocks:
+            await self.node.blocks.put(CID.from_bytes(raw), data)
+
+    async def _map(self, task: Any, remote: PeerID, state: _TaskState) -> pb.Frame:
+        spec = task.job
+        providers = self._providers(task, remote)
+        code_cid, code = await self._code_for(spec, providers)
+        request = _worker.MapRequest(
+            code_cid=bytes(code_cid), code=code, encoding=spec.encoding or "msgpack",
+            allow_pickle=self.config.allow_pickle, reducers=spec.reducers,
+            cid_version=spec.cid_version, limits=self.config.limits)
+        if task.WhichOneof("input") == "split":
+            split = task.split
+            block_cid = CID.from_bytes(split.block)
+            try:
+                block = await self.node.blocks.get(
+                    block_cid, timeout=self.config.fetch_timeout, providers=providers)
+            except BlockNotFound as exc:
+                raise _TaskFailed(pb.INPUT_NOT_FOUND, f"cannot fetch input block: {exc}") from None
+            request.block_cid, request.block = bytes(block_cid), block
+            request.path, request.offset = split.path, split.offset
+            request.first, request.last = split.first, split.last
+        else:
+            request.records = await self._fetch_file(
+                CID.from_bytes(task.records), providers, self.config.max_input_size,
+                "boundary records")
+        outcome: _worker.MapOutcome = await self._in_worker(_worker.run_map, request, state)
+        if outcome.failure is not None:
+            failure = outcome.failure
+            raise _TaskFailed(failure.code, failure.message, failure.traceback)
+        await self._store(outcome.blocks)
+        state.records = outcome.records_in
+        self.stats.maps += 1
+        result = pb.MapResult(
+            id=task.id, partitions=outcome.partitions,
+            partition_records=outcome.partition_records,
+            no_newline=outcome.no_newline, records_in=outcome.records_in,
+            records_out=outcome.records_out)
+        result.head.length = outcome.head_len
+        if outcome.head is not None:
+            result.head.data, result.head.inline = outcome.head, True
+        result.tail.length = outcome.tail_len
+        if outcome.tail is not None:
+            result.tail.data, result.tail.inline = outcome.tail, True
+        return pb.Frame(map_result=result)
+
+    async def _reduce(self, task: Any, remote: PeerID, state: _TaskState) -> pb.Frame:
+        spec = task.job
+        providers = self._providers(task, remote)
+        code_cid, code = await self._code_for(spec, providers)
+        inputs = [CID.from_bytes(raw) for raw in task.inputs]
+        if task.inputs_list:
+            listing = await self._fetch_file(CID.from_bytes(task.inputs_list), providers,
+                                             self.config.max_input_size, "input list")
+            try:
+                inputs += [CID.from_bytes(raw) for raw in msgpack.unpackb(listing)]
+            except (CIDError, TypeError, ValueError, msgpack.UnpackException) as exc:
+                raise _TaskFailed(pb.BAD_REQUEST, f"malformed input list: {exc}") from None
+        budget = self.config.max_input_size
+        datas: list[bytes] = [b""] * len(inputs)
+        limiter = trio.CapacityLimiter(16)
+
+        async def fetch(i: int, cid: CID) -> None:
+            nonlocal budget
+            async with limiter:
+                data = await self._fetch_file(cid, providers, budget, "map output")
+            budget -= len(data)
+            datas[i] = data
+
+        async with trio.open_nursery() as nursery:
+            for i, cid in enumerate(inputs):
+                nursery.start_soon(fetch, i, cid)
+        request = _worker.ReduceRequest(
+            code_cid=bytes(code_cid), code=code, encoding=spec.encoding or "msgpack",
+            allow_pickle=self.config.allow_pickle, cid_version=spec.cid_version,
+            limits=self.config.limits, partition=task.partition, inputs=datas)
+        outcome: _worker.ReduceOutcome = await self._in_worker(_worker.run_reduce, request, state)
+        if outcome.failure is not None:
+            failure = outcome.failure
+            raise _TaskFailed(failure.code, failure.message, failure.traceback)
+        await self._store(outcome.blocks)
+        self.stats.reduces += 1
+        return pb.Frame(reduce_result=pb.ReduceResult(
+            id=task.id, output=outcome.output, records_in=outcome.records_in, keys=outcome.keys,
+            records_out=outcome.records_out, bytes=outcome.size))
+
+
+class _ProvidedSource:
+    """A block source that passes provider hints and a deadline to the store."""
+
+    def __init__(self, blocks: Any, providers: Sequence[PeerID], timeout: float) -> None:
+        self._blocks = blocks
+        self._providers = providers
+        self._timeout = timeout
+
+    async def get(self, cid: CID, *, timeout: float | None = None) -> bytes:
+        data: bytes = await self._blocks.get(cid, timeout=timeout or self._timeout,
+                                             providers=self._providers)
+        return data
+
+
+def _death_reason(exc: BaseException) -> tuple[int, str]:
+    proc = exc.args[1] if len(exc.args) > 1 else None
+    code = getattr(proc, "exitcode", None)
+    if code == -signal.SIGXCPU:
+        return pb.LIMIT_EXCEEDED, "the worker process exceeded its CPU time limit"
+    if code == -signal.SIGKILL:
+        return pb.WORKER_DIED, "the worker process was killed (SIGKILL; out of memory?)"
+    if code is not None and code < 0:
+        return pb.WORKER_DIED, f"the worker process died of signal {signal.Signals(-code).name}"
+    return pb.WORKER_DIED, f"the worker process exited unexpectedly (exit code {code})"
+
+
+async def _announce_protocols(node: Node) -> None:
+    """Tell peers we are already connected to (a master we bootstrapped to,
+    say) that we now speak the protocol; identify ran before we did."""
+    push = getattr(node.host, "_push_identify_to_all_peers", None)
+    if push is not None:
+        try:
+            await push()
+        except Exception as exc:
+            log.debug("identify push failed: %s", exc)
+
+
+def register_protocol(node: Node, *, trust: Iterable[str | PeerID] = (),
+                      trust_any: bool = False, workers: int | None = None,
+                      allow_pickle: bool = False, config: PeerConfig | None = None
+                      ) -> PeerService:
+    """Make ``node`` a worker: register the ``/ipfs/mapreduce/1.0.0`` handler.
+
+    Masters are trusted if listed in ``trust`` or in the repo's
+    ``trusted_masters`` file; ``trust_any`` trusts every master (closed test
+    swarms only). ``workers`` is how many tasks run at once (default: the
+    CPU count), each in its own process.
+    """
+    if config is None:
+        config = PeerConfig(allow_pickle=allow_pickle) if not workers else \
+            PeerConfig(allow_pickle=allow_pickle, workers=workers)
+    service = PeerService(node, config,
+                          Trust(trust, trust_any=trust_any, file=node.repo / TRUST_FILE))
+    node.host.set_stream_handler(PROTOCOL_ID, service.handle)
+    node.spawn(service.run)
+    node.spawn(_announce_protocols, node)
+    log.info("serving %s with %d worker(s) for %s", PROTOCOL_ID, config.workers,
+             service.trust.describe())
+    return service

@@ -1,0 +1,148 @@
+"""The ``/ipfs/mapreduce/1.0.0`` wire protocol: framing and message helpers.
+
+Specified in ``protocols/mapreduce.md`` and ``protocols/mapreduce.proto``.
+Each frame is ``uvarint(length) || Frame``. Reading is bounded twice: a
+frame may not exceed ``max_size`` (checked from the length prefix, before
+any allocation), and a whole frame must arrive within ``timeout`` seconds,
+so a peer that trickles bytes cannot hold a stream open.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import trio
+from google.protobuf.message import DecodeError
+from libp2p.abc import INetStream
+from libp2p.custom_types import TProtocol
+
+from ._pb import mapreduce_pb2 as pb
+from .cid import decode_uvarint, encode_uvarint
+from .errors import ProtocolError
+
+__all__ = ["FrameReader", "FrameWriter", "MAX_FRAME_SIZE", "PROTOCOL_ID", "VERSION", "pb"]
+
+PROTOCOL_ID: Final = TProtocol("/ipfs/mapreduce/1.0.0")
+VERSION: Final = 1
+MAX_FRAME_SIZE: Final = 1024 * 1024
+_READ_CHUNK: Final = 65536
+
+
+class FrameReader:
+    """Reads whole frames from a stream that may return short reads."""
+
+    def __init__(self, stream: INetStream, *, max_size: int = MAX_FRAME_SIZE) -> None:
+        self.stream = stream
+        self.max_size = max_size
+        self._buf = bytearray()
+        self._eof = False
+
+    async def _fill(self) -> bool:
+        if self._eof:
+            return False
+        try:
+            chunk = await self.stream.read(_READ_CHUNK)
+        except Exception as exc:  # StreamEOF, StreamReset, StreamError…
+            if type(exc).__name__ == "StreamEOF":
+                self._eof = True
+                return False
+            raise ProtocolError(f"stream failed: {type(exc).__name__}: {exc}") from exc
+        if not chunk:
+            self._eof = True
+            return False
+        self._buf += chunk
+        return True
+
+    async def read(self, timeout: float) -> pb.Frame | None:
+        """The next frame, or None at a clean end of stream between frames."""
+        with trio.move_on_after(timeout) as scope:
+            return await self._read()
+        assert scope.cancelled_caught
+        raise ProtocolError(f"no complete frame within {timeout:g}s")
+
+    async def _read(self) -> pb.Frame | None:
+        while True:
+            try:
+                length, pos = decode_uvarint(self._buf)
+                break
+            except ValueError as exc:
+                if str(exc) != "truncated uvarint" or len(self._buf) > 9:
+                    raise ProtocolError(f"bad frame length prefix: {exc}") from None
+            if not await self._fill():
+                if self._buf:
+                    raise ProtocolError("stream ended inside a frame length prefix")
+                return None
+        if length > self.max_size:
+            raise ProtocolError(f"frame of {length} bytes exceeds the {self.max_size}-byte limit")
+        while len(self._buf) - pos < length:
+            if not await self._fill():
+                raise ProtocolError("stream ended inside a frame")
+        payload = bytes(self._buf[pos:pos + length])
+        del self._buf[:pos + length]
+        frame = pb.Frame()
+        try:
+            frame.ParseFromString(payload)
+        except DecodeError as exc:
+            raise ProtocolError(f"malformed frame: {exc}") from None
+        return frame
+
+
+class FrameWriter:
+    """Writes frames one at a time; concurrent writers never interleave.
+
+    py-libp2p's yamux splits one write into window-sized frames and locks
+    per frame, so two tasks writing to one stream could interleave halves
+    of their messages. Every write here holds a lock for the whole frame.
+    """
+
+    def __init__(self, stream: INetStream, *, timeout: float = 30.0) -> None:
+        self.stream = stream
+        self.timeout = timeout
+        self._lock = trio.Lock()
+
+    async def write(self, frame: pb.Frame) -> None:
+        frame.version = VERSION
+        payload = frame.SerializeToString()
+        data = encode_uvarint(len(payload)) + payload
+        async with self._lock:
+            try:
+                with trio.fail_after(self.timeout):
+                    await self.stream.write(data)
+            except trio.TooSlowError:
+                raise ProtocolError(f"write did not complete within {self.timeout:g}s") from None
+            except ProtocolError:
+                raise
+            except Exception as exc:
+                raise ProtocolError(f"stream failed: {type(exc).__name__}: {exc}") from exc
+
+
+def error_frame(code: int, message: str, traceback: str = "",
+                task_id: pb.TaskId | None = None) -> pb.Frame:
+    err = pb.Error(code=code, message=message[:4000],  # type: ignore[arg-type]
+                   traceback=traceback[-60000:])
+    if task_id is not None:
+        err.id.CopyFrom(task_id)
+    return pb.Frame(error=err)
+
+
+async def close_quietly(stream: INetStream, *, reset: bool = False) -> None:
+    with trio.move_on_after(2):
+        try:
+            if reset:
+                await stream.reset()
+            else:
+                await stream.close()
+        except Exception:
+            pass
+
+
+def error_code_name(code: int) -> str:
+    try:
+        return str(pb.ErrorCode.Name(code))  # type: ignore[arg-type]
+    except ValueError:
+        return f"error {code}"
+
+
+def body(frame: pb.Frame) -> tuple[str | None, Any]:
+    kind = frame.WhichOneof("body")
+    return kind, (getattr(frame, kind) if kind else None)

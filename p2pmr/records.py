@@ -1,0 +1,142 @@
+"""Lines as records, exactly once across block boundaries.
+
+A map split is one leaf block. The split maps every line that lies wholly
+inside its block, and hands back the partial lines at its two edges
+(*fragments*). The master joins the fragments on each side of a boundary
+into whole lines and maps those as one extra task. A line is therefore
+mapped exactly once whatever the chunker did to it, even a line longer than
+several blocks, and every split stays a pure function of its block.
+
+Who maps what, for a block of a file:
+
+* a line that starts and ends (with ``\\n``) inside the block: the split;
+* the bytes before the block's first ``\\n`` (the *head*): the split when the
+  block starts the file, else the master joins them to what came before;
+* the bytes after the block's last ``\\n`` (the *tail*): the split when the
+  block ends the file (a last line without a newline), else the master;
+* a block with no ``\\n`` is all fragment: it continues a line.
+
+A record's key is ``(path, offset)``, the line's byte offset in its file;
+its value is the line without its ``\\n`` (or ``\\r\\n``), decoded as UTF-8
+with bad bytes replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+__all__ = [
+    "BlockEdges",
+    "SplitInfo",
+    "decode_line",
+    "iter_block_lines",
+    "iter_records",
+    "stitch_file",
+]
+
+
+def decode_line(raw: bytes, terminated: bool) -> str:
+    """A line's text: without its newline (and the CR of a CRLF)."""
+    if terminated and raw.endswith(b"\r"):
+        raw = raw[:-1]
+    return raw.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEdges:
+    """The fragments a split returns; lengths in bytes."""
+
+    head: int        # bytes up to and including the first "\n" (0 when first)
+    tail: int        # bytes after the last "\n" (0 when last)
+    no_newline: bool  # the block is one fragment (head == block size)
+
+
+def iter_block_lines(data: bytes, base: int, first: bool, last: bool
+                     ) -> tuple[list[tuple[int, bytes, bool]], BlockEdges]:
+    """Split a block into whole lines and edge fragments.
+
+    Returns ([(file offset, raw line without "\\n", terminated)], edges).
+    """
+    p = data.find(b"\n")
+    if p < 0:
+        if first and last:
+            return ([(base, data, False)] if data else []), BlockEdges(0, 0, False)
+        return [], BlockEdges(len(data), 0, True)
+    q = data.rfind(b"\n")
+    start = 0 if first else p + 1
+    lines: list[tuple[int, bytes, bool]] = []
+    pos = start
+    if start <= q:
+        for raw in data[start:q].split(b"\n"):
+            lines.append((base + pos, raw, True))
+            pos += len(raw) + 1
+    tail = len(data) - q - 1
+    if last:
+        if tail:
+            lines.append((base + q + 1, data[q + 1:], False))
+        tail = 0
+    return lines, BlockEdges(0 if first else p + 1, tail, False)
+
+
+def iter_records(path: str, lines: list[tuple[int, bytes, bool]]
+                 ) -> Iterator[tuple[tuple[str, int], str]]:
+    for offset, raw, terminated in lines:
+        yield (path, offset), decode_line(raw, terminated)
+
+
+@dataclass(slots=True)
+class SplitInfo:
+    """What the master knows about one split of a file, in file order."""
+
+    offset: int
+    size: int
+    first: bool
+    last: bool
+    edges: BlockEdges | None = None
+    head: bytes | None = None   # the fragment bytes, once known
+    tail: bytes | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def stitch_file(splits: list[SplitInfo], *, partial: bool = False
+                ) -> list[tuple[int, bytes, bool, int]]:
+    """Join the edge fragments of a file's splits into whole lines.
+
+    ``splits`` are the first splits of one file, in order (all of them
+    unless ``partial``), each with ``edges`` and the fragment bytes it names
+    (``head`` holds the whole block for a block with no newline). Returns
+    [(file offset, raw line without "\\n", terminated, index of the split
+    where the line ends)].
+    """
+    out: list[tuple[int, bytes, bool, int]] = []
+    carry: bytearray | None = None
+    carry_start = 0
+    for index, split in enumerate(splits):
+        edges = split.edges
+        if edges is None:
+            raise ValueError("split without a result")
+        if edges.no_newline:
+            if carry is None:
+                carry = bytearray()
+                carry_start = split.offset
+            carry += split.head or b""
+            if split.last:
+                out.append((carry_start, bytes(carry), False, index))
+                carry = None
+            continue
+        if not split.first:
+            head = split.head or b""
+            if carry is None:
+                carry = bytearray()
+                carry_start = split.offset
+            carry += head
+            out.append((carry_start, bytes(carry[:-1]), True, index))
+            carry = None
+        if not split.last:
+            carry = bytearray(split.tail or b"")
+            carry_start = split.offset + split.size - edges.tail
+    if carry is not None and not partial:
+        # Only reachable if the last split was missing its `last` flag.
+        raise ValueError("file ended inside a line: splits are incomplete")
+    return out

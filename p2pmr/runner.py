@@ -1,0 +1,185 @@
+"""``p2pmr run``: everything around a :class:`Master` that a command line needs.
+
+Start the master's node, add a local input, optionally start local peers,
+show progress, and write the output locally if asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+import trio_parallel
+
+from . import unixfs
+from .cid import CID
+from .errors import JobError, P2PMRError, collapse
+from .job import pickle_job_file
+from .journal import find_journal
+from .localswarm import local_swarm
+from .master import Master, MasterOptions
+from .node import Node, open_node
+
+__all__ = ["RunSettings", "run_job", "write_output"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    repo: Path
+    jobfile: Path | None
+    input: str | None
+    reducers: int | None
+    local_peers: int = 0
+    local_workers: int | None = None
+    bootstrap: Sequence[str] = ()
+    listen: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",)
+    output: Path | None = None
+    resume: bool = False
+    peer_timeout: float = 5.0
+    wait_for_workers: float = 120.0
+    encoding: str = "msgpack"
+    cid_version: int = 0
+    psk: str | None = None
+    progress: bool = True
+    ipfs_api: str | None = None
+
+
+async def _resolve_input(node: Node, text: str, cid_version: int) -> CID:
+    path = trio.Path(text)
+    if await path.exists():
+        options = unixfs.ImportOptions(cid_version=cid_version)
+        cid = await unixfs.add_path(node.blocks, text, options)
+        log.info("added %s as %s", text, cid)
+        return cid
+    try:
+        return CID.parse(text)
+    except P2PMRError:
+        raise JobError(f"--input {text!r} is neither an existing path nor a CID") from None
+
+
+async def _progress(master: Master, enabled: bool) -> None:
+    if not enabled:
+        await trio.sleep_forever()
+    tty = sys.stderr.isatty()
+    bars = None
+    if tty:
+        from tqdm import tqdm
+
+        bars = (tqdm(desc="map   ", unit="task", total=0, file=sys.stderr, leave=True),
+                tqdm(desc="reduce", unit="task", total=0, file=sys.stderr, leave=True))
+    last_line = ""
+    try:
+        while True:
+            m, r = master.get_map_status(), master.get_reduce_status()
+            if bars is not None:
+                for bar, status in zip(bars, (m, r), strict=True):
+                    bar.total = status.total
+                    bar.n = status.complete
+                    bar.set_postfix(running=status.in_progress, failed=status.failed,
+                                    refresh=False)
+                    bar.refresh()
+                await trio.sleep(0.2)
+            else:
+                line = f"map {m.complete}/{m.total}  reduce {r.complete}/{r.total}"
+                if line != last_line:
+                    print(f"progress: {line}", file=sys.stderr, flush=True)
+                    last_line = line
+                await trio.sleep(1.0)
+    finally:
+        if bars is not None:
+            for bar in bars:
+                bar.close()
+
+
+async def write_output(node: Node, root: CID, directory: Path) -> list[Path]:
+    """Copy an output directory's files from IPFS to local disk."""
+    await trio.Path(directory).mkdir(parents=True, exist_ok=True)
+    written = []
+    for entry in await unixfs.list_directory(node.blocks, root):
+        target = directory / entry.name
+        data = await unixfs.read_range(node.blocks, entry.cid)
+        await trio.Path(target).write_bytes(data)
+        written.append(target)
+    return written
+
+
+async def _run_with_progress(master: Master, progress: bool) -> CID:
+    root: CID | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_progress, master, progress)
+            root = await master.run()
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise collapse(group) from None
+    assert root is not None
+    return root
+
+
+async def run_job(settings: RunSettings) -> CID:
+    code: bytes | None = None
+    name: str | None = None
+    if settings.jobfile is not None:
+        # Import and pickle the job file in a worker process: the master's
+        # own process never executes job code.
+        try:
+            code, name = await trio_parallel.run_sync(pickle_job_file, str(settings.jobfile))
+        except P2PMRError:
+            raise
+        except Exception as exc:
+            raise JobError(f"cannot load {settings.jobfile}: {exc!r}") from exc
+    async with open_node(settings.repo, listen=settings.listen, bootstrap=settings.bootstrap,
+                         ipfs_api=settings.ipfs_api, psk=settings.psk) as node:
+        if settings.input is not None:
+            input_cid = await _resolve_input(node, settings.input, settings.cid_version)
+            reducers = settings.reducers or 1
+        else:
+            found = find_journal(settings.repo / "jobs")
+            if found is None:
+                raise JobError("--resume: this repo has no unfinished job")
+            input_cid, reducers, name = found.descriptor.input, found.descriptor.reducers, \
+                found.descriptor.name
+            log.info("resuming job %s (input %s, %d reducers)", found.job, input_cid, reducers)
+        options = MasterOptions(peer_timeout=settings.peer_timeout,
+                                wait_for_workers=settings.wait_for_workers,
+                                encoding=settings.encoding, cid_version=settings.cid_version,
+                                resume=settings.resume)
+        master = Master(node, input_cid, None, reducers, options, code=code, name=name)
+        started = time.monotonic()
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.local_peers:
+                base = Path(tempfile.mkdtemp(prefix="p2pmr-peers-"))
+                stack.callback(shutil.rmtree, base, ignore_errors=True)
+                extra = ["--allow-pickle"] if settings.encoding == "pickle" else []
+                peers = await stack.enter_async_context(local_swarm(
+                    settings.local_peers, base, node.multiaddrs[0], str(node.peer_id),
+                    workers=settings.local_workers, extra_args=extra))
+                log.info("local peers: %s", ", ".join(p.peer_id for p in peers))
+            root = await _run_with_progress(master, settings.progress)
+        elapsed = time.monotonic() - started
+        report = {"output": str(root), "job": str(master.job_cid), "wall_seconds": elapsed,
+                  "timings": master.timings, "resumed_tasks": master.resumed_tasks,
+                  "counts": master.manifest.get("counts", {}),
+                  "peers": {k: vars(v) for k, v in master.get_peer_status().items()}}
+        report_dir = settings.repo / "jobs" / str(master.job_cid)
+        await trio.Path(report_dir).mkdir(parents=True, exist_ok=True)
+        await trio.Path(report_dir / "report.json").write_text(json.dumps(report, indent=2))
+        print(f"job {master.job_cid} finished in {elapsed:.2f}s "
+              f"(map {master.timings.get('map', 0):.2f}s, "
+              f"reduce {master.timings.get('reduce', 0):.2f}s); "
+              f"{master.resumed_tasks} task(s) resumed from the journal", file=sys.stderr)
+        if settings.output is not None:
+            files = await write_output(node, root, settings.output)
+            print(f"wrote {len(files)} file(s) to {settings.output}", file=sys.stderr)
+        return root

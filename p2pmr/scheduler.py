@@ -1,0 +1,312 @@
+"""Task state and assignment policy, without any I/O.
+
+Each task follows one state machine::
+
+    IDLE ──assign──▶ IN_PROGRESS ──result──▶ COMPLETED
+      ▲                   │
+      └──attempt failed───┘  (and no other attempt still running)
+                          │
+                          └──too many errors──▶ FAILED  (the job fails)
+
+A task may have several attempts running at once (backups near the end of
+a phase); the first result wins and the rest are cancelled. Results are
+content-addressed, so a late duplicate would only ever repeat the winner.
+
+Peers earn work by experience. A new peer gets one task at a time; each
+success widens its window (the number of tasks it holds at once, within
+``min_batch``..``max_batch``); each failure halves it; and a run of failures
+excludes the peer for the rest of the job.
+"""
+
+from __future__ import annotations
+
+import enum
+import statistics
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Attempt", "FailureKind", "PeerRecord", "PhaseStatus", "PeerStatus", "Policy",
+           "Scheduler", "State", "Task", "TaskInfo"]
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    IN_PROGRESS = "in-progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class FailureKind(enum.Enum):
+    USER = "user"          # the job's code raised: deterministic, retried a few times
+    INFRA = "infra"        # peer died, hung, timed out, sent garbage: the peer's fault
+    WORKER = "worker"      # the worker process died: the code or the machine
+    CANCELLED = "cancelled"  # we cancelled it (a backup won); no fault
+
+
+@dataclass(frozen=True)
+class Policy:
+    min_batch: int = 1
+    max_batch: int = 8
+    exclude_after: int = 3        # consecutive peer failures before exclusion
+    max_user_errors: int = 3      # a task whose code raised this often fails the job
+    max_task_failures: int = 25   # other failures of one task before the job fails
+    backups: bool = True
+    backup_factor: float = 2.5    # back up tasks running this many medians…
+    backup_min_age: float = 3.0   # …and at least this many seconds
+    max_attempts_running: int = 2  # per task, including the original
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_batch <= self.max_batch:
+            raise ValueError("need 1 <= min_batch <= max_batch")
+
+
+@dataclass
+class Attempt:
+    number: int
+    peer: Any
+    started: float
+    backup: bool = False
+    cancel: Any = None  # a trio.CancelScope, set by the master
+    cancel_reason: tuple[str, str] | None = None
+
+    def abort(self, kind: str, reason: str) -> None:
+        """Cancel this attempt, remembering why (kind: lost, timeout, superseded)."""
+        if self.cancel is not None and self.cancel_reason is None:
+            self.cancel_reason = (kind, reason)
+            self.cancel.cancel()
+
+
+@dataclass
+class Task:
+    phase: str
+    index: int
+    payload: Any = None
+    state: State = State.IDLE
+    ready: bool = True
+    running: dict[int, Attempt] = field(default_factory=dict)
+    attempts: int = 0
+    user_errors: int = 0
+    failures: int = 0
+    last_error: str = ""
+    last_traceback: str = ""
+    output: Any = None
+    completed_by: Any = None
+    duration: float | None = None
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A snapshot of one task's state machine, for the status API."""
+
+    phase: str
+    index: int
+    state: str
+    peers: tuple[str, ...]
+    attempts: int
+    started_at: float | None
+    output: Any
+
+
+@dataclass
+class PeerRecord:
+    peer: Any
+    window: int
+    successes: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    in_flight: int = 0
+    excluded: bool = False
+    online: bool = True
+    completed: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    completed: int
+    failed: int
+    in_progress: int
+    window: int
+    excluded: bool
+    online: bool
+
+
+@dataclass(frozen=True)
+class PhaseStatus:
+    """Progress of one phase. Safe to poll from any task while a job runs."""
+
+    complete: int = 0
+    total: int = 0
+    in_progress: int = 0
+    failed: int = 0
+    idle: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.total == self.complete
+
+    def __str__(self) -> str:
+        return (f"{self.complete}/{self.total} complete, {self.in_progress} in progress, "
+                f"{self.failed} failed")
+
+
+class Scheduler:
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy or Policy()
+        self.tasks: dict[str, list[Task]] = {}
+        self.peers: dict[Any, PeerRecord] = {}
+
+    # -- tasks -----------------------------------------------------------------------
+
+    def add_tasks(self, phase: str, tasks: Iterable[Task]) -> None:
+        self.tasks.setdefault(phase, []).extend(tasks)
+
+    def phase_tasks(self, phase: str) -> list[Task]:
+        return self.tasks.get(phase, [])
+
+    def status(self, phase: str) -> PhaseStatus:
+        counts = {state: 0 for state in State}
+        for task in self.phase_tasks(phase):
+            counts[task.state] += 1
+        return PhaseStatus(complete=counts[State.COMPLETED], total=len(self.phase_tasks(phase)),
+                           in_progress=counts[State.IN_PROGRESS], failed=counts[State.FAILED],
+                           idle=counts[State.IDLE])
+
+    def infos(self, phase: str) -> list[TaskInfo]:
+        out = []
+        for task in self.phase_tasks(phase):
+            started = min((a.started for a in task.running.values()), default=None)
+            out.append(TaskInfo(phase, task.index, task.state.value,
+                                tuple(str(a.peer) for a in task.running.values()),
+                                task.attempts, started, task.output))
+        return out
+
+    def phase_done(self, phase: str) -> bool:
+        return all(t.state is State.COMPLETED for t in self.phase_tasks(phase))
+
+    def failed_task(self, phase: str) -> Task | None:
+        return next((t for t in self.phase_tasks(phase) if t.state is State.FAILED), None)
+
+    def next_idle(self, phase: str) -> Task | None:
+        for task in self.phase_tasks(phase):
+            if task.state is State.IDLE and task.ready:
+                return task
+        return None
+
+    def start(self, task: Task, peer: Any, now: float, *, backup: bool = False) -> Attempt:
+        attempt = Attempt(task.attempts, peer, now, backup)
+        task.attempts += 1
+        task.running[attempt.number] = attempt
+        task.state = State.IN_PROGRESS
+        record = self.peers[peer]
+        record.in_flight += 1
+        return attempt
+
+    def _finish_attempt(self, task: Task, attempt: Attempt) -> None:
+        task.running.pop(attempt.number, None)
+        self.peers[attempt.peer].in_flight -= 1
+
+    def succeed(self, task: Task, attempt: Attempt, output: Any, now: float) -> bool:
+        """Record a result. True if it completed the task (the first to arrive)."""
+        self._finish_attempt(task, attempt)
+        record = self.peers[attempt.peer]
+        record.successes += 1
+        record.consecutive_failures = 0
+        record.window = min(self.policy.max_batch, record.window + 1)
+        if task.state is State.COMPLETED:
+            return False
+        task.state = State.COMPLETED
+        task.output = output
+        task.completed_by = attempt.peer
+        task.duration = now - attempt.started
+        record.completed[task.phase] = record.completed.get(task.phase, 0) + 1
+        return True
+
+    def fail(self, task: Task, attempt: Attempt, kind: FailureKind, message: str,
+             traceback: str = "", *, blame_peer: bool = True) -> None:
+        """Record a failed attempt and move the task back to IDLE (or FAILED)."""
+        self._finish_attempt(task, attempt)
+        if kind is not FailureKind.CANCELLED:
+            task.last_error = message
+            task.last_traceback = traceback or task.last_traceback
+        if kind is FailureKind.USER:
+            task.user_errors += 1
+        elif kind in (FailureKind.INFRA, FailureKind.WORKER):
+            task.failures += 1
+            if blame_peer and kind is FailureKind.INFRA:
+                self.peer_failed(attempt.peer)
+        if task.state is State.COMPLETED:
+            return
+        if task.user_errors >= self.policy.max_user_errors or \
+                task.failures >= self.policy.max_task_failures:
+            task.state = State.FAILED
+            return
+        if not task.running:
+            task.state = State.IDLE
+
+    # -- peers -----------------------------------------------------------------------------
+
+    def add_peer(self, peer: Any) -> PeerRecord:
+        record = self.peers.get(peer)
+        if record is None:
+            record = self.peers[peer] = PeerRecord(peer, window=self.policy.min_batch)
+        record.online = True
+        return record
+
+    def peer_failed(self, peer: Any) -> None:
+        record = self.peers[peer]
+        record.failures += 1
+        record.consecutive_failures += 1
+        record.window = max(self.policy.min_batch, record.window // 2)
+        if record.consecutive_failures >= self.policy.exclude_after:
+            record.excluded = True
+
+    def available_peers(self) -> Iterator[PeerRecord]:
+        """Peers that can take another task now, least loaded first."""
+        ready = [r for r in self.peers.values()
+                 if r.online and not r.excluded and r.in_flight < r.window]
+        ready.sort(key=lambda r: (r.in_flight / r.window, -r.successes))
+        return iter(ready)
+
+    def usable_peers(self) -> list[PeerRecord]:
+        return [r for r in self.peers.values() if r.online and not r.excluded]
+
+    def peer_status(self) -> dict[str, PeerStatus]:
+        return {str(r.peer): PeerStatus(sum(r.completed.values()), r.failures, r.in_flight,
+                                        r.window, r.excluded, r.online)
+                for r in self.peers.values()}
+
+    # -- stragglers --------------------------------------------------------------------------
+
+    def backup_candidate(self, phase: str, peer: Any, now: float) -> Task | None:
+        """An in-progress task worth duplicating on ``peer``, if the phase is nearly done.
+
+        Only once no task of the phase is waiting to start, and only for a
+        task running well past the typical duration, so a healthy run never
+        executes anything twice.
+        """
+        if not self.policy.backups:
+            return None
+        tasks = self.phase_tasks(phase)
+        if any(t.state is State.IDLE and t.ready for t in tasks):
+            return None
+        durations = [t.duration for t in tasks if t.duration is not None]
+        typical = statistics.median(durations) if durations else 0.0
+        threshold = max(self.policy.backup_min_age, self.policy.backup_factor * typical)
+        best: Task | None = None
+        best_age = 0.0
+        for task in tasks:
+            if task.state is not State.IN_PROGRESS:
+                continue
+            if len(task.running) >= self.policy.max_attempts_running:
+                continue
+            if any(a.peer == peer for a in task.running.values()):
+                continue
+            age = now - min(a.started for a in task.running.values())
+            if age >= threshold and age > best_age:
+                best, best_age = task, age
+        return best
+
+    def typical_duration(self, phase: str) -> float | None:
+        durations = [t.duration for t in self.phase_tasks(phase) if t.duration is not None]
+        return statistics.median(durations) if durations else None

@@ -1,0 +1,85 @@
+"""Lines across block boundaries: every line exactly once, unchanged."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pmr.records import SplitInfo, decode_line, iter_block_lines, stitch_file
+
+
+def reference_lines(data: bytes) -> list[tuple[int, str]]:
+    """A sequential reference written independently of the engine."""
+    out = []
+    offset = 0
+    pieces = data.split(b"\n")
+    for i, piece in enumerate(pieces):
+        terminated = i < len(pieces) - 1
+        if not terminated and not piece:
+            break
+        text = piece[:-1] if terminated and piece.endswith(b"\r") else piece
+        out.append((offset, text.decode("utf-8", "replace")))
+        offset += len(piece) + 1
+    return out
+
+
+def engine_lines(data: bytes, cuts: list[int]) -> list[tuple[int, str]]:
+    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(data))), len(data)]
+    blocks = [(bounds[i], data[bounds[i]:bounds[i + 1]]) for i in range(len(bounds) - 1)]
+    if not data:
+        blocks = []
+    out: list[tuple[int, str]] = []
+    splits = []
+    for i, (offset, block) in enumerate(blocks):
+        first, last = i == 0, i == len(blocks) - 1
+        lines, edges = iter_block_lines(block, offset, first, last)
+        out += [(off, decode_line(raw, term)) for off, raw, term in lines]
+        head = block[:edges.head] if edges.head else b""
+        tail = block[len(block) - edges.tail:] if edges.tail else b""
+        splits.append(SplitInfo(offset, len(block), first, last, edges, head, tail))
+    if splits:
+        out += [(off, decode_line(raw, term)) for off, raw, term, _ in stitch_file(splits)]
+        # Stitching any prefix yields exactly the lines that end inside it.
+        whole = stitch_file(splits)
+        for n in range(len(splits)):
+            prefix = stitch_file(splits[:n], partial=True)
+            assert prefix == [line for line in whole if line[3] < n]
+    return sorted(out)
+
+
+line_bytes = st.lists(st.sampled_from([b"a", b"b", b" ", b"\n", b"\r", b"\r\n", "é".encode(),
+                                       b"\xff", b"\xe2\x82", b"\xac"]), max_size=200)
+
+
+@settings(max_examples=500, deadline=None)
+@given(pieces=line_bytes, cuts=st.lists(st.integers(0, 400), max_size=12))
+def test_any_cutting_gives_the_sequential_lines(pieces: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(pieces)
+    assert engine_lines(data, cuts) == reference_lines(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths=st.lists(st.integers(0, 3000), min_size=1, max_size=30),
+       block=st.sampled_from([1, 2, 17, 256, 1000, 4096]), final_newline=st.booleans())
+def test_lines_longer_than_blocks(lengths: list[int], block: int, final_newline: bool) -> None:
+    data = b"\n".join(b"x" * n for n in lengths) + (b"\n" if final_newline else b"")
+    cuts = list(range(block, len(data), block))
+    assert engine_lines(data, cuts) == reference_lines(data)
+
+
+def test_edge_cases() -> None:
+    for data in (b"", b"\n", b"\n\n", b"abc", b"abc\n", b"a\r\nb\r\n", b"a\rb", b"\r\n",
+                 b"no newline at all " * 50):
+        for cut in range(len(data) + 1):
+            assert engine_lines(data, [cut]) == reference_lines(data), (data, cut)
+
+
+def test_crlf_split_between_cr_and_lf() -> None:
+    data = b"first\r\nsecond\r\n"
+    assert engine_lines(data, [6]) == [(0, "first"), (7, "second")]
+
+
+def test_multibyte_character_across_boundary_is_not_mangled() -> None:
+    data = "naïve café\n".encode()
+    for cut in range(1, len(data)):
+        assert engine_lines(data, [cut]) == [(0, "naïve café")]
