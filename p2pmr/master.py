@@ -145,8 +145,12 @@ def _classify(code: int) -> tuple[FailureKind, bool, bool]:
         return FailureKind.WORKER, False, False
     if code == pb.NOT_AUTHORISED:
         return FailureKind.INFRA, True, True
-    if code in (pb.BUSY, pb.INPUT_NOT_FOUND, pb.CANCELLED):
-        return FailureKind.INFRA, False, False
+    if code == pb.INPUT_NOT_FOUND:
+        return FailureKind.INPUT, False, False
+    if code == pb.BUSY:
+        return FailureKind.BUSY, False, False
+    if code == pb.CANCELLED:
+        return FailureKind.CANCELLED, False, False
     return FailureKind.INFRA, True, False
 
 
@@ -429,6 +433,9 @@ class Master:
         what = f"{task.phase} task {task.index}"
         if task.user_errors >= self.options.policy.max_user_errors:
             return f"{what} failed {task.user_errors} times: {task.last_error}"
+        if task.input_failures >= self.options.policy.max_input_failures:
+            return (f"{what} could not fetch its input on {task.input_failures} attempts: "
+                    f"{task.last_error}")
         return f"{what} failed {task.failures} times; last error: {task.last_error}"
 
     def _task_timeout(self, phase: str) -> float:
@@ -499,6 +506,8 @@ class Master:
                     self.scheduler.add_peer(peer)
                     self._last_seen[peer] = now
                     log.info("worker %s joined", peer)
+                    if self._nursery is not None:
+                        self._nursery.start_soon(self.node.introduce, peer)
                     self._signal()
             for record in list(self.scheduler.peers.values()):
                 if not record.online:

@@ -28,6 +28,8 @@ from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from .bitswap import Bitswap, BitswapStore
 from .blockstore import BlockStore, FlatFSStore
@@ -91,9 +93,11 @@ def _build_host(key_pair: Any, psk: str | None) -> IHost:
     # connection count of 0 keeps the auto-connector from re-dialling every
     # peer it ever saw (we keep bootstrap peers connected ourselves).
     config = ConnectionConfig(max_connections_per_peer=1, min_connections=0, low_watermark=0)
+    # yamux only: py-libp2p also offers mplex, which has no flow control, so
+    # one peer that stops reading can back up a whole connection.
     return new_host(key_pair=key_pair, sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
-                    muxer_preference="YAMUX", connection_config=config, psk=psk,
-                    enable_mDNS=False, enable_upnp=False)
+                    muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+                    connection_config=config, psk=psk, enable_mDNS=False, enable_upnp=False)
 
 
 class Node:
@@ -147,6 +151,22 @@ class Node:
             # Let the daemon exchange blocks with this peer directly.
             await self.kubo.swarm_connect(str(ma))
         return peer_id
+
+    async def introduce(self, peer: PeerID) -> None:
+        """With the Kubo backend, have the daemon dial a peer we talk to, so the
+        two can exchange blocks directly; a no-op for the embedded store."""
+        if self.kubo is None:
+            return
+        try:
+            addrs = self.host.get_peerstore().addrs(peer)
+        except Exception:
+            addrs = []
+        for addr in addrs:
+            text = str(addr)
+            if "/p2p/" not in text:
+                text += f"/p2p/{peer}"
+            if await self.kubo.swarm_connect(text):
+                return
 
     def connected_peers(self) -> list[PeerID]:
         return list(self.host.get_network().connections.keys())

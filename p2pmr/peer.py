@@ -278,6 +278,8 @@ class PeerService:
     async def _run_task(self, kind: str, task: Any, remote: PeerID, reader: FrameReader,
                         writer: FrameWriter) -> None:
         await self._ready.wait()
+        log.debug("%s task %d (attempt %d) from %s", kind, task.id.index, task.id.attempt, remote)
+        await self.node.introduce(remote)
         interval = min(max(task.heartbeat_ms / 1000.0, _MIN_HEARTBEAT), _MAX_HEARTBEAT) \
             if task.heartbeat_ms else 1.0
         state = _TaskState()
@@ -326,7 +328,8 @@ class PeerService:
             try:
                 await writer.write(pb.Frame(progress=pb.Progress(
                     records=state.records, running=state.running)))
-            except ProtocolError:
+            except ProtocolError as exc:
+                log.debug("heartbeat failed, the master is gone: %s", exc)
                 return
 
     # -- task execution --------------------------------------------------------------
@@ -397,6 +400,7 @@ class PeerService:
         if task.WhichOneof("input") == "split":
             split = task.split
             block_cid = CID.from_bytes(split.block)
+            log.debug("fetching input block %s", block_cid)
             try:
                 block = await self.node.blocks.get(
                     block_cid, timeout=self.config.fetch_timeout, providers=providers)

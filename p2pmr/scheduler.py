@@ -41,6 +41,8 @@ class FailureKind(enum.Enum):
     USER = "user"          # the job's code raised: deterministic, retried a few times
     INFRA = "infra"        # peer died, hung, timed out, sent garbage: the peer's fault
     WORKER = "worker"      # the worker process died: the code or the machine
+    INPUT = "input"        # the peer could not fetch the task's input
+    BUSY = "busy"          # the peer had no room; no fault, try elsewhere
     CANCELLED = "cancelled"  # we cancelled it (a backup won); no fault
 
 
@@ -51,6 +53,7 @@ class Policy:
     exclude_after: int = 3        # consecutive peer failures before exclusion
     max_user_errors: int = 3      # a task whose code raised this often fails the job
     max_task_failures: int = 25   # other failures of one task before the job fails
+    max_input_failures: int = 3   # attempts that could not fetch the input
     backups: bool = True
     backup_factor: float = 2.5    # back up tasks running this many medians…
     backup_min_age: float = 3.0   # …and at least this many seconds
@@ -88,6 +91,7 @@ class Task:
     attempts: int = 0
     user_errors: int = 0
     failures: int = 0
+    input_failures: int = 0
     last_error: str = ""
     last_traceback: str = ""
     output: Any = None
@@ -231,6 +235,11 @@ class Scheduler:
             task.last_traceback = traceback or task.last_traceback
         if kind is FailureKind.USER:
             task.user_errors += 1
+        elif kind is FailureKind.INPUT:
+            task.input_failures += 1
+        elif kind is FailureKind.BUSY:
+            record = self.peers[attempt.peer]
+            record.window = max(self.policy.min_batch, record.window // 2)
         elif kind in (FailureKind.INFRA, FailureKind.WORKER):
             task.failures += 1
             if blame_peer and kind is FailureKind.INFRA:
@@ -238,7 +247,8 @@ class Scheduler:
         if task.state is State.COMPLETED:
             return
         if task.user_errors >= self.policy.max_user_errors or \
-                task.failures >= self.policy.max_task_failures:
+                task.failures >= self.policy.max_task_failures or \
+                task.input_failures >= self.policy.max_input_failures:
             task.state = State.FAILED
             return
         if not task.running:
