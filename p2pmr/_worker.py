@@ -12,7 +12,6 @@ module's light dependencies, not libp2p.
 from __future__ import annotations
 
 import contextlib
-import heapq
 import os
 import resource
 import signal
@@ -26,12 +25,13 @@ from typing import Any
 import cloudpickle
 import msgpack
 
+from .blockstore import FlatFS
 from .cid import CID
 from .encoding import Codec, get_codec, group_pairs
-from .errors import EncodingError, UnixFSError
+from .errors import CIDError, EncodingError, UnixFSError
 from .job import Job
-from .records import decode_line, iter_block_lines, iter_records
-from .unixfs import ImportOptions, extract_data, import_bytes
+from .records import block_records, decode_line
+from .unixfs import ImportOptions, extract_data, import_bytes, read_file_sync
 
 __all__ = ["MapOutcome", "MapRequest", "ReduceOutcome", "ReduceRequest", "WorkerLimits",
            "encode_records", "init_worker", "run_map", "run_reduce", "should_retire"]
@@ -105,6 +105,32 @@ class Failure:
 
 
 @dataclass
+class Output:
+    """Where a task's output blocks went.
+
+    With a store, the worker wrote every block into it and ``blocks`` holds
+    the ones small enough to send along with the result (all or none).
+    Without one, ``blocks`` holds every block for the peer to store.
+    """
+
+    stored: bool = False
+    cids: list[bytes] = field(default_factory=list)
+    blocks: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def finish(self, store: FlatFS | None, made: list[tuple[bytes, bytes]],
+               inline_limit: int) -> None:
+        self.cids = [c for c, _ in made]
+        if store is None:
+            self.blocks = made
+            return
+        for raw, data in made:
+            store.write(CID.from_bytes(raw), data)
+        self.stored = True
+        if sum(len(d) for _, d in made) <= inline_limit:
+            self.blocks = made
+
+
+@dataclass
 class MapRequest:
     code_cid: bytes
     code: bytes
@@ -113,21 +139,23 @@ class MapRequest:
     reducers: int
     cid_version: int
     limits: WorkerLimits
+    store: str | None = None  # the repo with the flatfs store, if the peer has one
     block_cid: bytes = b""
-    block: bytes = b""
+    block: bytes = b""        # the input block, unless the worker reads it from store
     path: str = ""
     offset: int = 0
     first: bool = True
     last: bool = True
     records: bytes = b""      # a records file (boundary lines) instead of a block
     inline_limit: int = 4096  # fragments up to this size travel inline
+    inline_output: int = 256 * 1024  # outputs up to this size travel with the result
 
 
 @dataclass
 class MapOutcome:
     partitions: list[bytes] = field(default_factory=list)  # CID bytes, b"" if empty
     partition_records: list[int] = field(default_factory=list)
-    blocks: list[tuple[bytes, bytes]] = field(default_factory=list)
+    output: Output = field(default_factory=Output)
     head_len: int = 0
     head: bytes | None = None
     tail_len: int = 0
@@ -147,13 +175,15 @@ class ReduceRequest:
     cid_version: int
     limits: WorkerLimits
     partition: int
-    inputs: list[bytes]  # the raw bytes of each map output for this partition
+    inputs: list[bytes]  # each map output's bytes, or its CID when the worker reads store
+    store: str | None = None
+    inline_output: int = 256 * 1024
 
 
 @dataclass
 class ReduceOutcome:
-    output: bytes = b""
-    blocks: list[tuple[bytes, bytes]] = field(default_factory=list)
+    cid: bytes = b""
+    output: Output = field(default_factory=Output)
     records_in: int = 0
     keys: int = 0
     records_out: int = 0
@@ -225,10 +255,17 @@ def _decode_records(data: bytes) -> list[tuple[str, int, bytes, bool]]:
     return out
 
 
-def _store(data: bytes, cid_version: int, blocks: list[tuple[bytes, bytes]]) -> bytes:
+def _import(data: bytes, cid_version: int, blocks: list[tuple[bytes, bytes]]) -> bytes:
     root, made = import_bytes(data, ImportOptions(cid_version=cid_version))
     blocks.extend((bytes(c), b) for c, b in made)
     return bytes(root)
+
+
+def _read_block(store: FlatFS, cid: CID) -> bytes:
+    data = store.read(cid)
+    if data is None:
+        raise UnixFSError(f"block {cid} is not in the peer's store")
+    return data
 
 
 def run_map(req: MapRequest) -> MapOutcome:
@@ -237,6 +274,7 @@ def run_map(req: MapRequest) -> MapOutcome:
         return MapOutcome(failure=prepared)
     job, codec = prepared
     out = MapOutcome()
+    store = FlatFS(req.store) if req.store else None
     try:
         if req.records:
             items = _decode_records(req.records)
@@ -244,15 +282,16 @@ def run_map(req: MapRequest) -> MapOutcome:
                 ((p, o), decode_line(r, t)) for p, o, r, t in items)
             out.records_in = len(items)
         else:
-            data = extract_data(CID.from_bytes(req.block_cid), req.block)
-            lines, edges = iter_block_lines(data, req.offset, req.first, req.last)
-            out.records_in = len(lines)
+            block_cid = CID.from_bytes(req.block_cid)
+            block = req.block if req.block or store is None else _read_block(store, block_cid)
+            data = extract_data(block_cid, block)
+            records, out.records_in, edges = block_records(req.path, data, req.offset,
+                                                           req.first, req.last)
             out.head_len, out.tail_len, out.no_newline = edges.head, edges.tail, edges.no_newline
             if edges.head and edges.head <= req.inline_limit:
                 out.head = data[:edges.head]
             if edges.tail and edges.tail <= req.inline_limit:
                 out.tail = data[len(data) - edges.tail:]
-            records = iter_records(req.path, lines)
     except (UnixFSError, ValueError, msgpack.UnpackException) as exc:
         out.failure = Failure(BAD_REQUEST, f"malformed map input: {exc}")
         return out
@@ -270,29 +309,35 @@ def run_map(req: MapRequest) -> MapOutcome:
             raise
         out.failure = _user_failure(exc, "map")
         return out
+    made: list[tuple[bytes, bytes]] = []
     for groups in partitions:
         if groups:
-            out.partitions.append(_store(codec.encode_partition(groups), req.cid_version,
-                                         out.blocks))
+            out.partitions.append(_import(codec.encode_partition(groups), req.cid_version, made))
         else:
             out.partitions.append(b"")
         out.partition_records.append(sum(len(v) for _, v in groups))
+    out.output.finish(store, made, req.inline_output)
     return out
 
 
-def _merge_groups(runs: list[list[tuple[bytes, list[Any]]]]
-                  ) -> Iterator[tuple[bytes, list[Any]]]:
-    """Merge runs sorted by key bytes into one sorted run of whole groups."""
-    current: bytes | None = None
-    values: list[Any] = []
-    for kb, vs in heapq.merge(*runs, key=lambda g: g[0]):
-        if kb != current:
-            if current is not None:
-                yield current, values
-            current, values = kb, []
-        values.extend(vs)
-    if current is not None:
-        yield current, values
+def _merge_groups(runs: list[list[Any]]) -> Iterator[tuple[bytes, list[Any]]]:
+    """Merge runs of (key bytes, values) into whole groups, in key-byte order.
+
+    Values keep the order of the runs, which is the order of the map tasks,
+    so a reduce sees the same value order on every peer and every attempt.
+    All runs are in memory already, so a dict and one sort of the distinct
+    keys beat a heap merge by a wide margin.
+    """
+    groups: dict[bytes, list[Any]] = {}
+    for run in runs:
+        for kb, vs in run:
+            bucket = groups.get(kb)
+            if bucket is None:
+                groups[kb] = vs
+            else:
+                bucket.extend(vs)
+    for kb in sorted(groups):
+        yield kb, groups[kb]
 
 
 def _sort_key(pair: tuple[Any, Any]) -> Any:
@@ -305,12 +350,18 @@ def run_reduce(req: ReduceRequest) -> ReduceOutcome:
         return ReduceOutcome(failure=prepared)
     job, codec = prepared
     out = ReduceOutcome()
+    store = FlatFS(req.store) if req.store else None
     try:
-        runs = [codec.decode_partition(data) for data in req.inputs]
-    except EncodingError as exc:
+        if store is not None:
+            datas = [read_file_sync(lambda c: _read_block(store, c), CID.from_bytes(raw))
+                     for raw in req.inputs]
+        else:
+            datas = req.inputs
+        runs = [codec.decode_partition(data) for data in datas]
+    except (EncodingError, UnixFSError, CIDError) as exc:
         out.failure = Failure(BAD_REQUEST, f"malformed map output: {exc}")
         return out
-    out.records_in = sum(len(vs) for run in runs for _, vs in run)
+    out.records_in = sum(len(group[1]) for run in runs for group in run)
     results: list[tuple[Any, Any]] = []
     try:
         with _cpu_budget(req.limits.cpu_seconds):
@@ -336,7 +387,9 @@ def run_reduce(req: ReduceRequest) -> ReduceOutcome:
         return out
     out.records_out = len(results)
     out.size = len(text)
-    out.output = _store(text, req.cid_version, out.blocks)
+    made: list[tuple[bytes, bytes]] = []
+    out.cid = _import(text, req.cid_version, made)
+    out.output.finish(store, made, req.inline_output)
     return out
 
 

@@ -27,7 +27,7 @@ from .cid import CID, DAG_PB, RAW
 from .dagpb import decode_node
 from .errors import BlockNotFound, BlockTooLarge, BlockVerificationError, StorageError
 
-__all__ = ["BlockStore", "FlatFSStore", "MAX_BLOCK_SIZE", "dag_links", "fetch_dag"]
+__all__ = ["BlockStore", "FlatFS", "FlatFSStore", "MAX_BLOCK_SIZE", "dag_links", "fetch_dag"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,43 @@ def _key(cid: CID) -> str:
     return base64.b32encode(cid.multihash).decode("ascii").rstrip("=")
 
 
+class FlatFS:
+    """Synchronous access to a flatfs block directory.
+
+    Worker processes use it to read their input blocks and write their
+    output blocks in place, instead of shipping block bytes to and from the
+    peer's main process. Writes are atomic (temporary file, then rename).
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.blocks = Path(root) / "blocks"
+
+    def path_of(self, cid: CID) -> Path:
+        key = _key(cid)
+        return self.blocks / key[-3:-1] / f"{key}.data"
+
+    def read(self, cid: CID) -> bytes | None:
+        try:
+            return self.path_of(cid).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write(self, cid: CID, data: bytes) -> None:
+        path = self.path_of(cid)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
 class FlatFSStore:
     """Blocks as files on disk, with a pin set beside them.
 
@@ -110,15 +147,15 @@ class FlatFSStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self._blocks = self.root / "blocks"
+        self.fs = FlatFS(self.root)
+        self._blocks = self.fs.blocks
         self._pins = self.root / "pins"
         self._blocks.mkdir(parents=True, exist_ok=True)
         self._pins.mkdir(parents=True, exist_ok=True)
         self._limiter = trio.CapacityLimiter(8)
 
     def path_of(self, cid: CID) -> Path:
-        key = _key(cid)
-        return self._blocks / key[-3:-1] / f"{key}.data"
+        return self.fs.path_of(cid)
 
     async def get(self, cid: CID, *, timeout: float | None = None,
                   providers: Sequence[Any] = ()) -> bytes:
@@ -128,36 +165,26 @@ class FlatFSStore:
         return data
 
     async def get_local(self, cid: CID) -> bytes | None:
-        path = self.path_of(cid)
-
-        def read() -> bytes | None:
-            try:
-                return path.read_bytes()
-            except FileNotFoundError:
-                return None
-
-        return await trio.to_thread.run_sync(read, limiter=self._limiter)
+        return await trio.to_thread.run_sync(self.fs.read, cid, limiter=self._limiter)
 
     async def put(self, cid: CID, data: bytes) -> None:
         if len(data) > MAX_BLOCK_SIZE:
             raise BlockTooLarge(f"block of {len(data)} bytes exceeds {MAX_BLOCK_SIZE}")
-        path = self.path_of(cid)
-        if path.exists():
+        if self.path_of(cid).exists():
             return
+        await trio.to_thread.run_sync(self.fs.write, cid, data, limiter=self._limiter)
 
-        def write() -> None:
-            path.parent.mkdir(exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+    async def put_many(self, blocks: list[tuple[CID, bytes]]) -> None:
+        """Store several blocks with one trip to a worker thread."""
+        for _, data in blocks:
+            if len(data) > MAX_BLOCK_SIZE:
+                raise BlockTooLarge(f"block of {len(data)} bytes exceeds {MAX_BLOCK_SIZE}")
 
-        await trio.to_thread.run_sync(write, limiter=self._limiter)
+        def write_all() -> None:
+            for cid, data in blocks:
+                self.fs.write(cid, data)
+
+        await trio.to_thread.run_sync(write_all, limiter=self._limiter)
 
     async def put_verified(self, cid: CID, data: bytes) -> None:
         if not cid.verify(data):

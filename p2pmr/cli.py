@@ -234,6 +234,18 @@ def ls_cmd(ctx: click.Context, cid: str, repo: str | None, ipfs_api: str | None,
     run_async(go)
 
 
+@main.command(name="id")
+@store_options
+@click.pass_context
+def id_cmd(ctx: click.Context, repo: str | None, ipfs_api: str | None) -> None:
+    """Print this repo's peer ID (creating the identity on first use)."""
+    from .node import load_or_create_identity, peer_id_of
+
+    settings = _merge(ctx, repo, ipfs_api)
+    settings.repo.mkdir(parents=True, exist_ok=True)
+    click.echo(peer_id_of(load_or_create_identity(settings.repo)))
+
+
 @main.group()
 def block() -> None:
     """Raw block operations."""
@@ -302,7 +314,7 @@ def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...]
         click.echo("WARNING: --trust-any: any peer that can reach this one can run arbitrary "
                    "code on this machine. Use it only in a closed test swarm.", err=True)
 
-    async def go() -> None:
+    async def serve() -> None:
         async with open_node(settings.repo, listen=listen or DEFAULT_LISTEN,
                              bootstrap=settings.bootstrap, ipfs_api=settings.ipfs_api,
                              psk=psk) as node:
@@ -315,10 +327,9 @@ def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...]
                        f"{service.trust.describe()}.")
             click.echo("Ready.")
             sys.stdout.flush()
-            await _wait_for_stop_signal()
-            log.info("stopping")
+            await trio.sleep_forever()
 
-    run_async(go)
+    run_async(_until_stop_signal, serve)
 
 
 @main.command()
@@ -376,10 +387,19 @@ def run(ctx: click.Context, jobfile: Path | None, input_: str | None, reducers: 
     click.echo(str(root))
 
 
-async def _wait_for_stop_signal() -> None:
+async def _until_stop_signal(fn: Callable[[], Awaitable[None]]) -> None:
+    """Run ``fn`` until SIGINT or SIGTERM, then shut it down cleanly.
+
+    The receiver is installed before ``fn`` starts, so a signal that arrives
+    during start-up, or just after "Ready.", still means a clean stop.
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            return
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fn)
+            async for signum in signals:
+                log.info("received %s; stopping", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                return
 
 
 def _parse_cid(text: str) -> CID:

@@ -88,21 +88,29 @@ class Codec:
     def encode_partition(self, groups: Iterable[tuple[bytes, list[Any]]]) -> bytes:
         return self.dumps([[key, values] for key, values in groups])
 
-    def decode_partition(self, data: bytes) -> list[tuple[bytes, list[Any]]]:
+    def decode_partition(self, data: bytes) -> list[list[Any]]:
+        """The ``[key_bytes, values]`` pairs of a partition, checked for shape and order."""
         obj = self.loads(data)
         if not isinstance(obj, list):
             raise EncodingError("a partition must be a list of [key, values] pairs")
-        out = []
+        previous = b""
         for item in obj:
-            if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], bytes)
-                    or not isinstance(item[1], list)):
+            if type(item) is not list or len(item) != 2 or type(item[1]) is not list:
                 raise EncodingError("a partition must be a list of [key, values] pairs")
-            out.append((item[0], item[1]))
-        return out
+            kb = item[0]
+            if type(kb) is not bytes or (kb <= previous and previous):
+                raise EncodingError("partition keys must be bytes in strictly increasing order")
+            previous = kb
+        return obj
+
+
+_TOP_PACKER = _packer()
 
 
 def _msgpack_dumps(obj: object) -> bytes:
-    data: bytes = _packer().pack(obj)
+    # One reusable packer for top-level calls; _default packs nested tuples
+    # with a packer of its own, so this one is never re-entered.
+    data: bytes = _TOP_PACKER.pack(obj)
     return data
 
 
@@ -132,9 +140,18 @@ def group_pairs(pairs: Iterable[tuple[Any, Any]], codec: Codec, reducers: int,
                 ) -> tuple[list[list[tuple[bytes, list[Any]]]], int, int]:
     """Group map output by key, combine it, and split it into partitions.
 
+    Keys are grouped by their encoded bytes. ``str`` keys, by far the most
+    common, are grouped in a plain dict first and encoded once each, since a
+    ``str`` is only ever equal to another ``str`` of the same bytes.
+
+    ``combine`` runs only on keys with more than one value: as in Hadoop, a
+    combiner may be applied zero or more times, so it must not change keys
+    and its values must be valid input to itself and to reduce.
+
     Returns (partitions, records_in, records_out) where each partition is a
     list of (key_bytes, values) sorted by key_bytes.
     """
+    by_str: dict[str, list[Any]] = {}
     groups: dict[bytes, list[Any]] = {}
     keys: dict[bytes, Any] = {}
     dumps = codec.dumps
@@ -144,6 +161,14 @@ def group_pairs(pairs: Iterable[tuple[Any, Any]], codec: Codec, reducers: int,
             key, value = pair
         except (TypeError, ValueError):
             raise TypeError(f"map must yield (key, value) pairs, got {pair!r}") from None
+        count += 1
+        if type(key) is str:
+            bucket = by_str.get(key)
+            if bucket is None:
+                by_str[key] = [value]
+            else:
+                bucket.append(value)
+            continue
         kb = dumps(key)
         bucket = groups.get(kb)
         if bucket is None:
@@ -151,22 +176,32 @@ def group_pairs(pairs: Iterable[tuple[Any, Any]], codec: Codec, reducers: int,
             keys[kb] = key
         else:
             bucket.append(value)
-        count += 1
+    for key, values in by_str.items():
+        kb = dumps(key)
+        groups[kb] = values
+        keys[kb] = key
     if combine is not None:
-        combined: dict[bytes, list[Any]] = {}
-        for kb, values in groups.items():
-            for pair in combine(keys[kb], iter(values)):
+        for kb, values in list(groups.items()):
+            if len(values) < 2:
+                continue
+            key = keys[kb]
+            combined: list[Any] = []
+            for pair in combine(key, iter(values)):
                 try:
                     ck, cv = pair
                 except (TypeError, ValueError):
                     raise TypeError(
                         f"combine must yield (key, value) pairs, got {pair!r}") from None
-                combined.setdefault(dumps(ck), []).append(cv)
-        groups = combined
+                if ck is key or ck == key:
+                    combined.append(cv)
+                else:  # a combiner that changes keys: regroup under the new key
+                    groups.setdefault(dumps(ck), []).append(cv)
+            groups[kb] = combined
     partitions: list[list[tuple[bytes, list[Any]]]] = [[] for _ in range(reducers)]
     produced = 0
     for kb in sorted(groups):
         values = groups[kb]
-        partitions[partition_of(kb, reducers)].append((kb, values))
-        produced += len(values)
+        if values:
+            partitions[partition_of(kb, reducers)].append((kb, values))
+            produced += len(values)
     return partitions, count, produced

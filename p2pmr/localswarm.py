@@ -85,8 +85,14 @@ async def _stop(peer: LocalPeer, grace: float = 5.0) -> None:
 @contextlib.asynccontextmanager
 async def local_swarm(n: int, base: Path, master_addr: str, master_id: str, *,
                       workers: int | None = None, extra_args: Sequence[str] = (),
-                      start_timeout: float = 60.0) -> AsyncIterator[list[LocalPeer]]:
-    """Run ``n`` local peers for the duration of the block."""
+                      start_timeout: float = 60.0, wait: bool = True
+                      ) -> AsyncIterator[list[LocalPeer]]:
+    """Run ``n`` local peers for the duration of the block.
+
+    With ``wait`` the block starts once every peer is ready; without, at
+    once, while the peers start in the background (the master finds them as
+    they connect), so their start-up overlaps whatever the caller does next.
+    """
     if workers is None:
         workers = max(1, (os.cpu_count() or 1) // max(1, n))
     args = ["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", master_addr, "--trust", master_id,
@@ -99,10 +105,14 @@ async def local_swarm(n: int, base: Path, master_addr: str, master_id: str, *,
                 peers.append(peer)
                 nursery.start_soon(_drain, peer)
 
-            async with trio.open_nursery() as starters:
+            if wait:
+                async with trio.open_nursery() as starters:
+                    for i in range(n):
+                        starters.start_soon(start, i)
+                log.info("started %d local peer(s)", n)
+            else:
                 for i in range(n):
-                    starters.start_soon(start, i)
-            log.info("started %d local peer(s)", n)
+                    nursery.start_soon(start, i)
             yield peers
         finally:
             with trio.CancelScope(shield=True):

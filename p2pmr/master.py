@@ -106,6 +106,12 @@ class BoundaryPayload:
     building: bool = False
 
 
+def _peer_timings(result: Any) -> dict[str, float]:
+    t = result.timings
+    return {"fetch": t.fetch_ms / 1000, "queue": t.queue_ms / 1000,
+            "compute": t.compute_ms / 1000, "store": t.store_ms / 1000}
+
+
 @dataclass
 class MapOutput:
     partitions: list[CID | None]
@@ -115,6 +121,7 @@ class MapOutput:
     edges: BlockEdges | None = None
     head: bytes | None = None
     tail: bytes | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # not journaled
 
 
 @dataclass
@@ -124,6 +131,7 @@ class ReduceOutput:
     keys: int
     records_out: int
     size: int
+    timings: dict[str, float] = field(default_factory=dict)  # not journaled
 
 
 class _AttemptFailed(Exception):
@@ -202,6 +210,23 @@ class Master:
 
     def get_tasks(self, phase: str = MAP) -> list[Any]:
         return self.scheduler.infos(phase)
+
+    def task_profile(self) -> dict[str, dict[str, float]]:
+        """Where task time went, summed per phase: the master's view of each
+        winning attempt (wall) and the peer's (fetch, queue, compute, store)."""
+        profile: dict[str, dict[str, float]] = {}
+        for phase in (MAP, REDUCE):
+            sums = {"tasks": 0.0, "wall": 0.0, "fetch": 0.0, "queue": 0.0, "compute": 0.0,
+                    "store": 0.0}
+            for task in self.scheduler.phase_tasks(phase):
+                if task.duration is None or task.output is None:
+                    continue
+                sums["tasks"] += 1
+                sums["wall"] += task.duration
+                for key, value in task.output.timings.items():
+                    sums[key] += value
+            profile[phase] = {k: round(v, 3) for k, v in sums.items()}
+        return profile
 
     def _signal(self) -> None:
         self._wake.set()
@@ -399,24 +424,7 @@ class Master:
                 return
             now = trio.current_time()
             self._enforce_task_timeouts(phase, now)
-            assigned = True
-            while assigned:
-                assigned = False
-                for record in list(sched.available_peers()):
-                    task = sched.next_idle(phase)
-                    backup = False
-                    if task is None:
-                        task = sched.backup_candidate(phase, record.peer, now)
-                        backup = True
-                        if task is None:
-                            continue
-                    attempt = sched.start(task, record.peer, now, backup=backup)
-                    if backup:
-                        log.info("backup attempt of %s task %d on %s", phase, task.index,
-                                 record.peer)
-                    assert self._nursery is not None
-                    self._nursery.start_soon(self._run_attempt, task, attempt)
-                    assigned = True
+            self._dispatch(phase, now)
             if sched.usable_peers():
                 no_worker_since = None
             elif no_worker_since is None:
@@ -428,6 +436,26 @@ class Master:
                                 f"({len(sched.peers)} seen, {excluded} excluded)")
             with trio.move_on_after(0.25):
                 await self._wake.wait()
+
+    def _dispatch(self, phase: str, now: float) -> None:
+        """Give every peer with room an assignment: as many idle tasks as its
+        window allows, or, near the end of the phase, one backup attempt."""
+        sched = self.scheduler
+        for record in list(sched.available_peers()):
+            batch: list[tuple[Task, Attempt]] = []
+            while record.in_flight < record.window:
+                task = sched.next_idle(phase)
+                if task is None:
+                    break
+                batch.append((task, sched.start(task, record.peer, now)))
+            if not batch:
+                task = sched.backup_candidate(phase, record.peer, now)
+                if task is None:
+                    continue
+                log.info("backup attempt of %s task %d on %s", phase, task.index, record.peer)
+                batch.append((task, sched.start(task, record.peer, now, backup=True)))
+            assert self._nursery is not None
+            self._nursery.start_soon(self._run_assignment, phase, record.peer, batch)
 
     def _failure_message(self, task: Task) -> str:
         what = f"{task.phase} task {task.index}"
@@ -448,32 +476,34 @@ class Master:
         limit = self._task_timeout(phase)
         for task in self.scheduler.phase_tasks(phase):
             for attempt in list(task.running.values()):
-                if now - attempt.started > limit:
+                if attempt.age(now) > limit:
                     attempt.abort("timeout", f"no result within {limit:.0f}s")
 
-    async def _run_attempt(self, task: Task, attempt: Attempt) -> None:
-        sched = self.scheduler
-        with trio.CancelScope() as scope:
-            attempt.cancel = scope
-            try:
-                output = await self._execute(task, attempt)
-            except _AttemptFailed as exc:
-                self._attempt_failed(task, attempt, exc)
-                return
-            now = trio.current_time()
-            won = sched.succeed(task, attempt, output, now)
-            if won:
-                for other in list(task.running.values()):
-                    other.abort("superseded", "another attempt finished first")
-                await self._completed(task)
-            self._signal()
-        if scope.cancelled_caught and attempt.number in task.running:
-            reason = attempt.cancel_reason or ("cancelled", "cancelled")
-            if reason[0] == "superseded":
-                sched.fail(task, attempt, FailureKind.CANCELLED, reason[1])
+    async def _finish(self, task: Task, attempt: Attempt, kind: str, message: Any) -> None:
+        """Handle one task's answer from its assignment stream."""
+        if kind == "error":
+            failure, blame, exclude = _classify(message.code)
+            self._attempt_failed(task, attempt, _AttemptFailed(
+                failure, f"{error_code_name(message.code)}: {message.message}",
+                message.traceback, blame=blame, exclude=exclude))
+            return
+        try:
+            if task.phase == MAP:
+                output: MapOutput | ReduceOutput = await self._accept_map(task, message,
+                                                                          attempt.peer)
             else:
-                self._attempt_failed(task, attempt, _AttemptFailed(
-                    FailureKind.INFRA, reason[1], blame=reason[0] == "timeout"))
+                output = await self._accept_reduce(message, attempt.peer)
+        except _AttemptFailed as exc:
+            self._attempt_failed(task, attempt, exc)
+            return
+        if attempt.number not in task.running:
+            return  # aborted while we verified it
+        won = self.scheduler.succeed(task, attempt, output, trio.current_time())
+        if won:
+            for other in list(task.running.values()):
+                other.abort("superseded", "another attempt finished first")
+            await self._completed(task)
+        self._signal()
 
     def _attempt_failed(self, task: Task, attempt: Attempt, exc: _AttemptFailed) -> None:
         log.info("%s task %d attempt %d on %s failed: %s", task.phase, task.index,
@@ -555,81 +585,159 @@ class Master:
                           reducers=self.reducers, encoding=self.options.encoding,
                           cid_version=self.options.cid_version)
 
-    def _task_frame(self, task: Task, attempt: Attempt) -> pb.Frame:
+    def _assignment_frame(self, items: list[tuple[Task, Attempt]]) -> pb.Frame:
         assert self.job_cid is not None
-        task_id = pb.TaskId(job=bytes(self.job_cid), phase=pb.MAP if task.phase == MAP
-                            else pb.REDUCE, index=task.index, attempt=attempt.number)
-        heartbeat_ms = int(self.options.heartbeat_interval * 1000)
-        providers = [self.node.peer_id.to_bytes()]
-        payload = task.payload
-        if isinstance(payload, SplitPayload):
-            return pb.Frame(map=pb.MapTask(
-                id=task_id, job=self._job_spec(), heartbeat_ms=heartbeat_ms, providers=providers,
-                split=pb.Split(block=bytes(payload.cid), path=payload.path,
-                               offset=payload.offset, size=payload.size, first=payload.first,
-                               last=payload.last)))
-        if isinstance(payload, BoundaryPayload):
-            assert payload.records is not None
-            return pb.Frame(map=pb.MapTask(id=task_id, job=self._job_spec(),
-                                           heartbeat_ms=heartbeat_ms, providers=providers,
-                                           records=bytes(payload.records)))
-        partition, inputs, inputs_list = payload
-        reduce = pb.ReduceTask(id=task_id, job=self._job_spec(), partition=partition,
-                               heartbeat_ms=heartbeat_ms, providers=providers)
-        if inputs_list is not None:
-            reduce.inputs_list = bytes(inputs_list)
-        else:
-            reduce.inputs.extend(bytes(c) for c in inputs)
-        return pb.Frame(reduce=reduce)
+        assignment = pb.Assignment(job=self._job_spec(),
+                                   heartbeat_ms=int(self.options.heartbeat_interval * 1000),
+                                   providers=[self.node.peer_id.to_bytes()])
+        for task, attempt in items:
+            task_id = pb.TaskId(job=bytes(self.job_cid),
+                                phase=pb.MAP if task.phase == MAP else pb.REDUCE,
+                                index=task.index, attempt=attempt.number)
+            payload = task.payload
+            if isinstance(payload, SplitPayload):
+                assignment.maps.append(pb.MapTask(id=task_id, split=pb.Split(
+                    block=bytes(payload.cid), path=payload.path, offset=payload.offset,
+                    size=payload.size, first=payload.first, last=payload.last)))
+            elif isinstance(payload, BoundaryPayload):
+                assert payload.records is not None
+                assignment.maps.append(pb.MapTask(id=task_id, records=bytes(payload.records)))
+            else:
+                partition, inputs, inputs_list = payload
+                reduce = pb.ReduceTask(id=task_id, partition=partition)
+                if inputs_list is not None:
+                    reduce.inputs_list = bytes(inputs_list)
+                else:
+                    reduce.inputs.extend(bytes(c) for c in inputs)
+                assignment.reduces.append(reduce)
+        return pb.Frame(assignment=assignment)
 
-    async def _execute(self, task: Task, attempt: Attempt) -> MapOutput | ReduceOutput:
-        peer = attempt.peer
-        host = self.node.host
+    async def _run_assignment(self, phase: str, peer: Any,
+                              items: list[tuple[Task, Attempt]]) -> None:
+        """One stream, several tasks: send them, then take each answer as it comes.
+
+        Every read has the heartbeat deadline. An attempt can be stopped on
+        its own (a backup won, or it ran too long): it is dropped from the
+        stream with a Cancel naming it. If the stream fails, every task
+        still pending on it fails.
+        """
+        pending: dict[int, tuple[Task, Attempt]] = {t.index: (t, a) for t, a in items}
         self._last_seen[peer] = trio.current_time()
-        try:
-            with trio.fail_after(self.options.connect_timeout):
-                stream = await host.new_stream(peer, [PROTOCOL_ID])
-        except Exception as exc:
-            raise _AttemptFailed(FailureKind.INFRA, f"cannot open a task stream: {exc}") from None
-        reader = FrameReader(stream)
-        writer = FrameWriter(stream, timeout=self.options.connect_timeout)
-        ok = False
-        try:
-            await writer.write(self._task_frame(task, attempt))
-            expected = "map_result" if task.phase == MAP else "reduce_result"
-            while True:
-                frame = await reader.read(self.options.peer_timeout)
-                self._last_seen[peer] = trio.current_time()
-                if frame is None:
-                    raise _AttemptFailed(FailureKind.INFRA,
-                                         "peer closed the stream without a result")
-                kind, message = body(frame)
-                if kind in ("accepted", "progress"):
-                    continue
-                if kind == "error":
-                    failure, blame, exclude = _classify(message.code)
-                    raise _AttemptFailed(
-                        failure, f"{error_code_name(message.code)}: {message.message}",
-                        message.traceback, blame=blame, exclude=exclude)
-                if kind != expected:
-                    raise _AttemptFailed(FailureKind.INFRA, f"peer sent {kind or 'garbage'} "
-                                         f"instead of {expected}")
-                ok = True
-                break
-        except ProtocolError as exc:
-            raise _AttemptFailed(FailureKind.INFRA, f"task stream failed: {exc}") from None
-        finally:
+        stream = None
+        writer: FrameWriter | None = None
+        failure: _AttemptFailed | None = None
+        async with trio.open_nursery() as nursery:
+            with trio.CancelScope() as scope:
+
+                def make_abort(task: Task, attempt: Attempt) -> Callable[[str, str], None]:
+                    def abort(kind: str, reason: str) -> None:
+                        if pending.pop(task.index, None) is None:
+                            return
+                        if kind == "lost":
+                            self._attempt_failed(task, attempt, _AttemptFailed(
+                                FailureKind.INFRA, reason, blame=False))
+                        elif kind == "superseded":
+                            self.scheduler.fail(task, attempt, FailureKind.CANCELLED, reason)
+                        else:
+                            self._attempt_failed(task, attempt, _AttemptFailed(
+                                FailureKind.INFRA, reason, blame=True))
+                        if writer is not None:
+                            nursery.start_soon(self._send_cancel, writer, task, attempt, reason)
+                        if not pending:
+                            scope.cancel()
+                    return abort
+
+                for task, attempt in items:
+                    attempt.on_abort = make_abort(task, attempt)
+                try:
+                    with trio.fail_after(self.options.connect_timeout):
+                        stream = await self.node.host.new_stream(peer, [PROTOCOL_ID])
+                except Exception as exc:
+                    failure = _AttemptFailed(FailureKind.INFRA,
+                                             f"cannot open a task stream: {exc}")
+                else:
+                    reader = FrameReader(stream)
+                    writer = FrameWriter(stream, timeout=self.options.connect_timeout)
+                    try:
+                        await writer.write(self._assignment_frame(items))
+                        await self._read_answers(peer, reader, pending, nursery)
+                    except ProtocolError as exc:
+                        failure = _AttemptFailed(FailureKind.INFRA, f"task stream failed: {exc}")
+                    except _AttemptFailed as exc:
+                        failure = exc
+            for task, attempt in list(pending.values()):
+                pending.pop(task.index, None)
+                attempt.aborted = True
+                self._attempt_failed(task, attempt, failure or _AttemptFailed(
+                    FailureKind.INFRA, "assignment abandoned", blame=False))
+        if stream is not None:
             with trio.CancelScope(shield=True):
-                if not ok:
-                    with trio.move_on_after(1):
-                        try:
-                            await writer.write(pb.Frame(cancel=pb.Cancel(reason="abandoned")))
-                        except ProtocolError:
-                            pass
-                await close_quietly(stream, reset=not ok)
-        if task.phase == MAP:
-            return await self._accept_map(task, message, peer)
-        return await self._accept_reduce(message, peer)
+                await close_quietly(stream, reset=failure is not None)
+        self._signal()
+
+    async def _read_answers(self, peer: Any, reader: FrameReader,
+                            pending: dict[int, tuple[Task, Attempt]],
+                            nursery: trio.Nursery) -> None:
+        while pending:
+            frame = await reader.read(self.options.peer_timeout)
+            now = trio.current_time()
+            self._last_seen[peer] = now
+            if frame is None:
+                raise _AttemptFailed(FailureKind.INFRA, "peer closed the stream without results")
+            kind, message = body(frame)
+            if kind == "accepted":
+                continue
+            if kind == "progress":
+                for index in message.running:
+                    entry = pending.get(index)
+                    if entry is not None and entry[1].running_since is None:
+                        entry[1].running_since = now
+                continue
+            if kind not in ("map_result", "reduce_result", "error"):
+                raise _AttemptFailed(FailureKind.INFRA, f"peer sent {kind or 'garbage'}")
+            if kind == "error" and not message.HasField("id"):
+                failure, blame, exclude = _classify(message.code)
+                raise _AttemptFailed(failure, f"{error_code_name(message.code)}: "
+                                     f"{message.message}", message.traceback, blame=blame,
+                                     exclude=exclude)
+            entry = pending.pop(message.id.index, None)
+            if entry is None:
+                continue  # an answer for a task we cancelled
+            task, attempt = entry
+            if message.id.attempt != attempt.number or \
+                    ((kind == "map_result") != (task.phase == MAP) and kind != "error"):
+                raise _AttemptFailed(FailureKind.INFRA, "peer answered for the wrong task")
+            attempt.aborted = True  # answered: no longer abortable through the stream
+            nursery.start_soon(self._finish, task, attempt, kind, message)
+
+    async def _send_cancel(self, writer: FrameWriter, task: Task, attempt: Attempt,
+                           reason: str) -> None:
+        assert self.job_cid is not None
+        task_id = pb.TaskId(job=bytes(self.job_cid),
+                            phase=pb.MAP if task.phase == MAP else pb.REDUCE,
+                            index=task.index, attempt=attempt.number)
+        with trio.move_on_after(2):
+            try:
+                await writer.write(pb.Frame(cancel=pb.Cancel(reason=reason, id=task_id)))
+            except ProtocolError:
+                pass
+
+    async def _take_inline(self, blocks: Any) -> None:
+        """Store blocks sent with a result, each checked against its CID first."""
+        checked: list[tuple[CID, bytes]] = []
+        for block in blocks:
+            try:
+                cid = CID.from_bytes(block.cid)
+            except CIDError as exc:
+                raise _AttemptFailed(FailureKind.INFRA, f"peer sent a bad CID: {exc}") from None
+            if not cid.verify(block.data):
+                raise _AttemptFailed(FailureKind.INFRA, f"peer sent bytes that are not {cid}")
+            checked.append((cid, bytes(block.data)))
+        if self.node.local is not None:
+            await self.node.local.put_many(checked)
+        else:
+            for cid, data in checked:
+                await self.node.blocks.put(cid, data)
 
     async def _replicate(self, cid: CID, peer: Any) -> None:
         try:
@@ -650,12 +758,13 @@ class Master:
             partitions = [CID.from_bytes(raw) if raw else None for raw in result.partitions]
         except CIDError as exc:
             raise _AttemptFailed(FailureKind.INFRA, f"peer returned a bad CID: {exc}") from None
+        await self._take_inline(result.blocks)
         async with trio.open_nursery() as nursery:
             for cid in partitions:
                 if cid is not None:
                     nursery.start_soon(self._replicate, cid, peer)
         output = MapOutput(partitions, list(result.partition_records), result.records_in,
-                           result.records_out)
+                           result.records_out, timings=_peer_timings(result))
         payload = task.payload
         if isinstance(payload, SplitPayload):
             edges = BlockEdges(result.head.length, result.tail.length, result.no_newline)
@@ -675,9 +784,10 @@ class Master:
             cid = CID.from_bytes(result.output)
         except CIDError as exc:
             raise _AttemptFailed(FailureKind.INFRA, f"peer returned a bad CID: {exc}") from None
+        await self._take_inline(result.blocks)
         await self._replicate(cid, peer)
         return ReduceOutput(cid, result.records_in, result.keys, result.records_out,
-                            result.bytes)
+                            result.bytes, timings=_peer_timings(result))
 
     # -- completion bookkeeping ---------------------------------------------------------------
 

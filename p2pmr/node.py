@@ -63,7 +63,12 @@ def parse_peer_addr(addr: str | multiaddr.Multiaddr) -> tuple[PeerID, multiaddr.
     return info.peer_id, ma
 
 
-def _load_or_create_identity(repo: Path) -> Any:
+def peer_id_of(key_pair: Any) -> str:
+    return str(PeerID.from_pubkey(key_pair.public_key))
+
+
+def load_or_create_identity(repo: Path) -> Any:
+    """The repo's Ed25519 key pair, created and saved (mode 0600) on first use."""
     path = repo / _IDENTITY_FILE
     if path.exists():
         return load_identity(path)
@@ -220,7 +225,7 @@ async def open_node(repo: str | os.PathLike[str] | None = None, *,
     repo_path = Path(repo) if repo is not None else default_repo()
     repo_path.mkdir(parents=True, exist_ok=True)
     with _repo_lock(repo_path):
-        key_pair = _load_or_create_identity(repo_path)
+        key_pair = load_or_create_identity(repo_path)
         host = _build_host(key_pair, psk)
         listen_addrs = [multiaddr.Multiaddr(a) for a in listen]
         async with host.run(listen_addrs=listen_addrs), trio.open_nursery() as nursery:

@@ -143,7 +143,22 @@ class PeerStats:
 
 @dataclass
 class _TaskState:
-    running: bool = False
+    fetch: float = 0.0
+    queue: float = 0.0
+    compute: float = 0.0
+    store: float = 0.0
+
+    def timings(self) -> pb.TaskTimings:
+        return pb.TaskTimings(fetch_ms=int(self.fetch * 1000), queue_ms=int(self.queue * 1000),
+                              compute_ms=int(self.compute * 1000),
+                              store_ms=int(self.store * 1000))
+
+
+@dataclass
+class _Assignment:
+    """What the heartbeat reports for one assignment stream."""
+
+    running: set[int] = field(default_factory=set)
     records: int = 0
 
 
@@ -168,6 +183,8 @@ class PeerService:
         self._code: OrderedDict[CID, bytes] = OrderedDict()
         self._ctx: Any = None
         self._ready = trio.Event()
+        # Workers read and write blocks in place when the store is on local disk.
+        self._store_path = str(node.local.root) if node.local is not None else None
 
     async def run(self) -> None:
         """Own the worker processes for the node's lifetime."""
@@ -176,6 +193,10 @@ class PeerService:
                 idle_timeout=600, init=init, retire=_worker.should_retire,
                 grace_period=5, worker_type=trio_parallel.WorkerType.SPAWN) as ctx:
             self._ctx = ctx
+            # Start the worker processes now rather than on the first task.
+            async with trio.open_nursery() as nursery:
+                for _ in range(self.config.workers):
+                    nursery.start_soon(ctx.run_sync, _worker.worker_pid)
             self._ready.set()
             await trio.sleep_forever()
 
@@ -186,7 +207,7 @@ class PeerService:
         reader = FrameReader(stream, max_size=self.config.max_frame_size)
         writer = FrameWriter(stream)
         try:
-            await self._serve(stream, remote, reader, writer)
+            await self._serve(remote, reader, writer)
         except ProtocolError as exc:
             log.debug("stream from %s: %s", remote, exc)
             await close_quietly(stream, reset=True)
@@ -205,8 +226,7 @@ class PeerService:
             except ProtocolError:
                 pass
 
-    async def _serve(self, stream: INetStream, remote: PeerID, reader: FrameReader,
-                     writer: FrameWriter) -> None:
+    async def _serve(self, remote: PeerID, reader: FrameReader, writer: FrameWriter) -> None:
         try:
             frame = await reader.read(self.config.first_frame_timeout)
         except ProtocolError as exc:
@@ -218,37 +238,36 @@ class PeerService:
             await self._refuse(writer, pb.UNSUPPORTED_VERSION,
                                f"this peer speaks version {VERSION}, not {frame.version}")
             return
-        kind, task = body(frame)
-        if kind not in ("map", "reduce"):
+        kind, assignment = body(frame)
+        if kind != "assignment":
             what = kind or "a message type this peer does not know"
-            await self._refuse(writer, pb.BAD_REQUEST, f"expected a map or reduce task, got {what}")
+            await self._refuse(writer, pb.BAD_REQUEST, f"expected an assignment, got {what}")
             return
         if not self.trust.allows(remote):
-            log.warning("refused a %s task from untrusted peer %s", kind, remote)
+            log.warning("refused an assignment from untrusted peer %s", remote)
             await self._refuse(writer, pb.NOT_AUTHORISED,
-                               f"peer {remote} is not a trusted master of this peer",
-                               task.id)
+                               f"peer {remote} is not a trusted master of this peer")
             return
         try:
-            self._validate(kind, task)
+            tasks = self._validate(assignment)
         except (P2PMRError, ValueError) as exc:
-            await self._refuse(writer, pb.BAD_REQUEST, f"malformed task: {exc}", task.id)
+            await self._refuse(writer, pb.BAD_REQUEST, f"malformed assignment: {exc}")
             return
         active = self._active.get(remote, 0)
-        if active >= self.config.max_tasks_per_master:
-            await self._refuse(writer, pb.BUSY,
-                               f"{active} tasks from this master already running", task.id)
+        if active + len(tasks) > self.config.max_tasks_per_master:
+            await self._refuse(writer, pb.BUSY, f"{active} tasks from this master already here; "
+                               f"limit {self.config.max_tasks_per_master}")
             return
-        self._active[remote] = active + 1
+        self._active[remote] = active + len(tasks)
         try:
-            await self._run_task(kind, task, remote, reader, writer)
+            await self._run_assignment(assignment, tasks, remote, reader, writer)
         finally:
-            self._active[remote] -= 1
+            self._active[remote] -= len(tasks)
             if not self._active[remote]:
                 del self._active[remote]
 
-    def _validate(self, kind: str, task: Any) -> None:
-        spec = task.job
+    def _validate(self, assignment: Any) -> list[tuple[str, Any]]:
+        spec = assignment.job
         CID.from_bytes(spec.job)
         CID.from_bytes(spec.code)
         if not 1 <= spec.reducers <= 100_000:
@@ -257,58 +276,92 @@ class PeerService:
             raise ValueError("cid_version must be 0 or 1")
         if spec.encoding not in ("", "msgpack", "pickle"):
             raise ValueError(f"unknown encoding {spec.encoding!r}")
-        if kind == "map":
-            which = task.WhichOneof("input")
-            if which == "split":
-                CID.from_bytes(task.split.block)
-            elif which == "records":
-                CID.from_bytes(task.records)
-            else:
-                raise ValueError("map task without input")
-        else:
-            if task.partition >= spec.reducers:
-                raise ValueError("partition out of range")
-            for raw in task.inputs:
-                CID.from_bytes(raw)
-            if task.inputs_list:
-                CID.from_bytes(task.inputs_list)
-        for raw in task.providers:
+        for raw in assignment.providers:
             PeerID(raw)
+        tasks: list[tuple[str, Any]] = [("map", t) for t in assignment.maps]
+        tasks += [("reduce", t) for t in assignment.reduces]
+        if not tasks:
+            raise ValueError("an assignment without tasks")
+        seen = set()
+        for kind, task in tasks:
+            if task.id.index in seen:
+                raise ValueError(f"task {task.id.index} appears twice")
+            seen.add(task.id.index)
+            if kind == "map":
+                which = task.WhichOneof("input")
+                if which == "split":
+                    CID.from_bytes(task.split.block)
+                elif which == "records":
+                    CID.from_bytes(task.records)
+                else:
+                    raise ValueError("map task without input")
+            else:
+                if task.partition >= spec.reducers:
+                    raise ValueError("partition out of range")
+                for raw in task.inputs:
+                    CID.from_bytes(raw)
+                if task.inputs_list:
+                    CID.from_bytes(task.inputs_list)
+        return tasks
 
-    async def _run_task(self, kind: str, task: Any, remote: PeerID, reader: FrameReader,
-                        writer: FrameWriter) -> None:
+    async def _run_assignment(self, assignment: Any, tasks: list[tuple[str, Any]],
+                              remote: PeerID, reader: FrameReader, writer: FrameWriter) -> None:
         await self._ready.wait()
-        log.debug("%s task %d (attempt %d) from %s", kind, task.id.index, task.id.attempt, remote)
+        log.debug("assignment of %d %s task(s) from %s", len(tasks), tasks[0][0], remote)
         await self.node.introduce(remote)
-        interval = min(max(task.heartbeat_ms / 1000.0, _MIN_HEARTBEAT), _MAX_HEARTBEAT) \
-            if task.heartbeat_ms else 1.0
-        state = _TaskState()
+        interval = min(max(assignment.heartbeat_ms / 1000.0, _MIN_HEARTBEAT), _MAX_HEARTBEAT) \
+            if assignment.heartbeat_ms else 1.0
+        state = _Assignment()
         await writer.write(pb.Frame(accepted=pb.Accepted(
             queued=max(0, self._limiter.statistics().tasks_waiting))))
-        result: pb.Frame | None = None
-        cancelled_by_master = False
+        scopes: dict[int, trio.CancelScope] = {}
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._heartbeats, writer, state, interval)
+            heartbeat_scope = trio.CancelScope()
+
+            async def heartbeats() -> None:
+                with heartbeat_scope:
+                    await self._heartbeats(writer, state, interval)
 
             async def watch() -> None:
-                nonlocal cancelled_by_master
+                """Cancel tasks on Cancel frames; everything when the master goes."""
                 while True:
                     try:
                         frame = await reader.read(timeout=float("inf"))
                     except ProtocolError:
                         frame = None
-                    if frame is None or frame.WhichOneof("body") == "cancel":
-                        cancelled_by_master = True
+                    if frame is None:
+                        nursery.cancel_scope.cancel()
+                        return
+                    if frame.WhichOneof("body") != "cancel":
+                        continue
+                    if frame.cancel.HasField("id"):
+                        scope = scopes.get(frame.cancel.id.index)
+                        if scope is not None:
+                            scope.cancel()
+                    else:
                         nursery.cancel_scope.cancel()
                         return
 
+            nursery.start_soon(heartbeats)
             nursery.start_soon(watch)
+            async with trio.open_nursery() as task_nursery:
+                for kind, task in tasks:
+                    scope = trio.CancelScope()
+                    scopes[task.id.index] = scope
+                    task_nursery.start_soon(self._run_one, kind, task, assignment, remote,
+                                            state, writer, scope)
+            nursery.cancel_scope.cancel()
+
+    async def _run_one(self, kind: str, task: Any, assignment: Any, remote: PeerID,
+                       state: _Assignment, writer: FrameWriter, scope: trio.CancelScope) -> None:
+        result: pb.Frame | None = None
+        with scope:
             with trio.move_on_after(self.config.task_wall_seconds) as wall:
                 try:
                     if kind == "map":
-                        result = await self._map(task, remote, state)
+                        result = await self._map(task, assignment, remote, state)
                     else:
-                        result = await self._reduce(task, remote, state)
+                        result = await self._reduce(task, assignment, remote, state)
                 except _TaskFailed as exc:
                     self.stats.failed += 1
                     result = error_frame(exc.code, exc.message, exc.traceback, task.id)
@@ -316,32 +369,36 @@ class PeerService:
                 result = error_frame(pb.LIMIT_EXCEEDED,
                                      f"task exceeded the peer's {self.config.task_wall_seconds:g}s "
                                      "wall-clock limit", task_id=task.id)
-            nursery.cancel_scope.cancel()
-        if cancelled_by_master or result is None:
-            log.debug("task %s cancelled by the master", task.id.index)
+        if result is None:
+            log.debug("%s task %d cancelled by the master", kind, task.id.index)
             return
-        await writer.write(result)
+        try:
+            await writer.write(result)
+        except ProtocolError as exc:
+            log.debug("could not send the result of task %d: %s", task.id.index, exc)
 
-    async def _heartbeats(self, writer: FrameWriter, state: _TaskState, interval: float) -> None:
+    async def _heartbeats(self, writer: FrameWriter, state: _Assignment,
+                          interval: float) -> None:
         while True:
             await trio.sleep(interval)
             try:
                 await writer.write(pb.Frame(progress=pb.Progress(
-                    records=state.records, running=state.running)))
+                    records=state.records, running=sorted(state.running))))
             except ProtocolError as exc:
                 log.debug("heartbeat failed, the master is gone: %s", exc)
                 return
 
     # -- task execution --------------------------------------------------------------
 
-    def _providers(self, task: Any, remote: PeerID) -> list[PeerID]:
-        out = [PeerID(raw) for raw in task.providers]
+    def _providers(self, assignment: Any, remote: PeerID) -> list[PeerID]:
+        out = [PeerID(raw) for raw in assignment.providers]
         if remote not in out:
             out.append(remote)
         return out
 
     async def _fetch_file(self, cid: CID, providers: Sequence[PeerID], limit: int,
-                          what: str) -> bytes:
+                          what: str, *, read: bool = True) -> bytes:
+        """Fetch a UnixFS file into the store (bounded in size); return its bytes if asked."""
         blocks = self.node.blocks
         timeout = self.config.fetch_timeout
         try:
@@ -353,7 +410,7 @@ class PeerService:
                     raise _TaskFailed(pb.LIMIT_EXCEEDED, f"{what} is {size} bytes, over this "
                                       f"peer's {limit}-byte limit")
                 await fetch_dag(source, cid, timeout=timeout)
-                return await unixfs.read_range(source, cid)
+                return await unixfs.read_range(source, cid) if read else b""
         except BlockNotFound as exc:
             raise _TaskFailed(pb.INPUT_NOT_FOUND, f"cannot fetch {what}: {exc}") from None
         except trio.TooSlowError:
@@ -373,9 +430,13 @@ class PeerService:
             self._code.move_to_end(cid)
         return cid, code
 
-    async def _in_worker(self, fn: Any, request: Any, state: _TaskState) -> Any:
+    async def _in_worker(self, fn: Any, request: Any, index: int, assignment: _Assignment,
+                         timing: _TaskState) -> Any:
+        queued = trio.current_time()
         async with self._limiter:
-            state.running = True
+            started = trio.current_time()
+            timing.queue += started - queued
+            assignment.running.add(index)
             try:
                 return await self._ctx.run_sync(fn, request, kill_on_cancel=True)
             except trio_parallel.BrokenWorkerError as exc:
@@ -383,48 +444,66 @@ class PeerService:
                 code, message = _death_reason(exc)
                 raise _TaskFailed(code, message) from None
             finally:
-                state.running = False
+                assignment.running.discard(index)
+                timing.compute += trio.current_time() - started
 
-    async def _store(self, blocks: list[tuple[bytes, bytes]]) -> None:
-        for raw, data in blocks:
-            await self.node.blocks.put(CID.from_bytes(raw), data)
+    async def _keep(self, output: _worker.Output, timing: _TaskState) -> list[pb.Block]:
+        """Store (or announce) a task's output blocks; return the ones to send inline."""
+        started = trio.current_time()
+        if output.stored:
+            if self.node.bitswap is not None:
+                for raw in output.cids:
+                    self.node.bitswap.announce(CID.from_bytes(raw))
+            inline = output.blocks
+        else:
+            for raw, data in output.blocks:
+                await self.node.blocks.put(CID.from_bytes(raw), data)
+            inline = output.blocks if sum(len(d) for _, d in output.blocks) <= 256 * 1024 else []
+        timing.store += trio.current_time() - started
+        return [pb.Block(cid=raw, data=data) for raw, data in inline]
 
-    async def _map(self, task: Any, remote: PeerID, state: _TaskState) -> pb.Frame:
-        spec = task.job
-        providers = self._providers(task, remote)
+    async def _map(self, task: Any, assignment: Any, remote: PeerID,
+                   state: _Assignment) -> pb.Frame:
+        spec = assignment.job
+        timing = _TaskState()
+        providers = self._providers(assignment, remote)
+        fetch_started = trio.current_time()
         code_cid, code = await self._code_for(spec, providers)
         request = _worker.MapRequest(
             code_cid=bytes(code_cid), code=code, encoding=spec.encoding or "msgpack",
             allow_pickle=self.config.allow_pickle, reducers=spec.reducers,
-            cid_version=spec.cid_version, limits=self.config.limits)
+            cid_version=spec.cid_version, limits=self.config.limits, store=self._store_path)
         if task.WhichOneof("input") == "split":
             split = task.split
             block_cid = CID.from_bytes(split.block)
-            log.debug("fetching input block %s", block_cid)
             try:
                 block = await self.node.blocks.get(
                     block_cid, timeout=self.config.fetch_timeout, providers=providers)
             except BlockNotFound as exc:
                 raise _TaskFailed(pb.INPUT_NOT_FOUND, f"cannot fetch input block: {exc}") from None
-            request.block_cid, request.block = bytes(block_cid), block
+            request.block_cid = bytes(block_cid)
+            if self._store_path is None:
+                request.block = block  # the worker reads it from the store otherwise
             request.path, request.offset = split.path, split.offset
             request.first, request.last = split.first, split.last
         else:
             request.records = await self._fetch_file(
                 CID.from_bytes(task.records), providers, self.config.max_input_size,
                 "boundary records")
-        outcome: _worker.MapOutcome = await self._in_worker(_worker.run_map, request, state)
+        timing.fetch = trio.current_time() - fetch_started
+        outcome: _worker.MapOutcome = await self._in_worker(_worker.run_map, request,
+                                                            task.id.index, state, timing)
         if outcome.failure is not None:
             failure = outcome.failure
             raise _TaskFailed(failure.code, failure.message, failure.traceback)
-        await self._store(outcome.blocks)
-        state.records = outcome.records_in
+        inline = await self._keep(outcome.output, timing)
+        state.records += outcome.records_in
         self.stats.maps += 1
         result = pb.MapResult(
             id=task.id, partitions=outcome.partitions,
             partition_records=outcome.partition_records,
             no_newline=outcome.no_newline, records_in=outcome.records_in,
-            records_out=outcome.records_out)
+            records_out=outcome.records_out, timings=timing.timings(), blocks=inline)
         result.head.length = outcome.head_len
         if outcome.head is not None:
             result.head.data, result.head.inline = outcome.head, True
@@ -433,9 +512,12 @@ class PeerService:
             result.tail.data, result.tail.inline = outcome.tail, True
         return pb.Frame(map_result=result)
 
-    async def _reduce(self, task: Any, remote: PeerID, state: _TaskState) -> pb.Frame:
-        spec = task.job
-        providers = self._providers(task, remote)
+    async def _reduce(self, task: Any, assignment: Any, remote: PeerID,
+                      state: _Assignment) -> pb.Frame:
+        spec = assignment.job
+        timing = _TaskState()
+        providers = self._providers(assignment, remote)
+        fetch_started = trio.current_time()
         code_cid, code = await self._code_for(spec, providers)
         inputs = [CID.from_bytes(raw) for raw in task.inputs]
         if task.inputs_list:
@@ -446,32 +528,38 @@ class PeerService:
             except (CIDError, TypeError, ValueError, msgpack.UnpackException) as exc:
                 raise _TaskFailed(pb.BAD_REQUEST, f"malformed input list: {exc}") from None
         budget = self.config.max_input_size
+        local = self._store_path is not None
         datas: list[bytes] = [b""] * len(inputs)
         limiter = trio.CapacityLimiter(16)
 
         async def fetch(i: int, cid: CID) -> None:
             nonlocal budget
             async with limiter:
-                data = await self._fetch_file(cid, providers, budget, "map output")
+                data = await self._fetch_file(cid, providers, budget, "map output",
+                                              read=not local)
             budget -= len(data)
-            datas[i] = data
+            datas[i] = bytes(cid) if local else data
 
         async with trio.open_nursery() as nursery:
             for i, cid in enumerate(inputs):
                 nursery.start_soon(fetch, i, cid)
+        timing.fetch = trio.current_time() - fetch_started
         request = _worker.ReduceRequest(
             code_cid=bytes(code_cid), code=code, encoding=spec.encoding or "msgpack",
             allow_pickle=self.config.allow_pickle, cid_version=spec.cid_version,
-            limits=self.config.limits, partition=task.partition, inputs=datas)
-        outcome: _worker.ReduceOutcome = await self._in_worker(_worker.run_reduce, request, state)
+            limits=self.config.limits, partition=task.partition, inputs=datas,
+            store=self._store_path)
+        outcome: _worker.ReduceOutcome = await self._in_worker(_worker.run_reduce, request,
+                                                               task.id.index, state, timing)
         if outcome.failure is not None:
             failure = outcome.failure
             raise _TaskFailed(failure.code, failure.message, failure.traceback)
-        await self._store(outcome.blocks)
+        inline = await self._keep(outcome.output, timing)
         self.stats.reduces += 1
         return pb.Frame(reduce_result=pb.ReduceResult(
-            id=task.id, output=outcome.output, records_in=outcome.records_in, keys=outcome.keys,
-            records_out=outcome.records_out, bytes=outcome.size))
+            id=task.id, output=outcome.cid, records_in=outcome.records_in, keys=outcome.keys,
+            records_out=outcome.records_out, bytes=outcome.size, timings=timing.timings(),
+            blocks=inline))
 
 
 class _ProvidedSource:

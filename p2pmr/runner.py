@@ -127,24 +127,50 @@ async def _run_with_progress(master: Master, progress: bool) -> CID:
     return root
 
 
+async def _load_job(jobfile: Path) -> tuple[bytes, str]:
+    # Import and pickle the job file in a worker process: the master's own
+    # process never executes job code.
+    try:
+        result: tuple[bytes, str] = await trio_parallel.run_sync(pickle_job_file, str(jobfile))
+    except P2PMRError:
+        raise
+    except Exception as exc:
+        raise JobError(f"cannot load {jobfile}: {exc!r}") from exc
+    return result
+
+
 async def run_job(settings: RunSettings) -> CID:
-    code: bytes | None = None
-    name: str | None = None
-    if settings.jobfile is not None:
-        # Import and pickle the job file in a worker process: the master's
-        # own process never executes job code.
-        try:
-            code, name = await trio_parallel.run_sync(pickle_job_file, str(settings.jobfile))
-        except P2PMRError:
-            raise
-        except Exception as exc:
-            raise JobError(f"cannot load {settings.jobfile}: {exc!r}") from exc
+    started = time.monotonic()
     async with open_node(settings.repo, listen=settings.listen, bootstrap=settings.bootstrap,
-                         ipfs_api=settings.ipfs_api, psk=settings.psk) as node:
-        if settings.input is not None:
-            input_cid = await _resolve_input(node, settings.input, settings.cid_version)
-            reducers = settings.reducers or 1
-        else:
+                         ipfs_api=settings.ipfs_api, psk=settings.psk) as node, \
+            contextlib.AsyncExitStack() as stack:
+        if settings.local_peers:
+            # Local peers boot while the job is loaded and the input added.
+            base = Path(tempfile.mkdtemp(prefix="p2pmr-peers-"))
+            stack.callback(shutil.rmtree, base, ignore_errors=True)
+            extra = ["--allow-pickle"] if settings.encoding == "pickle" else []
+            await stack.enter_async_context(local_swarm(
+                settings.local_peers, base, node.multiaddrs[0], str(node.peer_id),
+                workers=settings.local_workers, extra_args=extra, wait=False))
+        code: bytes | None = None
+        name: str | None = None
+        input_cid: CID | None = None
+
+        async def load() -> None:
+            nonlocal code, name
+            if settings.jobfile is not None:
+                code, name = await _load_job(settings.jobfile)
+
+        async def add_input() -> None:
+            nonlocal input_cid
+            if settings.input is not None:
+                input_cid = await _resolve_input(node, settings.input, settings.cid_version)
+
+        async with trio.open_nursery() as prep:
+            prep.start_soon(load)
+            prep.start_soon(add_input)
+        reducers = settings.reducers or 1
+        if input_cid is None:
             found = find_journal(settings.repo / "jobs")
             if found is None:
                 raise JobError("--resume: this repo has no unfinished job")
@@ -156,20 +182,11 @@ async def run_job(settings: RunSettings) -> CID:
                                 encoding=settings.encoding, cid_version=settings.cid_version,
                                 resume=settings.resume)
         master = Master(node, input_cid, None, reducers, options, code=code, name=name)
-        started = time.monotonic()
-        async with contextlib.AsyncExitStack() as stack:
-            if settings.local_peers:
-                base = Path(tempfile.mkdtemp(prefix="p2pmr-peers-"))
-                stack.callback(shutil.rmtree, base, ignore_errors=True)
-                extra = ["--allow-pickle"] if settings.encoding == "pickle" else []
-                peers = await stack.enter_async_context(local_swarm(
-                    settings.local_peers, base, node.multiaddrs[0], str(node.peer_id),
-                    workers=settings.local_workers, extra_args=extra))
-                log.info("local peers: %s", ", ".join(p.peer_id for p in peers))
-            root = await _run_with_progress(master, settings.progress)
+        root = await _run_with_progress(master, settings.progress)
         elapsed = time.monotonic() - started
         report = {"output": str(root), "job": str(master.job_cid), "wall_seconds": elapsed,
                   "timings": master.timings, "resumed_tasks": master.resumed_tasks,
+                  "task_profile": master.task_profile(),
                   "counts": master.manifest.get("counts", {}),
                   "peers": {k: vars(v) for k, v in master.get_peer_status().items()}}
         report_dir = settings.repo / "jobs" / str(master.job_cid)

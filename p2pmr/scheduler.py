@@ -13,16 +13,16 @@ a phase); the first result wins and the rest are cancelled. Results are
 content-addressed, so a late duplicate would only ever repeat the winner.
 
 Peers earn work by experience. A new peer gets one task at a time; each
-success widens its window (the number of tasks it holds at once, within
-``min_batch``..``max_batch``); each failure halves it; and a run of failures
-excludes the peer for the rest of the job.
+success doubles its window (the number of tasks it holds at once, within
+``min_batch``..``max_batch``, handed over as one assignment); each failure
+halves it; and a run of failures excludes the peer for the rest of the job.
 """
 
 from __future__ import annotations
 
 import enum
 import statistics
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,14 +70,19 @@ class Attempt:
     peer: Any
     started: float
     backup: bool = False
-    cancel: Any = None  # a trio.CancelScope, set by the master
-    cancel_reason: tuple[str, str] | None = None
+    running_since: float | None = None  # when the peer reported it executing
+    on_abort: Callable[[str, str], None] | None = None  # set by the master
+    aborted: bool = False
 
     def abort(self, kind: str, reason: str) -> None:
-        """Cancel this attempt, remembering why (kind: lost, timeout, superseded)."""
-        if self.cancel is not None and self.cancel_reason is None:
-            self.cancel_reason = (kind, reason)
-            self.cancel.cancel()
+        """Stop this attempt (kind: lost, timeout, superseded); once only."""
+        if not self.aborted and self.on_abort is not None:
+            self.aborted = True
+            self.on_abort(kind, reason)
+
+    def age(self, now: float) -> float:
+        """How long it has been executing (or, until the peer says, assigned)."""
+        return now - (self.running_since if self.running_since is not None else self.started)
 
 
 @dataclass
@@ -216,7 +221,8 @@ class Scheduler:
         record = self.peers[attempt.peer]
         record.successes += 1
         record.consecutive_failures = 0
-        record.window = min(self.policy.max_batch, record.window + 1)
+        # Slow start: one task at first, then double with each success.
+        record.window = min(self.policy.max_batch, record.window * 2)
         if task.state is State.COMPLETED:
             return False
         task.state = State.COMPLETED
@@ -312,7 +318,7 @@ class Scheduler:
                 continue
             if any(a.peer == peer for a in task.running.values()):
                 continue
-            age = now - min(a.started for a in task.running.values())
+            age = min(a.age(now) for a in task.running.values())
             if age >= threshold and age > best_age:
                 best, best_age = task, age
         return best

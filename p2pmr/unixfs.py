@@ -573,6 +573,31 @@ async def file_segments(source: BlockSource, root: CID, *, trust_tsize: bool = T
     return out
 
 
+def read_file_sync(get: Callable[[CID], bytes], root: CID) -> bytes:
+    """A whole file's bytes from a synchronous block getter (worker processes).
+
+    Checks every node's sizes against its parent, as :func:`file_segments`
+    does, so a malformed DAG is an error rather than silently wrong bytes.
+    """
+    out = bytearray()
+    stack: list[tuple[CID, int | None]] = [(root, None)]
+    while stack:
+        cid, expect = stack.pop()
+        node = decode_unixfs(cid, get(cid))
+        if node.type not in (T_FILE, T_RAW):
+            raise UnixFSError(f"{cid} is a UnixFS {node.type_name}, not a file")
+        if node.links and len(node.blocksizes) != len(node.links):
+            raise UnixFSError(f"{cid}: {len(node.links)} links but {len(node.blocksizes)} sizes")
+        size = len(node.data) + sum(node.blocksizes)
+        if (expect is not None and size != expect) or \
+                (node.filesize is not None and node.filesize != size):
+            raise UnixFSError(f"{cid} holds {size} bytes, not what its parent says")
+        out += node.data
+        stack.extend(zip(reversed([link.cid for link in node.links]),
+                         reversed(node.blocksizes), strict=True))
+    return bytes(out)
+
+
 async def read_segment(source: BlockSource, segment: Segment) -> bytes:
     data = extract_data(segment.cid, await source.get(segment.cid))
     if len(data) != segment.size:

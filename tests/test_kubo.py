@@ -60,7 +60,7 @@ async def test_store_roundtrip_and_pin(jsipfs: JsIpfsDaemon) -> None:
         data = random_bytes(262145 * 3)
         root = await unixfs.add_bytes(store, data, opts)
         assert root == await trio.to_thread.run_sync(
-            lambda o=daemon_opts: daemon_add(jsipfs.api, data, **o))
+            lambda o=daemon_opts, d=data: daemon_add(jsipfs.api, d, **o))
         await store.pin(root)
         assert await unixfs.read_range(store, root) == data
 

@@ -169,9 +169,8 @@ async def test_map_that_raises_fails_with_remote_traceback(master: Node, tmp_pat
     cid = await master.add_path(GUTENBERG / "pg-frankenstein.txt")
     async with peers(master, tmp_path / "peers", 2):
         job = InitMaster(master, cid, load_job_file(JOBS / "raises.py"), 2)
-        with trio.fail_after(60):
-            with pytest.raises(JobFailed) as info:
-                await job.run()
+        with trio.fail_after(60), pytest.raises(JobFailed) as info:
+            await job.run()
     message = str(info.value)
     assert "ValueError: refusing to map" in message
     assert "Remote traceback" in message and 'raise ValueError(f"refusing' in message
@@ -206,11 +205,10 @@ async def test_status_moves_from_zero_to_total(master: Node, tmp_path: Path) -> 
             seen.append((m.complete, m.total, r.complete, r.total))
             await trio.sleep(0.01)
 
-    async with peers(master, tmp_path / "peers", 2):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(poll)
-            await job.run()
-            nursery.cancel_scope.cancel()
+    async with peers(master, tmp_path / "peers", 2), trio.open_nursery() as nursery:
+        nursery.start_soon(poll)
+        await job.run()
+        nursery.cancel_scope.cancel()
     assert seen[0][0] == 0 and seen[0][2] == 0
     final_map, final_reduce = job.get_map_status(), job.get_reduce_status()
     assert final_map.complete == final_map.total > 0 and final_reduce.complete == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pmr.records import SplitInfo, decode_line, iter_block_lines, stitch_file
+from p2pmr.records import SplitInfo, block_records, decode_line, iter_block_lines, stitch_file
 
 
 def reference_lines(data: bytes) -> list[tuple[int, str]]:
@@ -33,7 +33,12 @@ def engine_lines(data: bytes, cuts: list[int]) -> list[tuple[int, str]]:
     for i, (offset, block) in enumerate(blocks):
         first, last = i == 0, i == len(blocks) - 1
         lines, edges = iter_block_lines(block, offset, first, last)
-        out += [(off, decode_line(raw, term)) for off, raw, term in lines]
+        mine = [(off, decode_line(raw, term)) for off, raw, term in lines]
+        # The workers' fast path yields exactly the same records.
+        fast, count, fast_edges = block_records("p", block, offset, first, last)
+        assert [(o, t) for (_, o), t in fast] == mine and count == len(mine)
+        assert fast_edges == edges
+        out += mine
         head = block[:edges.head] if edges.head else b""
         tail = block[len(block) - edges.tail:] if edges.tail else b""
         splits.append(SplitInfo(offset, len(block), first, last, edges, head, tail))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import random
 import tracemalloc
 
@@ -73,7 +74,8 @@ def test_empty_file_block_is_kubo_literal() -> None:
 
 
 def test_well_known_small_cids() -> None:
-    assert str(import_bytes(b"hello world\n")[0]) == "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
+    hello = import_bytes(b"hello world\n")[0]
+    assert str(hello) == "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
     assert str(unixfs.build_directory([])[0]) == "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
 
 
@@ -157,7 +159,7 @@ async def test_import_read_roundtrip(size: int, chunk: int, cid_version: int, ra
     assert await unixfs.read_range(store, root) == data
     segments = await unixfs.file_segments(store, root)
     assert sum(s.size for s in segments) == size
-    assert all(a.offset + a.size == b.offset for a, b in zip(segments, segments[1:], strict=False))
+    assert all(a.offset + a.size == b.offset for a, b in itertools.pairwise(segments))
     # Every segment is one leaf (one map split).
     assert all(s.size <= chunk for s in segments)
     # The exact reader (fetching every node) agrees with the Tsize shortcut.
@@ -254,7 +256,7 @@ def test_decoder_never_crashes_on_garbage(block: bytes) -> None:
 @given(st.data())
 def test_decoder_survives_mutated_real_blocks(data: st.DataObject) -> None:
     _, blocks = import_bytes(random_bytes(3 * 262144 + 1, seed=1), ImportOptions(chunk_size=262144))
-    cid, block = blocks[-1]  # the root, with links
+    _, block = blocks[-1]  # the root, with links
     mutated = bytearray(block)
     for _ in range(data.draw(st.integers(1, 4))):
         pos = data.draw(st.integers(0, len(mutated) - 1))

@@ -43,10 +43,9 @@ CANCELLED: ErrorCode
 BAD_JOB: ErrorCode
 
 class Frame(_message.Message):
-    __slots__ = ("version", "map", "reduce", "accepted", "progress", "map_result", "reduce_result", "error", "cancel")
+    __slots__ = ("version", "assignment", "accepted", "progress", "map_result", "reduce_result", "error", "cancel")
     VERSION_FIELD_NUMBER: _ClassVar[int]
-    MAP_FIELD_NUMBER: _ClassVar[int]
-    REDUCE_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     MAP_RESULT_FIELD_NUMBER: _ClassVar[int]
@@ -54,15 +53,28 @@ class Frame(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     version: int
-    map: MapTask
-    reduce: ReduceTask
+    assignment: Assignment
     accepted: Accepted
     progress: Progress
     map_result: MapResult
     reduce_result: ReduceResult
     error: Error
     cancel: Cancel
-    def __init__(self, version: _Optional[int] = ..., map: _Optional[_Union[MapTask, _Mapping]] = ..., reduce: _Optional[_Union[ReduceTask, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., map_result: _Optional[_Union[MapResult, _Mapping]] = ..., reduce_result: _Optional[_Union[ReduceResult, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., map_result: _Optional[_Union[MapResult, _Mapping]] = ..., reduce_result: _Optional[_Union[ReduceResult, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
+
+class Assignment(_message.Message):
+    __slots__ = ("job", "heartbeat_ms", "providers", "maps", "reduces")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    MAPS_FIELD_NUMBER: _ClassVar[int]
+    REDUCES_FIELD_NUMBER: _ClassVar[int]
+    job: JobSpec
+    heartbeat_ms: int
+    providers: _containers.RepeatedScalarFieldContainer[bytes]
+    maps: _containers.RepeatedCompositeFieldContainer[MapTask]
+    reduces: _containers.RepeatedCompositeFieldContainer[ReduceTask]
+    def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ..., heartbeat_ms: _Optional[int] = ..., providers: _Optional[_Iterable[bytes]] = ..., maps: _Optional[_Iterable[_Union[MapTask, _Mapping]]] = ..., reduces: _Optional[_Iterable[_Union[ReduceTask, _Mapping]]] = ...) -> None: ...
 
 class TaskId(_message.Message):
     __slots__ = ("job", "phase", "index", "attempt")
@@ -107,38 +119,26 @@ class Split(_message.Message):
     def __init__(self, block: _Optional[bytes] = ..., path: _Optional[str] = ..., offset: _Optional[int] = ..., size: _Optional[int] = ..., first: bool = ..., last: bool = ...) -> None: ...
 
 class MapTask(_message.Message):
-    __slots__ = ("id", "job", "split", "records", "providers", "heartbeat_ms")
+    __slots__ = ("id", "split", "records")
     ID_FIELD_NUMBER: _ClassVar[int]
-    JOB_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
-    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
-    HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
     id: TaskId
-    job: JobSpec
     split: Split
     records: bytes
-    providers: _containers.RepeatedScalarFieldContainer[bytes]
-    heartbeat_ms: int
-    def __init__(self, id: _Optional[_Union[TaskId, _Mapping]] = ..., job: _Optional[_Union[JobSpec, _Mapping]] = ..., split: _Optional[_Union[Split, _Mapping]] = ..., records: _Optional[bytes] = ..., providers: _Optional[_Iterable[bytes]] = ..., heartbeat_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, id: _Optional[_Union[TaskId, _Mapping]] = ..., split: _Optional[_Union[Split, _Mapping]] = ..., records: _Optional[bytes] = ...) -> None: ...
 
 class ReduceTask(_message.Message):
-    __slots__ = ("id", "job", "partition", "inputs", "inputs_list", "providers", "heartbeat_ms")
+    __slots__ = ("id", "partition", "inputs", "inputs_list")
     ID_FIELD_NUMBER: _ClassVar[int]
-    JOB_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     INPUTS_LIST_FIELD_NUMBER: _ClassVar[int]
-    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
-    HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
     id: TaskId
-    job: JobSpec
     partition: int
     inputs: _containers.RepeatedScalarFieldContainer[bytes]
     inputs_list: bytes
-    providers: _containers.RepeatedScalarFieldContainer[bytes]
-    heartbeat_ms: int
-    def __init__(self, id: _Optional[_Union[TaskId, _Mapping]] = ..., job: _Optional[_Union[JobSpec, _Mapping]] = ..., partition: _Optional[int] = ..., inputs: _Optional[_Iterable[bytes]] = ..., inputs_list: _Optional[bytes] = ..., providers: _Optional[_Iterable[bytes]] = ..., heartbeat_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, id: _Optional[_Union[TaskId, _Mapping]] = ..., partition: _Optional[int] = ..., inputs: _Optional[_Iterable[bytes]] = ..., inputs_list: _Optional[bytes] = ...) -> None: ...
 
 class Accepted(_message.Message):
     __slots__ = ("queued",)
@@ -147,14 +147,20 @@ class Accepted(_message.Message):
     def __init__(self, queued: _Optional[int] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("records", "bytes", "running")
+    __slots__ = ("records", "running")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
-    BYTES_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     records: int
-    bytes: int
-    running: bool
-    def __init__(self, records: _Optional[int] = ..., bytes: _Optional[int] = ..., running: bool = ...) -> None: ...
+    running: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, records: _Optional[int] = ..., running: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Block(_message.Message):
+    __slots__ = ("cid", "data")
+    CID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    cid: bytes
+    data: bytes
+    def __init__(self, cid: _Optional[bytes] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Fragment(_message.Message):
     __slots__ = ("length", "data", "inline")
@@ -166,8 +172,20 @@ class Fragment(_message.Message):
     inline: bool
     def __init__(self, length: _Optional[int] = ..., data: _Optional[bytes] = ..., inline: bool = ...) -> None: ...
 
+class TaskTimings(_message.Message):
+    __slots__ = ("fetch_ms", "queue_ms", "compute_ms", "store_ms")
+    FETCH_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
+    STORE_MS_FIELD_NUMBER: _ClassVar[int]
+    fetch_ms: int
+    queue_ms: int
+    compute_ms: int
+    store_ms: int
+    def __init__(self, fetch_ms: _Optional[int] = ..., queue_ms: _Optional[int] = ..., compute_ms: _Optional[int] = ..., store_ms: _Optional[int] = ...) -> None: ...
+
 class MapResult(_message.Message):
-    __slots__ = ("id", "partitions", "partition_records", "head", "tail", "no_newline", "records_in", "records_out")
+    __slots__ = ("id", "partitions", "partition_records", "head", "tail", "no_newline", "records_in", "records_out", "timings", "blocks")
     ID_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     PARTITION_RECORDS_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +194,8 @@ class MapResult(_message.Message):
     NO_NEWLINE_FIELD_NUMBER: _ClassVar[int]
     RECORDS_IN_FIELD_NUMBER: _ClassVar[int]
     RECORDS_OUT_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
     id: TaskId
     partitions: _containers.RepeatedScalarFieldContainer[bytes]
     partition_records: _containers.RepeatedScalarFieldContainer[int]
@@ -184,23 +204,29 @@ class MapResult(_message.Message):
     no_newline: bool
     records_in: int
     records_out: int
-    def __init__(self, id: _Optional[_Union[TaskId, _Mapping]] = ..., partitions: _Optional[_Iterable[bytes]] = ..., partition_records: _Optional[_Iterable[int]] = ..., head: _Optional[_Union[Fragment, _Mapping]] = ..., tail: _Optional[_Union[Fragment, _Mapping]] = ..., no_newline: bool = ..., records_in: _Optional[int] = ..., records_out: _Optional[int] = ...) -> None: ...
+    timings: TaskTimings
+    blocks: _containers.RepeatedCompositeFieldContainer[Block]
+    def __init__(self, id: _Optional[_Union[TaskId, _Mapping]] = ..., partitions: _Optional[_Iterable[bytes]] = ..., partition_records: _Optional[_Iterable[int]] = ..., head: _Optional[_Union[Fragment, _Mapping]] = ..., tail: _Optional[_Union[Fragment, _Mapping]] = ..., no_newline: bool = ..., records_in: _Optional[int] = ..., records_out: _Optional[int] = ..., timings: _Optional[_Union[TaskTimings, _Mapping]] = ..., blocks: _Optional[_Iterable[_Union[Block, _Mapping]]] = ...) -> None: ...
 
 class ReduceResult(_message.Message):
-    __slots__ = ("id", "output", "records_in", "keys", "records_out", "bytes")
+    __slots__ = ("id", "output", "records_in", "keys", "records_out", "bytes", "timings", "blocks")
     ID_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     RECORDS_IN_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_OUT_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
     id: TaskId
     output: bytes
     records_in: int
     keys: int
     records_out: int
     bytes: int
-    def __init__(self, id: _Optional[_Union[TaskId, _Mapping]] = ..., output: _Optional[bytes] = ..., records_in: _Optional[int] = ..., keys: _Optional[int] = ..., records_out: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+    timings: TaskTimings
+    blocks: _containers.RepeatedCompositeFieldContainer[Block]
+    def __init__(self, id: _Optional[_Union[TaskId, _Mapping]] = ..., output: _Optional[bytes] = ..., records_in: _Optional[int] = ..., keys: _Optional[int] = ..., records_out: _Optional[int] = ..., bytes: _Optional[int] = ..., timings: _Optional[_Union[TaskTimings, _Mapping]] = ..., blocks: _Optional[_Iterable[_Union[Block, _Mapping]]] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("id", "code", "message", "traceback")
@@ -215,7 +241,9 @@ class Error(_message.Message):
     def __init__(self, id: _Optional[_Union[TaskId, _Mapping]] = ..., code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
 
 class Cancel(_message.Message):
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "id")
     REASON_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
     reason: str
-    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+    id: TaskId
+    def __init__(self, reason: _Optional[str] = ..., id: _Optional[_Union[TaskId, _Mapping]] = ...) -> None: ...

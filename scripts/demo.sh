@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install p2pmr into .venv and run word count over the bundled Gutenberg
+# texts on a local swarm of three peer processes. Extra arguments go to
+# `p2pmr run` (e.g. --local-peers 5 --reducers 8).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e .
+rm -rf demo-output
+.venv/bin/p2pmr run examples/wordcount.py --input examples/data/gutenberg \
+    --reducers 4 --local-peers 3 --repo .p2pmr-demo --output demo-output "$@"
+echo "The ten most frequent words:" >&2
+sort -t$'\t' -k2,2nr demo-output/part-* | head -10 >&2
