@@ -47,6 +47,7 @@ from libp2p.bitswap.pb.bitswap_pb2 import Message
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID as PeerID
 
+from ._libp2p import protocols_of
 from .blockstore import MAX_BLOCK_SIZE, FlatFSStore, fetch_dag
 from .cid import CID, DAG_PB, SHA2_256, decode_uvarint, encode_uvarint
 from .errors import BlockNotFound, CIDError
@@ -311,15 +312,10 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
 
     def peers(self) -> list[PeerID]:
         """Connected peers that may speak Bitswap."""
-        network = self.host.get_network()
-        store = self.host.get_peerstore()
         out = []
-        for peer in list(network.connections.keys()):
-            try:
-                protocols = store.get_protocols(peer)
-            except Exception:
-                protocols = []
-            if not protocols or any(str(p).startswith("/ipfs/bitswap/") for p in protocols):
+        for peer in list(self.host.get_network().connections.keys()):
+            protocols = protocols_of(self.host, peer)
+            if not protocols or any(p.startswith("/ipfs/bitswap/") for p in protocols):
                 out.append(peer)
         return out
 

@@ -294,12 +294,14 @@ def block_get(ctx: click.Context, cid: str, repo: str | None, ipfs_api: str | No
               metavar="SECONDS", help="Wall-clock limit per task.")
 @click.option("--psk", envvar="P2PMR_PSK", default=None, metavar="HEX",
               help="Pre-shared key: only peers holding it can connect (64 hex digits).")
+@click.option("--exit-with-parent", is_flag=True, hidden=True,
+              help="Stop when the parent process dies (used by --local-peers).")
 @store_options
 @click.pass_context
 def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...],
          workers: int | None, trust: tuple[str, ...], trust_any: bool, allow_pickle: bool,
          max_task_memory: int, max_task_cpu: float, max_task_time: float, psk: str | None,
-         repo: str | None, ipfs_api: str | None) -> None:
+         exit_with_parent: bool, repo: str | None, ipfs_api: str | None) -> None:
     """Run a peer that executes tasks for trusted masters, until SIGINT or SIGTERM."""
     from ._worker import WorkerLimits
     from .peer import PeerConfig, register_protocol
@@ -327,8 +329,12 @@ def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...]
                        f"{service.trust.describe()}.")
             click.echo("Ready.")
             sys.stdout.flush()
-            await trio.sleep_forever()
+            if exit_with_parent:
+                await _watch_parent(parent)
+            else:
+                await trio.sleep_forever()
 
+    parent = os.getppid()
     run_async(_until_stop_signal, serve)
 
 
@@ -385,6 +391,17 @@ def run(ctx: click.Context, jobfile: Path | None, input_: str | None, reducers: 
         encoding=encoding, cid_version=int(cid_version), psk=psk, progress=progress)
     root = run_async(run_job, run_settings)
     click.echo(str(root))
+
+
+async def _watch_parent(parent: int) -> None:
+    """Return when the process that started us is gone (we were re-parented).
+
+    Polled: no event exists for another process's death without a child
+    relationship (prctl's parent-death signal is Linux-only and per-thread).
+    """
+    while os.getppid() == parent:  # noqa: ASYNC110
+        await trio.sleep(0.5)
+    log.warning("parent process %d is gone; stopping", parent)
 
 
 async def _until_stop_signal(fn: Callable[[], Awaitable[None]]) -> None:

@@ -96,7 +96,7 @@ async def local_swarm(n: int, base: Path, master_addr: str, master_id: str, *,
     if workers is None:
         workers = max(1, (os.cpu_count() or 1) // max(1, n))
     args = ["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", master_addr, "--trust", master_id,
-            "--workers", str(workers), *extra_args]
+            "--workers", str(workers), "--exit-with-parent", *extra_args]
     peers: list[LocalPeer] = []
     async with trio.open_nursery() as nursery:
         try:

@@ -29,6 +29,7 @@ import trio
 from libp2p.peer.id import ID as PeerID
 
 from . import unixfs
+from ._libp2p import protocols_of
 from ._worker import encode_records
 from .blockstore import dag_links, fetch_dag
 from .cid import CID
@@ -185,6 +186,7 @@ class Master:
         self.timings: dict[str, float] = {}
         self.files: list[tuple[str, CID]] = []
         self.resumed_tasks = 0
+        self.finished: CID | None = None
         self._splits: list[list[int]] = []          # per file: map task indices of its splits
         self._split_info: dict[int, SplitInfo] = {}  # map task index -> split info
         self._boundaries: list[list[int]] = []      # per file: its boundary task indices
@@ -259,6 +261,11 @@ class Master:
             self._nursery = nursery
             nursery.start_soon(self._watch_peers)
             await self._prepare()
+            if self.finished is not None:
+                self.output = self.finished
+                self.resumed_tasks = sum(len(self.scheduler.phase_tasks(p)) for p in (MAP, REDUCE))
+                nursery.cancel_scope.cancel()
+                return
             phase_start = time.monotonic()
             await self._run_phase(MAP)
             self.timings["map"] = time.monotonic() - phase_start
@@ -278,7 +285,7 @@ class Master:
         resumed = None
         if self.options.resume:
             resumed = find_journal(journal_dir, input_cid=self.input, reducers=self.reducers,
-                                   name=self.name)
+                                   name=self.name, include_complete=True)
         if resumed is not None:
             descriptor = resumed.descriptor
             self.code_cid = descriptor.code
@@ -301,7 +308,9 @@ class Master:
         if self.options.journal:
             self._journal = Journal.open(journal_dir, self.job_cid, descriptor,
                                          fresh=resumed is None)
-            await self._replay(self._journal.records)
+            self.finished = await self._finished_output(self._journal.records)
+            if self.finished is None:
+                await self._replay(self._journal.records)
         self.timings["plan"] = time.monotonic() - start
 
     async def _available(self, cid: CID) -> bool:
@@ -357,6 +366,20 @@ class Master:
                  self.manifest_counts["boundary_tasks"], self.reducers)
 
     # -- journal replay ------------------------------------------------------------------
+
+    async def _finished_output(self, records: list[dict[str, Any]]) -> CID | None:
+        """The output of an already finished run, if it is still intact here."""
+        for record in reversed(records):
+            if record.get("t") == "output":
+                try:
+                    output = CID.parse(record["cid"])
+                except (KeyError, CIDError):
+                    return None
+                if await self._available(output):
+                    log.info("job %s had already finished: %s", self.job_cid, output)
+                    return output
+                return None
+        return None
 
     async def _replay(self, records: list[dict[str, Any]]) -> None:
         done = 0
@@ -439,15 +462,21 @@ class Master:
 
     def _dispatch(self, phase: str, now: float) -> None:
         """Give every peer with room an assignment: as many idle tasks as its
-        window allows, or, near the end of the phase, one backup attempt."""
+        window allows, but no more than its fair share of what is idle, so
+        the last tasks of a phase are spread out rather than queued on one
+        peer; or, near the end of the phase, one backup attempt."""
         sched = self.scheduler
-        for record in list(sched.available_peers()):
+        peers = list(sched.available_peers(now))
+        idle = sum(1 for t in sched.phase_tasks(phase) if t.state is State.IDLE and t.ready)
+        share = max(1, math.ceil(idle / max(1, len(peers))))
+        for record in peers:
             batch: list[tuple[Task, Attempt]] = []
-            while record.in_flight < record.window:
+            while record.in_flight < record.window and len(batch) < share:
                 task = sched.next_idle(phase)
                 if task is None:
                     break
-                batch.append((task, sched.start(task, record.peer, now)))
+                batch.append((task, sched.start(task, record.peer, now,
+                                                position=len(batch))))
             if not batch:
                 task = sched.backup_candidate(phase, record.peer, now)
                 if task is None:
@@ -474,9 +503,10 @@ class Master:
 
     def _enforce_task_timeouts(self, phase: str, now: float) -> None:
         limit = self._task_timeout(phase)
+        typical = self.scheduler.typical_duration(phase) or 0.0
         for task in self.scheduler.phase_tasks(phase):
             for attempt in list(task.running.values()):
-                if attempt.age(now) > limit:
+                if attempt.age(now, typical) > limit:
                     attempt.abort("timeout", f"no result within {limit:.0f}s")
 
     async def _finish(self, task: Task, attempt: Attempt, kind: str, message: Any) -> None:
@@ -528,11 +558,7 @@ class Master:
                 record = self.scheduler.peers.get(peer)
                 if record is not None and record.online:
                     continue
-                try:
-                    protocols = host.get_peerstore().get_protocols(peer)
-                except Exception:
-                    protocols = []
-                if PROTOCOL_ID in (protocols or []):
+                if PROTOCOL_ID in protocols_of(host, peer):
                     self.scheduler.add_peer(peer)
                     self._last_seen[peer] = now
                     log.info("worker %s joined", peer)
@@ -573,7 +599,7 @@ class Master:
         if now - self._last_blame.get(peer, -math.inf) < self.options.peer_timeout:
             return
         self._last_blame[peer] = now
-        self.scheduler.peer_failed(peer)
+        self.scheduler.peer_failed(peer, now)
         if self.scheduler.peers[peer].excluded:
             log.warning("excluding peer %s after repeated failures", peer)
 
@@ -638,6 +664,10 @@ class Master:
                                 FailureKind.INFRA, reason, blame=False))
                         elif kind == "superseded":
                             self.scheduler.fail(task, attempt, FailureKind.CANCELLED, reason)
+                            if not attempt.backup:
+                                # A straggler that lost to its backup: it holds
+                                # tasks without finishing them, so it earns less.
+                                self._blame(attempt.peer)
                         else:
                             self._attempt_failed(task, attempt, _AttemptFailed(
                                 FailureKind.INFRA, reason, blame=True))
@@ -653,8 +683,14 @@ class Master:
                     with trio.fail_after(self.options.connect_timeout):
                         stream = await self.node.host.new_stream(peer, [PROTOCOL_ID])
                 except Exception as exc:
-                    failure = _AttemptFailed(FailureKind.INFRA,
+                    # Unreachable: the peer is gone (or going); the tasks never
+                    # reached it, so they are not charged with a failure.
+                    failure = _AttemptFailed(FailureKind.UNREACHABLE,
                                              f"cannot open a task stream: {exc}")
+                    if not self.node.is_connected(peer):
+                        record = self.scheduler.peers.get(peer)
+                        if record is not None:
+                            record.online = False
                 else:
                     reader = FrameReader(stream)
                     writer = FrameWriter(stream, timeout=self.options.connect_timeout)

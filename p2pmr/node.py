@@ -143,6 +143,13 @@ class Node:
         """Dial a peer by full multiaddr; return its authenticated peer ID."""
         peer_id, ma = parse_peer_addr(addr)
         info = info_from_p2p_addr(ma)
+        # py-libp2p refuses for 60 s to redial a peer whose dial failed once;
+        # a restarted master would be unreachable that long. Our callers
+        # (keep_connected) pace their own retries, so clear that block.
+        network: Any = self.host.get_network()
+        unblock = getattr(network, "unblock_peer", None)
+        if unblock is not None:
+            unblock(peer_id)
         try:
             with trio.fail_after(timeout):
                 await self.host.connect(info)

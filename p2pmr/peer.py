@@ -160,6 +160,12 @@ class _Assignment:
 
     running: set[int] = field(default_factory=set)
     records: int = 0
+    changed: trio.Event = field(default_factory=trio.Event)
+
+    def start(self, index: int) -> None:
+        """A task began executing: tell the master now, not at the next beat."""
+        self.running.add(index)
+        self.changed.set()
 
 
 class _TaskFailed(Exception):
@@ -380,7 +386,9 @@ class PeerService:
     async def _heartbeats(self, writer: FrameWriter, state: _Assignment,
                           interval: float) -> None:
         while True:
-            await trio.sleep(interval)
+            with trio.move_on_after(interval):
+                await state.changed.wait()
+            state.changed = trio.Event()
             try:
                 await writer.write(pb.Frame(progress=pb.Progress(
                     records=state.records, running=sorted(state.running))))
@@ -436,7 +444,7 @@ class PeerService:
         async with self._limiter:
             started = trio.current_time()
             timing.queue += started - queued
-            assignment.running.add(index)
+            assignment.start(index)
             try:
                 return await self._ctx.run_sync(fn, request, kill_on_cancel=True)
             except trio_parallel.BrokenWorkerError as exc:

@@ -42,6 +42,7 @@ class FailureKind(enum.Enum):
     INFRA = "infra"        # peer died, hung, timed out, sent garbage: the peer's fault
     WORKER = "worker"      # the worker process died: the code or the machine
     INPUT = "input"        # the peer could not fetch the task's input
+    UNREACHABLE = "unreachable"  # the task never reached the peer: blame the peer only
     BUSY = "busy"          # the peer had no room; no fault, try elsewhere
     CANCELLED = "cancelled"  # we cancelled it (a backup won); no fault
 
@@ -70,6 +71,7 @@ class Attempt:
     peer: Any
     started: float
     backup: bool = False
+    position: int = 0  # tasks ahead of it in its assignment
     running_since: float | None = None  # when the peer reported it executing
     on_abort: Callable[[str, str], None] | None = None  # set by the master
     aborted: bool = False
@@ -80,9 +82,16 @@ class Attempt:
             self.aborted = True
             self.on_abort(kind, reason)
 
-    def age(self, now: float) -> float:
-        """How long it has been executing (or, until the peer says, assigned)."""
-        return now - (self.running_since if self.running_since is not None else self.started)
+    def age(self, now: float, typical: float = 0.0) -> float:
+        """How long it has been executing.
+
+        Until the peer reports it running, it may be queued behind the
+        tasks ahead of it in its assignment; each is allowed ``typical``
+        seconds before this one's time counts.
+        """
+        if self.running_since is not None:
+            return now - self.running_since
+        return now - self.started - self.position * typical
 
 
 @dataclass
@@ -127,6 +136,7 @@ class PeerRecord:
     in_flight: int = 0
     excluded: bool = False
     online: bool = True
+    not_before: float = 0.0  # after a failure, no new work until then
     completed: dict[str, int] = field(default_factory=dict)
 
 
@@ -202,8 +212,9 @@ class Scheduler:
                 return task
         return None
 
-    def start(self, task: Task, peer: Any, now: float, *, backup: bool = False) -> Attempt:
-        attempt = Attempt(task.attempts, peer, now, backup)
+    def start(self, task: Task, peer: Any, now: float, *, backup: bool = False,
+              position: int = 0) -> Attempt:
+        attempt = Attempt(task.attempts, peer, now, backup, position)
         task.attempts += 1
         task.running[attempt.number] = attempt
         task.state = State.IN_PROGRESS
@@ -239,7 +250,9 @@ class Scheduler:
         if kind is not FailureKind.CANCELLED:
             task.last_error = message
             task.last_traceback = traceback or task.last_traceback
-        if kind is FailureKind.USER:
+        if kind is FailureKind.UNREACHABLE:
+            pass
+        elif kind is FailureKind.USER:
             task.user_errors += 1
         elif kind is FailureKind.INPUT:
             task.input_failures += 1
@@ -269,18 +282,21 @@ class Scheduler:
         record.online = True
         return record
 
-    def peer_failed(self, peer: Any) -> None:
+    def peer_failed(self, peer: Any, now: float = 0.0) -> None:
         record = self.peers[peer]
         record.failures += 1
         record.consecutive_failures += 1
         record.window = max(self.policy.min_batch, record.window // 2)
+        # Back off before trusting it with work again: 0.5 s, 1 s, 2 s… up to 10 s.
+        record.not_before = now + min(10.0, 0.25 * 2 ** record.consecutive_failures)
         if record.consecutive_failures >= self.policy.exclude_after:
             record.excluded = True
 
-    def available_peers(self) -> Iterator[PeerRecord]:
+    def available_peers(self, now: float = 0.0) -> Iterator[PeerRecord]:
         """Peers that can take another task now, least loaded first."""
         ready = [r for r in self.peers.values()
-                 if r.online and not r.excluded and r.in_flight < r.window]
+                 if r.online and not r.excluded and r.in_flight < r.window
+                 and r.not_before <= now]
         ready.sort(key=lambda r: (r.in_flight / r.window, -r.successes))
         return iter(ready)
 
@@ -318,7 +334,7 @@ class Scheduler:
                 continue
             if any(a.peer == peer for a in task.running.values()):
                 continue
-            age = min(a.age(now) for a in task.running.values())
+            age = min(a.age(now, typical) for a in task.running.values())
             if age >= threshold and age > best_age:
                 best, best_age = task, age
         return best

@@ -2,10 +2,12 @@
 
 What is measured
 ----------------
-A ``--size-mib`` MiB (default 64) file of random bytes is added to repo A with
-``p2pmr add``, and ``p2pmr peer --repo A`` runs as the serving process. Then,
-each round (``--repeats``, default 3), in the same run and against the same
-kind of processes:
+A ``--size-mib`` MiB (default 64) file of random bytes is added to repo A
+with ``p2pmr add``, and ``p2pmr peer --repo A --workers 1 --listen
+/ip4/127.0.0.1/tcp/0`` runs as the serving process (one task worker, so an
+idle worker pool takes no start-up CPU from the measurement). Then, each
+round (``--repeats``, default 3), in the same run and against the same kind
+of processes:
 
 * ``raw stream`` (the baseline): a separate pair of processes, each with a
   host built exactly like a p2pmr node's (``p2pmr.node._build_host``: TCP,
@@ -23,8 +25,11 @@ kind of processes:
   a 1-block file the same way, and subtracted.
 
 CPU seconds (user+sys) of both processes over each transfer are reported, to
-show which side is the bottleneck. The summary gives the best round (highest
-MB/s) with the median beside it; MB/s means 10**6 bytes per second.
+show which side is the bottleneck, and so is the CPU everything else on the
+machine used meanwhile ("other CPU %", from /proc/stat): the ratio to the raw
+baseline is only meaningful when that is low. The summary gives the best
+round (highest MB/s) with the median beside it; MB/s means 10**6 bytes per
+second.
 ``--profile`` adds one extra, untimed transfer with the fetching child under
 cProfile and the serving peer restarted under cProfile, and prints both.
 
@@ -158,6 +163,19 @@ def system_busy_seconds() -> float:
     except (OSError, ValueError):
         return 0.0
     return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / CLK_TCK  # all but idle, iowait
+
+
+def wait_quiet(max_seconds: float = 10.0, threshold: float = 0.2) -> float:
+    """Wait (at most ``max_seconds``) until the machine is nearly idle: less than
+    ``threshold`` of a core busy over half a second (after process start-up,
+    writeback, ...). Return the seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < max_seconds:
+        busy0 = system_busy_seconds()
+        time.sleep(0.5)
+        if (system_busy_seconds() - busy0) / 0.5 < threshold:
+            break
+    return time.monotonic() - start
 
 
 def loadavg() -> str:
@@ -482,7 +500,10 @@ def run(args: argparse.Namespace, work: Path) -> int:
                            str(args.raw_write_kib))) as server, \
             Child(p2pmr_cmd("peer", "--repo", str(repo_a), "--workers", "1",
                             "--listen", LISTEN)) as peer:
-        print(f"peer A: {peer.addr}\nraw server: {server.addr}\n")
+        # The peer spawns its worker process after "Ready."; let that finish.
+        waited = wait_quiet()
+        print(f"peer A: {peer.addr}\nraw server: {server.addr}\n"
+              f"(waited {waited:.1f}s for the machine to go quiet; load average {loadavg()})\n")
         print(f"{'round':<6} {'raw MB/s':>9} {'bitswap MB/s':>13} {'ratio':>6}  "
               f"{'CPU s rx/tx: raw':>16} {'bitswap':>11}  {'other CPU %':>12}")
         for round_no in range(1, args.repeats + 1):

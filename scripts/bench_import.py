@@ -15,16 +15,23 @@ random bytes, default 256):
   ``p2pmr add`` use, reading from memory, with a sink whose ``put`` does nothing.
 * ``add_stream -> FlatFSStore``: the same into a real on-disk store in a fresh
   temporary directory (page cache; the store does not fsync).
+* ``same, shard dirs exist``: the same into a store whose 1024 ``blocks/XX``
+  directories already exist, as in a repo that is in use.
 
-Each is repeated ``--repeats`` times; the summary reports the best (highest
-throughput) run, with the median beside it. MB/s means 10**6 bytes per second.
+The cases run interleaved, one of each per round, ``--repeats`` rounds
+(default 5); the summary reports the best (highest throughput) round, with
+the median beside it. MB/s means 10**6 bytes per second. Each measurement
+also records how much CPU the rest of the machine used meanwhile ("other CPU
+%", from /proc/stat), so a noisy run can be recognised.
 
 Peak memory: for each size in ``--memory-sizes-mib`` (default 64 and 1024) a
 random file is written to ``--scratch`` and imported with ``add_file`` into a
 null sink and into a FlatFSStore, each in a fresh child process. The child
-reads ``ru_maxrss`` and ``VmHWM`` after importing p2pmr (the idle baseline) and
-again after the import; the difference is the import's peak RSS increase. The
-input files and stores are deleted afterwards.
+reads ``VmHWM`` (and ``ru_maxrss``) after importing p2pmr (the idle baseline)
+and again after the import; the difference is the import's peak RSS increase.
+VmHWM is the figure to read: on Linux ``ru_maxrss`` of a freshly exec'd child
+starts at its parent's high-water mark, which hides small increases. The input
+files and stores are deleted afterwards.
 
 ``--profile`` adds a cProfile of the null-sink and FlatFSStore runs.
 
@@ -75,6 +82,19 @@ def system_busy_seconds() -> float:
     except (OSError, ValueError):
         return 0.0
     return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / CLK_TCK  # all but idle, iowait
+
+
+def wait_quiet(max_seconds: float = 10.0, threshold: float = 0.2) -> float:
+    """Wait (at most ``max_seconds``) until the machine is nearly idle: less than
+    ``threshold`` of a core busy over half a second (after process start-up,
+    writeback, ...). Return the seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < max_seconds:
+        busy0 = system_busy_seconds()
+        time.sleep(0.5)
+        if (system_busy_seconds() - busy0) / 0.5 < threshold:
+            break
+    return time.monotonic() - start
 
 
 def loadavg() -> str:
@@ -268,7 +288,7 @@ def write_random_file(path: Path, size: int) -> None:
 
 
 def run_memory_child(path: Path, sink_kind: str, scratch: Path,
-                     args: argparse.Namespace) -> dict[str, float]:
+                     args: argparse.Namespace) -> dict[str, Any]:
     store_dir = Path(tempfile.mkdtemp(prefix="mem-store-", dir=scratch))
     try:
         cmd = [sys.executable, os.path.abspath(__file__), "--child-memory", str(path),
@@ -346,6 +366,9 @@ def measure_throughput(args: argparse.Namespace, options: ImportOptions, work: P
     nbytes = args.size_mib * MIB
     data = os.urandom(nbytes)
     stores: list[Path] = []
+    os.sync()
+    waited = wait_quiet()
+    print(f"\n(waited {waited:.1f}s for the machine to go quiet; load average {loadavg()})")
 
     def fresh_store(shards: bool = False) -> Path:
         path = Path(tempfile.mkdtemp(prefix="store-", dir=work))
@@ -394,30 +417,34 @@ def measure_throughput(args: argparse.Namespace, options: ImportOptions, work: P
 
 
 def measure_memory(args: argparse.Namespace, work: Path
-                   ) -> list[tuple[int, str, dict[str, float]]]:
-    rows: list[tuple[int, str, dict[str, float]]] = []
+                   ) -> list[tuple[int, str, dict[str, Any]]]:
+    rows: list[tuple[int, str, dict[str, Any]]] = []
     sizes = [int(s) for s in args.memory_sizes_mib.split(",") if s.strip()]
     if sizes:
         print("\nPeak memory of add_file from disk (fresh process per run):")
     for size_mib in sizes:
         path = work / f"input-{size_mib}mib.bin"
         write_random_file(path, size_mib * MIB)
+        roots = set()
         try:
             for sink_kind in ("null", "flatfs"):
                 row = run_memory_child(path, sink_kind, work, args)
                 rows.append((size_mib, sink_kind, row))
+                roots.add(row["root"])
                 print(f"  {size_mib:>5} MiB -> {sink_kind:<6} "
                       f"VmHWM +{(row['after_hwm_kib'] - row['before_hwm_kib']) / 1024:.1f} MiB "
                       f"in {row['seconds']:.1f}s", flush=True)
         finally:
             path.unlink(missing_ok=True)
+        if len(roots) != 1:
+            print(f"  ERROR: the two sinks disagree on the root: {roots}")
     if sizes:
         os.sync()
     return rows
 
 
 def print_summary(args: argparse.Namespace, sha: Result, importers: list[Result],
-                  memory_rows: list[tuple[int, str, dict[str, float]]]) -> None:
+                  memory_rows: list[tuple[int, str, dict[str, Any]]]) -> None:
     print(f"\n=== Summary: UnixFS import of {args.size_mib} MiB "
           f"(best of {args.repeats}; median in brackets; MB = 10^6 bytes) ===")
     print(f"{'measurement':<28} {'MB/s':>9} {'(median)':>10} {'/ sha256':>9} "

@@ -28,9 +28,13 @@ class PeerProcess:
     """A ``p2pmr peer`` child process; its stdout tells its addresses."""
 
     def __init__(self, repo: Path, args: Sequence[str] = (), *, timeout: float = 60.0,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, chaos: str | None = None) -> None:
         self.repo = repo
-        cmd = [sys.executable, "-m", "p2pmr", "peer", "--repo", str(repo), *args]
+        if chaos is None:
+            cmd = [sys.executable, "-m", "p2pmr", "peer", "--repo", str(repo), *args]
+        else:  # a deliberately misbehaving peer (tests/chaos_peer.py)
+            cmd = [sys.executable, str(Path(__file__).parent / "chaos_peer.py"), chaos,
+                   "--repo", str(repo), *args]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=full_env, start_new_session=True)

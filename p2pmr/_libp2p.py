@@ -1,0 +1,22 @@
+"""Small adapters over py-libp2p APIs whose failure modes we smooth over."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from libp2p.abc import IHost
+
+__all__ = ["protocols_of"]
+
+
+def protocols_of(host: IHost, peer: Any) -> list[str]:
+    """The protocols identify reported for ``peer``; empty if not (yet) known.
+
+    py-libp2p's peerstore raises for a peer it has no record of, which is
+    normal for a peer that connected a moment ago.
+    """
+    try:
+        protocols = host.get_peerstore().get_protocols(peer)
+    except Exception:
+        return []
+    return [str(p) for p in protocols or []]

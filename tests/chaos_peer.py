@@ -1,0 +1,108 @@
+"""A p2pmr peer that misbehaves on purpose, for the fault-tolerance tests.
+
+    python chaos_peer.py MODE --repo DIR --bootstrap MULTIADDR --trust PEER_ID [--seed N]
+
+Modes:
+
+* ``good``: a normal peer.
+* ``exit-now``: connects, then exits as soon as it is offered work.
+* ``exit-random``: works normally but kills itself (``os._exit``) in the
+  middle of a random task, with probability ``--rate`` per task.
+* ``hang-after-accept``: accepts assignments and heartbeats forever, but
+  never answers.
+* ``hang-silent``: reads an assignment and then says nothing at all.
+* ``liar``: answers map tasks with made-up partitions (well-formed, wrong).
+
+It prints the same "Peer ID / Listening on / Ready." lines as ``p2pmr peer``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from typing import Any
+
+import trio
+
+from p2pmr import unixfs
+from p2pmr.encoding import MSGPACK
+from p2pmr.node import open_node
+from p2pmr.peer import TRUST_FILE, PeerConfig, PeerService, Trust
+from p2pmr.protocol import PROTOCOL_ID, pb
+
+
+class ChaosService(PeerService):
+    def __init__(self, *args: Any, mode: str, rate: float, rng: random.Random) -> None:
+        super().__init__(*args)
+        self.mode = mode
+        self.rate = rate
+        self.rng = rng
+
+    async def _serve(self, remote: Any, reader: Any, writer: Any) -> None:
+        if self.mode == "exit-now":
+            os._exit(3)
+        if self.mode == "hang-silent":
+            await reader.read(10)
+            await trio.sleep_forever()
+        await super()._serve(remote, reader, writer)
+
+    async def _run_one(self, kind: str, task: Any, *args: Any) -> None:
+        if self.mode == "hang-after-accept":
+            await trio.sleep_forever()
+        if self.mode == "exit-random" and self.rng.random() < self.rate:
+            await trio.sleep(self.rng.uniform(0, 0.5))
+            os._exit(4)
+        await super()._run_one(kind, task, *args)
+
+    async def _map(self, task: Any, assignment: Any, remote: Any, state: Any) -> pb.Frame:
+        frame = await super()._map(task, assignment, remote, state)
+        if self.mode != "liar":
+            return frame
+        # Replace the partitions with plausible but wrong ones.
+        result = frame.map_result
+        reducers = assignment.job.reducers
+        fake = MSGPACK.encode_partition([(MSGPACK.dumps("lie"), [self.rng.randrange(10**6)])])
+        cid = await unixfs.add_bytes(self.node.blocks, fake)
+        del result.partitions[:]
+        del result.blocks[:]
+        result.partitions.extend([bytes(cid)] + [b""] * (reducers - 1))
+        del result.partition_records[:]
+        result.partition_records.extend([1] + [0] * (reducers - 1))
+        return frame
+
+
+async def main(args: argparse.Namespace) -> None:
+    rng = random.Random(args.seed)
+    async with open_node(args.repo, bootstrap=args.bootstrap) as node:
+        config = PeerConfig(workers=args.workers)
+        service = ChaosService(node, config, Trust(args.trust, file=node.repo / TRUST_FILE),
+                               mode=args.mode, rate=args.rate, rng=rng)
+        node.host.set_stream_handler(PROTOCOL_ID, service.handle)
+        node.spawn(service.run)
+        push = getattr(node.host, "_push_identify_to_all_peers", None)
+        if push is not None:
+            node.spawn(push)
+        print(f"Peer ID: {node.peer_id}")
+        print("Listening on:")
+        for addr in node.multiaddrs:
+            print(f"  {addr}")
+        print("Ready.", flush=True)
+        with trio.open_signal_receiver(15, 2) as signals:
+            async for _ in signals:
+                return
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["good", "exit-now", "exit-random", "hang-after-accept",
+                                         "hang-silent", "liar"])
+    parser.add_argument("--repo", required=True)
+    parser.add_argument("--bootstrap", action="append", default=[])
+    parser.add_argument("--trust", action="append", default=[])
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rate", type=float, default=0.3)
+    trio.run(main, parser.parse_args())
+    sys.exit(0)

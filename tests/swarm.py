@@ -1,0 +1,81 @@
+"""Shared pieces of the fault-tolerance tests: a swarm of peer processes,
+test jobs configured through the environment, and the reference outputs."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+from p2pmr import unixfs
+from p2pmr.cid import CID
+from p2pmr.job import load_job_file
+from p2pmr.node import Node
+
+from .helpers import PeerProcess
+
+WORD = re.compile(r"[^\W\d_]+")
+JOBS = Path(__file__).parent / "jobs"
+
+
+def load_with_env(name: str, **env: str) -> object:
+    """Load a test job with settings it reads from the environment at import."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return load_job_file(JOBS / name)
+    finally:
+        for key, value in old.items():
+            if value is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = value
+
+
+def reference_counts(paths: list[Path]) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for path in paths:
+        with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+            for line in handle:
+                counts.update(WORD.findall(line))
+    return dict(counts)
+
+
+async def output_counts(node: Node, root: CID) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for entry in await unixfs.list_directory(node.blocks, root):
+        if entry.name.startswith("part-"):
+            text = (await unixfs.read_range(node.blocks, entry.cid)).decode()
+            for line in text.splitlines():
+                key, value = line.rsplit("\t", 1)
+                assert key not in out, f"key {key!r} appears twice"
+                out[key] = int(value)
+    return out
+
+
+class Swarm:
+    """Peer processes around a master node, killed and started at will."""
+
+    def __init__(self, master: Node, base: Path) -> None:
+        self.master = master
+        self.base = base
+        self.peers: list[PeerProcess] = []
+        self.counter = 0
+
+    def start(self, chaos: str | None = None, *, seed: int = 0, rate: float = 0.3,
+              name: str | None = None) -> PeerProcess:
+        self.counter += 1
+        repo = self.base / (name or f"peer-{self.counter}")
+        args = ["--bootstrap", self.master.multiaddrs[0], "--trust", str(self.master.peer_id)]
+        if chaos is None:
+            args += ["--workers", "1"]
+        else:
+            args += ["--seed", str(seed), "--rate", str(rate)]
+        peer = PeerProcess(repo, args, chaos=chaos)
+        self.peers.append(peer)
+        return peer
+
+    def close(self) -> None:
+        for peer in self.peers:
+            peer.kill()

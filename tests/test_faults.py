@@ -1,0 +1,263 @@
+"""Surviving the swarm: Python ports of the MIT 6.824 MapReduce tests, churn and
+a master that is killed and resumed. Every test checks the output is exact."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pmr import InitMaster, unixfs
+from p2pmr.cid import CID
+from p2pmr.job import load_job_file
+from p2pmr.node import Node
+
+from .helpers import GUTENBERG, PeerProcess, gutenberg_files
+from .swarm import JOBS, Swarm, load_with_env, output_counts, reference_counts
+
+
+async def test_crash(master: Node, swarm: Swarm, tmp_path: Path) -> None:
+    """Map and reduce kill their workers or stall a third of the time each,
+    and whole peers are killed and restarted; the output is still exact."""
+    files = gutenberg_files()[:4]
+    src = tmp_path / "in"
+    src.mkdir()
+    for path in files:
+        (src / path.name).write_bytes(path.read_bytes())
+    cid = await master.add_path(src)
+    job = load_with_env("crash.py", P2PMR_CRASH_MAX_SLEEP="10")
+    for i in range(3):
+        await trio.to_thread.run_sync(lambda i=i: swarm.start(name=f"crash-{i}"))
+    master_job = InitMaster(master, cid, job, 3, peer_timeout=3)
+
+    async def kill_and_restart() -> None:
+        for round_ in range(3):
+            await trio.sleep(4)
+            victim = swarm.peers[round_ % len(swarm.peers)]
+            victim.kill()
+            await trio.sleep(1)
+            await trio.to_thread.run_sync(lambda r=victim.repo: swarm.start(name=r.name))
+
+    with trio.fail_after(280):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(kill_and_restart)
+            root = await master_job.run()
+            nursery.cancel_scope.cancel()
+    assert await output_counts(master, root) == reference_counts(files)
+    redone = sum(t.attempts - 1 for phase in ("map", "reduce") for t in master_job.scheduler
+                 .phase_tasks(phase))
+    print(f"crash: {redone} attempt(s) beyond the first")
+
+
+async def test_job_count_each_map_runs_once(master: Node, swarm: Swarm, tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    job = load_with_env("jobcount.py", P2PMR_MARKERS=str(markers), P2PMR_JOBCOUNT_SLEEP="0.3")
+    cid = await master.add_path(GUTENBERG)
+    for _ in range(2):
+        await trio.to_thread.run_sync(swarm.start)
+    master_job = InitMaster(master, cid, job, 2)
+    with trio.fail_after(200):
+        await master_job.run()
+    names = [p.name.rsplit("@", 1)[0] for p in markers.iterdir()]
+    map_tasks = master_job.get_map_status().total
+    assert map_tasks == 24
+    assert len(names) == map_tasks, f"{len(names)} map executions for {map_tasks} map tasks"
+    assert len(set(names)) == len(names)
+    assert all(t.attempts == 1 for t in master_job.scheduler.phase_tasks("map"))
+
+
+def _intervals(directory: Path, kind: str) -> list[tuple[int, float, float]]:
+    out = []
+    for path in directory.glob(f"{kind}-*"):
+        pid, start, end = path.read_text().split()
+        out.append((int(pid), float(start), float(end)))
+    return out
+
+
+def _overlap(intervals: list[tuple[int, float, float]]) -> bool:
+    for pid_a, start_a, end_a in intervals:
+        for pid_b, start_b, end_b in intervals:
+            if pid_a != pid_b and start_a < end_b and start_b < end_a:
+                return True
+    return False
+
+
+async def test_map_and_reduce_parallelism(master: Node, swarm: Swarm, tmp_path: Path) -> None:
+    times = tmp_path / "times"
+    times.mkdir()
+    job = load_with_env("timing.py", P2PMR_TIMES=str(times))
+    cid = await master.add_path(GUTENBERG)
+    for _ in range(2):
+        await trio.to_thread.run_sync(swarm.start)
+    with trio.fail_after(200):
+        await InitMaster(master, cid, job, 4).run()
+    maps, reduces = _intervals(times, "map"), _intervals(times, "reduce")
+    assert len({pid for pid, _, _ in maps}) >= 2 and _overlap(maps), "maps never ran in parallel"
+    assert len({pid for pid, _, _ in reduces}) >= 2 and _overlap(reduces), \
+        "reduces never ran in parallel"
+
+
+async def test_early_exit_run_returns_only_when_output_is_final(master: Node, swarm: Swarm,
+                                                              tmp_path: Path) -> None:
+    cid = await master.add_path(GUTENBERG)
+    for _ in range(2):
+        await trio.to_thread.run_sync(swarm.start)
+    job = InitMaster(master, cid, load_job_file(JOBS / "slow_reduce.py"), 3)
+    started = time.monotonic()
+    with trio.fail_after(120):
+        root = await job.run()
+    assert time.monotonic() - started >= 3  # it waited for the slow reduce
+    assert job.get_map_status().done and job.get_reduce_status().done
+    assert not any(r.in_progress for r in [job.get_map_status(), job.get_reduce_status()])
+    # Everything named by the output is already in the master's store.
+    assert await node_has_dag(master, root)
+    lines = {}
+    for entry in await unixfs.list_directory(master.blocks, root):
+        if entry.name.startswith("part-"):
+            for line in (await unixfs.read_range(master.blocks, entry.cid)).decode().splitlines():
+                key, value = line.split("\t")
+                lines[key] = int(value)
+    expected = {p.name: p.read_bytes().count(b"\n") + (not p.read_bytes().endswith(b"\n"))
+                for p in sorted(GUTENBERG.iterdir())}
+    assert lines == expected
+
+
+async def node_has_dag(node: Node, root: CID) -> bool:
+    assert node.local is not None
+    return not [c async for c in node.local.missing(root)]
+
+
+@pytest.mark.parametrize("mix", [
+    pytest.param({"good": 2, "exit-now": 1, "exit-random": 1, "hang-after-accept": 1},
+                 id="mostly-good"),
+    pytest.param({"good": 1, "exit-now": 2, "exit-random": 2, "hang-silent": 1,
+                  "hang-after-accept": 1}, id="mostly-bad"),
+])
+async def test_churn(master: Node, swarm: Swarm, tmp_path: Path, mix: dict[str, int]) -> None:
+    """Good, bad and evil peers, peers joining and leaving: the output is exact."""
+    cid = await master.add_path(GUTENBERG)
+    seed = 0
+    for mode, count in mix.items():
+        for _ in range(count):
+            seed += 1
+            await trio.to_thread.run_sync(
+                lambda m=mode, s=seed: swarm.start(None if m == "good" else m, seed=s))
+    wordcount = load_job_file(Path(__file__).parent.parent / "examples" / "wordcount.py")
+    job = InitMaster(master, cid, wordcount, 3, peer_timeout=2)
+
+    async def churn() -> None:
+        await trio.sleep(1.5)
+        await trio.to_thread.run_sync(swarm.start)  # a good peer joins mid-job
+        await trio.sleep(1.5)
+        good = [p for p in swarm.peers if p.proc.poll() is None]
+        good[0].kill()  # and one leaves
+
+    with trio.fail_after(240):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(churn)
+            root = await job.run()
+            nursery.cancel_scope.cancel()
+    assert await output_counts(master, root) == reference_counts(sorted(GUTENBERG.iterdir()))
+    status = job.get_peer_status()
+    assert any(s.excluded or not s.online for s in status.values())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _journal_records(repo: Path) -> list[dict[str, object]]:
+    records: list[dict[str, object]] = []
+    for journal in (repo / "jobs").glob("*/journal"):
+        for line in journal.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return records
+
+
+def _wait_for(repo: Path, phase: str, count: int, proc: subprocess.Popen[bytes],
+              timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = sum(1 for r in _journal_records(repo) if r.get("t") == "done"
+                   and r.get("phase") == phase)
+        if done >= count:
+            return done
+        assert proc.poll() is None, "the master exited early"
+        time.sleep(0.05)
+    raise TimeoutError(f"fewer than {count} {phase} tasks completed")
+
+
+def test_master_killed_mid_map_and_mid_reduce_resumes(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    port = _free_port()
+    repo = tmp_path / "master"
+    env = {**os.environ, "P2PMR_MARKERS": str(markers), "P2PMR_JOBCOUNT_SLEEP": "0.4",
+           "P2PMR_REDUCE_SLEEP": "0.7"}
+    master_id = subprocess.run([sys.executable, "-m", "p2pmr", "id", "--repo", str(repo)],
+                               capture_output=True, check=True).stdout.decode().strip()
+    addr = f"/ip4/127.0.0.1/tcp/{port}/p2p/{master_id}"
+    cmd = [sys.executable, "-m", "p2pmr", "run", str(JOBS / "jobcount.py"), "--input",
+           str(GUTENBERG), "--reducers", "3", "--listen", f"/ip4/127.0.0.1/tcp/{port}",
+           "--repo", str(repo), "--no-progress"]
+    peers = [PeerProcess(tmp_path / f"peer-{i}", ["--bootstrap", addr, "--trust", master_id,
+                                                  "--workers", "1"]) for i in range(2)]
+    try:
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        done_before_kill = _wait_for(repo, "map", 6, first)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        done_before_kill = sum(1 for r in _journal_records(repo) if r.get("t") == "done")
+        second = subprocess.Popen([*cmd, "--resume"], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        _wait_for(repo, "reduce", 1, second)
+        second.send_signal(signal.SIGKILL)
+        second.wait(10)
+        journaled = [r for r in _journal_records(repo) if r.get("t") == "done"]
+        maps_before_third = len(list(markers.iterdir()))
+        third = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, timeout=240)
+        assert third.returncode == 0, third.stderr.decode()
+    finally:
+        for peer in peers:
+            peer.kill()
+    output = third.stdout.decode().splitlines()[-1]
+    report = json.loads(next((repo / "jobs").glob("*/report.json")).read_text())
+    assert report["output"] == output
+    # The last run resumed every task the journal held, and ran only the rest.
+    assert report["resumed_tasks"] == len({(r["phase"], r["index"]) for r in journaled})
+    text = subprocess.run([sys.executable, "-m", "p2pmr", "cat", output, "--repo", str(repo)],
+                          capture_output=True, check=True).stdout.decode()
+    newline = b"\n"
+    expected = sorted(f"{p.name}\t{p.read_bytes().count(newline)}"
+                      for p in sorted(GUTENBERG.iterdir()))
+    assert sorted(text.splitlines()) == expected
+    assert report["resumed_tasks"] > 0 and report["timings"]["reduce"] > 0
+    # The map phase had finished before the second kill: the third run
+    # executed no map at all.
+    assert all(any(r["phase"] == "map" and r["index"] == i for r in journaled)
+               for i in range(report["counts"]["map_tasks"]))
+    assert len(list(markers.iterdir())) == maps_before_third
+    # Journaled map tasks were never run again: at most the ones in flight at
+    # each kill ran twice.
+    names = [p.name.rsplit("@", 1)[0] for p in markers.iterdir()]
+    executions = Counter(names)
+    redone = sum(n - 1 for n in executions.values())
+    map_tasks = report["counts"]["map_tasks"]
+    assert len(executions) == map_tasks
+    assert redone <= map_tasks - done_before_kill
+    print(f"master kill: {done_before_kill} tasks done before the first kill, {redone} redone")

@@ -1,0 +1,124 @@
+"""The task state machine and the assignment policy, without any network."""
+
+from __future__ import annotations
+
+from p2pmr.scheduler import FailureKind, Policy, Scheduler, State, Task
+
+
+def make(n: int = 4, **policy: object) -> Scheduler:
+    sched = Scheduler(Policy(**policy))  # type: ignore[arg-type]
+    sched.add_tasks("map", [Task("map", i) for i in range(n)])
+    return sched
+
+
+def test_states_idle_in_progress_completed() -> None:
+    sched = make(1)
+    sched.add_peer("p")
+    task = sched.next_idle("map")
+    assert task is not None and task.state is State.IDLE
+    attempt = sched.start(task, "p", now=0.0)
+    assert task.state is State.IN_PROGRESS and sched.status("map").in_progress == 1
+    assert sched.succeed(task, attempt, "out", now=1.0)
+    assert task.state is State.COMPLETED and task.output == "out" and task.duration == 1.0
+    assert sched.status("map").complete == 1 and sched.phase_done("map")
+
+
+def test_new_peer_earns_larger_windows_and_loses_them() -> None:
+    sched = make(20, max_batch=8)
+    record = sched.add_peer("p")
+    assert record.window == 1
+    for expected in (2, 4, 8, 8):
+        task = sched.next_idle("map")
+        assert task is not None
+        sched.succeed(task, sched.start(task, "p", 0.0), None, 1.0)
+        assert record.window == expected
+    sched.peer_failed("p", now=10.0)
+    assert record.window == 4 and record.not_before > 10.0
+    assert list(sched.available_peers(now=10.0)) == []  # cooling off
+    assert [r.peer for r in sched.available_peers(now=20.0)] == ["p"]
+
+
+def test_repeated_failures_exclude_a_peer() -> None:
+    sched = make(4, exclude_after=3)
+    record = sched.add_peer("bad")
+    for _ in range(3):
+        task = sched.next_idle("map")
+        assert task is not None
+        sched.fail(task, sched.start(task, "bad", 0.0), FailureKind.INFRA, "timeout")
+    assert record.excluded and list(sched.available_peers(now=100.0)) == []
+    assert all(t.state is State.IDLE for t in sched.phase_tasks("map"))  # nothing lost
+
+
+def test_user_errors_fail_the_task_after_the_limit() -> None:
+    sched = make(1, max_user_errors=3)
+    sched.add_peer("p")
+    task = sched.phase_tasks("map")[0]
+    for i in range(3):
+        assert task.state is State.IDLE
+        sched.fail(task, sched.start(task, "p", 0.0), FailureKind.USER, f"boom {i}", "tb")
+    assert task.state is State.FAILED and sched.failed_task("map") is task
+    assert task.last_error == "boom 2" and task.last_traceback == "tb"
+    assert sched.peers["p"].failures == 0  # user code errors are not the peer's fault
+
+
+def test_unreachable_and_busy_do_not_count_against_the_task() -> None:
+    sched = make(1, max_task_failures=2)
+    sched.add_peer("p")
+    task = sched.phase_tasks("map")[0]
+    for _ in range(5):
+        sched.fail(task, sched.start(task, "p", 0.0), FailureKind.UNREACHABLE, "gone")
+        sched.fail(task, sched.start(task, "p", 0.0), FailureKind.BUSY, "busy")
+    assert task.state is State.IDLE and task.failures == 0
+
+
+def test_first_result_wins_and_duplicates_are_ignored() -> None:
+    sched = make(1)
+    sched.add_peer("a")
+    sched.add_peer("b")
+    task = sched.phase_tasks("map")[0]
+    first = sched.start(task, "a", 0.0)
+    second = sched.start(task, "b", 1.0, backup=True)
+    assert sched.succeed(task, second, "from b", 2.0)
+    assert not sched.succeed(task, first, "from a", 3.0)
+    assert task.output == "from b" and task.completed_by == "b"
+    assert sched.peers["a"].in_flight == 0 and sched.peers["b"].in_flight == 0
+
+
+def test_backups_only_at_the_end_and_only_for_stragglers() -> None:
+    sched = make(3, backup_factor=2.5, backup_min_age=3.0)
+    for peer in ("a", "b", "c"):
+        sched.add_peer(peer)
+    t0, t1, t2 = sched.phase_tasks("map")
+    a0 = sched.start(t0, "a", 0.0)
+    a0.running_since = 0.0
+    sched.succeed(t0, a0, None, 1.0)  # typical duration: 1 s
+    a1 = sched.start(t1, "b", 1.0)
+    a1.running_since = 1.0
+    assert sched.backup_candidate("map", "c", now=10.0) is None  # t2 still waits to start
+    a2 = sched.start(t2, "c", 1.0)
+    a2.running_since = 1.0
+    assert sched.backup_candidate("map", "a", now=2.0) is None   # not slow yet
+    assert sched.backup_candidate("map", "a", now=4.5) is t1     # 3.5 s > max(3, 2.5)
+    assert sched.backup_candidate("map", "b", now=4.5) is t2     # never its own task
+    sched.start(t1, "a", 4.5, backup=True)
+    assert sched.backup_candidate("map", "c", now=9.0) is None   # two attempts is the cap
+
+
+def test_queued_tasks_are_not_mistaken_for_stragglers() -> None:
+    """A task queued behind others of its assignment is allowed their time."""
+    sched = make(9, backup_factor=2.5, backup_min_age=3.0)
+    sched.add_peer("a")
+    sched.add_peer("b")
+    done = sched.phase_tasks("map")[0]
+    attempt = sched.start(done, "a", 0.0)
+    sched.succeed(done, attempt, None, 1.0)  # typical: 1 s
+    batch = [sched.start(t, "a", 1.0, position=i) for i, t in
+             enumerate(sched.phase_tasks("map")[1:])]
+    # 4.5 s after the assignment, the task at position p has age 4.5 - p:
+    # only positions 0 and 1 are past the 3 s threshold, and the oldest wins.
+    assert [round(a.age(5.5, typical=1.0), 1) for a in batch] == \
+        [4.5, 3.5, 2.5, 1.5, 0.5, -0.5, -1.5, -2.5]
+    assert sched.backup_candidate("map", "b", now=5.5) is sched.phase_tasks("map")[1]
+    # Once the peer reports a task running, its own run time counts.
+    batch[7].running_since = 5.0
+    assert batch[7].age(9.0, typical=1.0) == 4.0
