@@ -228,7 +228,8 @@ def _prepare(code_cid: bytes, code: bytes, encoding: str, allow_pickle: bool
     try:
         codec = get_codec(encoding, allow_pickle=allow_pickle)
     except EncodingError as exc:
-        return Failure(BAD_REQUEST, str(exc))
+        # A property of the job (its encoding), not of the request or peer.
+        return Failure(BAD_JOB, str(exc))
     try:
         return _load_job(code_cid, code), codec
     except BaseException as exc:  # unpickling runs arbitrary code
@@ -304,17 +305,18 @@ def run_map(req: MapRequest) -> MapOutcome:
                 map_fn = job.map
                 pairs = chain.from_iterable(map_fn(k, v) for k, v in records)
             partitions, out.records_out, _ = group_pairs(pairs, codec, req.reducers, job.combine)
+            # Encoding the values is part of the user's output: a value the
+            # encoding cannot carry is the job's error, named as such.
+            encoded = [codec.encode_partition(groups) if groups else b""
+                       for groups in partitions]
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         out.failure = _user_failure(exc, "map")
         return out
     made: list[tuple[bytes, bytes]] = []
-    for groups in partitions:
-        if groups:
-            out.partitions.append(_import(codec.encode_partition(groups), req.cid_version, made))
-        else:
-            out.partitions.append(b"")
+    for groups, data in zip(partitions, encoded, strict=True):
+        out.partitions.append(_import(data, req.cid_version, made) if data else b"")
         out.partition_records.append(sum(len(v) for _, v in groups))
     out.output.finish(store, made, req.inline_output)
     return out

@@ -207,9 +207,23 @@ class _PeerSender:
         self.blocks.clear()
         return False
 
+    def _live(self, stream: INetStream) -> bool:
+        """The stream runs on the peer's newest connection.
+
+        A peer that reconnects (a restarted master, say) gets a new
+        connection while the old one may linger, never reporting its end,
+        and upstream forgets per-peer state only when the *last* connection
+        closes; a stream on the old one swallows writes without an error.
+        """
+        conns = self.engine.host.get_network().connections.get(self.peer) or []
+        return bool(conns) and getattr(conns[-1], "muxed_conn", None) is \
+            getattr(stream, "muxed_conn", None)
+
     async def _open(self) -> INetStream | None:
         if self.stream is not None:
-            return self.stream
+            if self._live(self.stream):
+                return self.stream
+            await self._close_stream()
         try:
             with trio.fail_after(_STREAM_OPEN_TIMEOUT):
                 stream = await self.engine.host.new_stream(
@@ -219,6 +233,7 @@ class _PeerSender:
             return None
         self.stream = stream
         self.protocol = str(stream.get_protocol())
+        log.debug("opened a bitswap stream to %s (%s)", self.peer, self.protocol)
         # Peers running py-libp2p's stock client answer on this stream.
         self.engine.spawn(self.engine._read_replies, stream, self.peer)
         return stream
@@ -286,6 +301,18 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
     def spawn(self, fn: Any, *args: Any) -> None:
         if self._own_nursery is not None:
             self._own_nursery.start_soon(fn, *args)
+
+    async def disconnected(self, network: Any, conn: Any) -> None:
+        # Drop our stream if it ran on this connection, even when the peer
+        # has another connection by now (upstream then keeps its state).
+        muxed = getattr(conn, "muxed_conn", None)
+        peer = getattr(muxed, "peer_id", None)
+        sender = self._senders.get(peer) if peer is not None else None
+        if sender is not None and sender.stream is not None and \
+                getattr(sender.stream, "muxed_conn", None) is muxed:
+            sender.stream = None
+            sender.wake.set()
+        await super().disconnected(network, conn)
 
     def cleanup_peer(self, peer_id: PeerID) -> None:
         super().cleanup_peer(peer_id)
@@ -402,6 +429,8 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
                     self._ask(want, stale[0], _WANT_BLOCK, now)
 
     def _ask(self, want: _Want, peer: PeerID, want_type: int, now: float) -> None:
+        log.debug("asking %s for %s (%s)", peer, want.cid,
+                  "block" if want_type == _WANT_BLOCK else "have")
         if want_type == _WANT_BLOCK:
             want.asked_block[peer] = now
         else:

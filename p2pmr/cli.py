@@ -292,6 +292,8 @@ def block_get(ctx: click.Context, cid: str, repo: str | None, ipfs_api: str | No
               metavar="SECONDS", help="CPU time limit per task (0: none).")
 @click.option("--max-task-time", type=float, default=3600.0, show_default=True,
               metavar="SECONDS", help="Wall-clock limit per task.")
+@click.option("--fetch-timeout", type=float, default=60.0, show_default=True,
+              metavar="SECONDS", help="How long to wait for a task's input from the swarm.")
 @click.option("--psk", envvar="P2PMR_PSK", default=None, metavar="HEX",
               help="Pre-shared key: only peers holding it can connect (64 hex digits).")
 @click.option("--exit-with-parent", is_flag=True, hidden=True,
@@ -300,8 +302,9 @@ def block_get(ctx: click.Context, cid: str, repo: str | None, ipfs_api: str | No
 @click.pass_context
 def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...],
          workers: int | None, trust: tuple[str, ...], trust_any: bool, allow_pickle: bool,
-         max_task_memory: int, max_task_cpu: float, max_task_time: float, psk: str | None,
-         exit_with_parent: bool, repo: str | None, ipfs_api: str | None) -> None:
+         max_task_memory: int, max_task_cpu: float, max_task_time: float,
+         fetch_timeout: float, psk: str | None, exit_with_parent: bool, repo: str | None,
+         ipfs_api: str | None) -> None:
     """Run a peer that executes tasks for trusted masters, until SIGINT or SIGTERM."""
     from ._worker import WorkerLimits
     from .peer import PeerConfig, register_protocol
@@ -311,7 +314,7 @@ def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...]
         workers=workers or (os.cpu_count() or 1), allow_pickle=allow_pickle,
         limits=WorkerLimits(memory_bytes=max_task_memory * 1024 * 1024 or None,
                             cpu_seconds=max_task_cpu or None),
-        task_wall_seconds=max_task_time)
+        task_wall_seconds=max_task_time, fetch_timeout=fetch_timeout)
     if trust_any:
         click.echo("WARNING: --trust-any: any peer that can reach this one can run arbitrary "
                    "code on this machine. Use it only in a closed test swarm.", err=True)
@@ -364,6 +367,8 @@ def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...]
               help="Seconds to wait when no worker is available.")
 @click.option("--encoding", type=click.Choice(["msgpack", "pickle"]), default="msgpack",
               show_default=True, help="Data encoding between peers.")
+@click.option("--verify", type=click.IntRange(1, 9), default=1, show_default=True,
+              help="Run every task on this many peers and accept only identical outputs.")
 @click.option("--cid-version", type=click.Choice(["0", "1"]), default="0", show_default=True)
 @click.option("--psk", envvar="P2PMR_PSK", default=None, metavar="HEX",
               help="Pre-shared key of a private swarm.")
@@ -373,7 +378,7 @@ def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...]
 def run(ctx: click.Context, jobfile: Path | None, input_: str | None, reducers: int | None,
         local_peers: int, local_workers: int | None, bootstrap: tuple[str, ...],
         listen: tuple[str, ...], output: Path | None, resume: bool, peer_timeout: float,
-        wait_for_workers: float, encoding: str, cid_version: str, psk: str | None,
+        wait_for_workers: float, encoding: str, verify: int, cid_version: str, psk: str | None,
         progress: bool, repo: str | None, ipfs_api: str | None) -> None:
     """Run a MapReduce job and print the output CID on the last line."""
     from .runner import RunSettings, run_job
@@ -388,7 +393,8 @@ def run(ctx: click.Context, jobfile: Path | None, input_: str | None, reducers: 
         reducers=reducers, local_peers=local_peers, local_workers=local_workers,
         bootstrap=settings.bootstrap, listen=listen or DEFAULT_LISTEN, output=output,
         resume=resume, peer_timeout=peer_timeout, wait_for_workers=wait_for_workers,
-        encoding=encoding, cid_version=int(cid_version), psk=psk, progress=progress)
+        encoding=encoding, verify=verify, cid_version=int(cid_version), psk=psk,
+        progress=progress)
     root = run_async(run_job, run_settings)
     click.echo(str(root))
 

@@ -16,6 +16,7 @@ stays retrievable from the master's repo after every peer has gone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -81,6 +82,7 @@ class MasterOptions:
     encoding: str = "msgpack"
     cid_version: int = 0
     boundary_group: int = 128         # splits per boundary task
+    verify: int = 1                   # run each task on this many peers; outputs must agree
     journal: bool = True
     resume: bool = False
     policy: Policy = field(default_factory=Policy)
@@ -178,7 +180,12 @@ class Master:
         self.name = name or (job.name if job is not None else "job")
         self.reducers = n_reducers
         self.options = options or MasterOptions()
-        self.scheduler = Scheduler(self.options.policy)
+        policy = self.options.policy
+        if self.options.verify > 1:
+            policy = dataclasses.replace(
+                policy, verify=self.options.verify,
+                max_attempts_running=max(policy.max_attempts_running, self.options.verify + 1))
+        self.scheduler = Scheduler(policy)
         self.job_cid: CID | None = None
         self.code_cid: CID | None = None
         self.output: CID | None = None
@@ -439,6 +446,7 @@ class Master:
     async def _run_phase(self, phase: str) -> None:
         sched = self.scheduler
         no_worker_since: float | None = None
+        stalled_since: float | None = None
         while True:
             failed = sched.failed_task(phase)
             if failed is not None:
@@ -447,7 +455,20 @@ class Master:
                 return
             now = trio.current_time()
             self._enforce_task_timeouts(phase, now)
-            self._dispatch(phase, now)
+            assigned = self._dispatch(phase, now)
+            running = any(t.running for t in sched.phase_tasks(phase))
+            cooling = any(r.not_before > now for r in sched.usable_peers())
+            if assigned or running or cooling or not sched.usable_peers():
+                stalled_since = None
+            elif stalled_since is None:
+                stalled_since = now
+            elif now - stalled_since > self.options.wait_for_workers:
+                stuck = sched.next_idle(phase)
+                which = f"{phase} task {stuck.index}" if stuck else f"the {phase} phase"
+                raise JobFailed(
+                    f"no usable peer can take {which} for {self.options.wait_for_workers:g}s "
+                    f"({len(sched.usable_peers())} usable; verify={self.options.verify} needs "
+                    f"that many distinct peers)")
             if sched.usable_peers():
                 no_worker_since = None
             elif no_worker_since is None:
@@ -460,7 +481,7 @@ class Master:
             with trio.move_on_after(0.25):
                 await self._wake.wait()
 
-    def _dispatch(self, phase: str, now: float) -> None:
+    def _dispatch(self, phase: str, now: float) -> int:
         """Give every peer with room an assignment: as many idle tasks as its
         window allows, but no more than its fair share of what is idle, so
         the last tasks of a phase are spread out rather than queued on one
@@ -469,10 +490,11 @@ class Master:
         peers = list(sched.available_peers(now))
         idle = sum(1 for t in sched.phase_tasks(phase) if t.state is State.IDLE and t.ready)
         share = max(1, math.ceil(idle / max(1, len(peers))))
+        assigned = 0
         for record in peers:
             batch: list[tuple[Task, Attempt]] = []
             while record.in_flight < record.window and len(batch) < share:
-                task = sched.next_idle(phase)
+                task = sched.next_idle(phase, record.peer)
                 if task is None:
                     break
                 batch.append((task, sched.start(task, record.peer, now,
@@ -485,6 +507,8 @@ class Master:
                 batch.append((task, sched.start(task, record.peer, now, backup=True)))
             assert self._nursery is not None
             self._nursery.start_soon(self._run_assignment, phase, record.peer, batch)
+            assigned += len(batch)
+        return assigned
 
     def _failure_message(self, task: Task) -> str:
         what = f"{task.phase} task {task.index}"
@@ -528,7 +552,10 @@ class Master:
             return
         if attempt.number not in task.running:
             return  # aborted while we verified it
-        won = self.scheduler.succeed(task, attempt, output, trio.current_time())
+        won, liars = self.scheduler.succeed(task, attempt, output, trio.current_time(),
+                                            signature=_signature(output))
+        for liar in liars:
+            self._exclude_liar(liar, task)
         if won:
             for other in list(task.running.values()):
                 other.abort("superseded", "another attempt finished first")
@@ -588,6 +615,20 @@ class Master:
             attempt.abort("lost", reason)
         self._last_seen[peer] = trio.current_time()
         self._signal()
+
+    def _exclude_liar(self, peer: Any, task: Task) -> None:
+        """A peer whose result disagreed with the verified majority."""
+        record = self.scheduler.peers[peer]
+        if record.excluded:
+            return
+        record.excluded = True
+        log.warning("excluding peer %s: its result for %s task %d disagreed with %d other "
+                    "peer(s)", peer, task.phase, task.index, self.options.verify)
+        for phase in self.scheduler.tasks:
+            for other in self.scheduler.phase_tasks(phase):
+                for attempt in list(other.running.values()):
+                    if attempt.peer == peer:
+                        attempt.abort("lost", "its peer was excluded for a wrong result")
 
     def _blame(self, peer: Any) -> None:
         """Count one failure against a peer, once per failure event.
@@ -976,6 +1017,16 @@ class _Deadline:
         data: bytes = await self._blocks.get(cid, timeout=timeout or self._timeout,
                                              providers=self._providers)
         return data
+
+
+def _signature(output: MapOutput | ReduceOutput) -> Any:
+    """What two correct runs of a task must agree on, byte for byte."""
+    if isinstance(output, ReduceOutput):
+        return ("reduce", output.cid)
+    edges = output.edges
+    return ("map", tuple(output.partitions), tuple(output.partition_records),
+            (edges.head, edges.tail, edges.no_newline) if edges else None,
+            output.head, output.tail, output.records_in, output.records_out)
 
 
 def _output_to_json(output: MapOutput | ReduceOutput) -> dict[str, Any]:

@@ -230,6 +230,12 @@ async def open_node(repo: str | os.PathLike[str] | None = None, *,
     kept connected.
     """
     repo_path = Path(repo) if repo is not None else default_repo()
+    if psk is not None:
+        psk = psk.strip().lower()
+        if len(psk) != 64 or any(c not in "0123456789abcdef" for c in psk):
+            raise P2PMRError("a pre-shared key is 32 bytes written as 64 hex digits "
+                             "(make one with: python -c 'import secrets; "
+                             "print(secrets.token_hex(32))')")
     repo_path.mkdir(parents=True, exist_ok=True)
     with _repo_lock(repo_path):
         key_pair = load_or_create_identity(repo_path)
@@ -263,6 +269,13 @@ async def open_node(repo: str | os.PathLike[str] | None = None, *,
                 yield node
             finally:
                 nursery.cancel_scope.cancel()
+                # Close connections explicitly so peers see the end now;
+                # py-libp2p otherwise leaves the sockets to the garbage
+                # collector when a node stops inside a running process.
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    for peer in node.connected_peers():
+                        with contextlib.suppress(Exception):
+                            await host.disconnect(peer)
 
 
 def require_local(node: Node) -> FlatFSStore:

@@ -3,11 +3,11 @@
 :func:`register_protocol` installs the ``/ipfs/mapreduce/1.0.0`` handler on
 a node. For each task stream the peer, in this order:
 
-1. reads one frame, within a deadline and a size limit;
-2. checks the sender's peer ID, which Noise authenticated, against the
-   trusted masters, and refuses (NOT_AUTHORISED) before fetching, decoding
-   or running anything for anyone else;
-3. checks its per-master concurrency limit (BUSY);
+1. checks the sender's peer ID, which Noise authenticated, against the
+   trusted masters, and refuses (NOT_AUTHORISED) before reading, fetching,
+   decoding or running anything for anyone else;
+2. checks its limits on open streams and concurrent tasks (BUSY);
+3. reads one frame, within a deadline and a size limit;
 4. fetches the job code (size-limited) and the input by CID;
 5. runs the user code in a worker process while the event loop keeps
    sending heartbeats and watching for Cancel;
@@ -21,6 +21,7 @@ import functools
 import logging
 import os
 import signal
+import traceback
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -126,7 +127,9 @@ class PeerConfig:
     max_frame_size: int = 1024 * 1024
     max_code_size: int = 16 * 1024 * 1024
     max_input_size: int = 512 * 1024 * 1024    # per task, all inputs together
-    max_tasks_per_master: int = 64               # concurrent task streams per master
+    max_tasks_per_master: int = 64               # concurrent tasks per master
+    max_streams_per_peer: int = 16               # concurrent protocol streams per remote peer
+    max_streams: int = 256                       # concurrent protocol streams in all
     task_wall_seconds: float = 3600.0
     first_frame_timeout: float = 10.0
     fetch_timeout: float = 60.0
@@ -186,6 +189,7 @@ class PeerService:
         self.stats = PeerStats()
         self._limiter = trio.CapacityLimiter(max(1, config.workers))
         self._active: dict[PeerID, int] = {}
+        self._streams: dict[PeerID, int] = {}
         self._code: OrderedDict[CID, bytes] = OrderedDict()
         self._ctx: Any = None
         self._ready = trio.Event()
@@ -210,8 +214,22 @@ class PeerService:
 
     async def handle(self, stream: INetStream) -> None:
         remote: PeerID = stream.muxed_conn.peer_id
+        writer = FrameWriter(stream, timeout=10)
+        # Who is asking decides everything else: nothing an untrusted peer
+        # sends is even decoded.
+        if not self.trust.allows(remote):
+            log.warning("refused a stream from untrusted peer %s", remote)
+            await self._refuse(writer, pb.NOT_AUTHORISED,
+                               f"peer {remote} is not a trusted master of this peer")
+            await close_quietly(stream)
+            return
+        if self._streams.get(remote, 0) >= self.config.max_streams_per_peer or \
+                sum(self._streams.values()) >= self.config.max_streams:
+            await self._refuse(writer, pb.BUSY, "too many open streams")
+            await close_quietly(stream, reset=True)
+            return
+        self._streams[remote] = self._streams.get(remote, 0) + 1
         reader = FrameReader(stream, max_size=self.config.max_frame_size)
-        writer = FrameWriter(stream)
         try:
             await self._serve(remote, reader, writer)
         except ProtocolError as exc:
@@ -222,6 +240,10 @@ class PeerService:
             await close_quietly(stream, reset=True)
         else:
             await close_quietly(stream)
+        finally:
+            self._streams[remote] -= 1
+            if not self._streams[remote]:
+                del self._streams[remote]
 
     async def _refuse(self, writer: FrameWriter, code: int, message: str,
                       task_id: pb.TaskId | None = None) -> None:
@@ -248,11 +270,6 @@ class PeerService:
         if kind != "assignment":
             what = kind or "a message type this peer does not know"
             await self._refuse(writer, pb.BAD_REQUEST, f"expected an assignment, got {what}")
-            return
-        if not self.trust.allows(remote):
-            log.warning("refused an assignment from untrusted peer %s", remote)
-            await self._refuse(writer, pb.NOT_AUTHORISED,
-                               f"peer {remote} is not a trusted master of this peer")
             return
         try:
             tasks = self._validate(assignment)
@@ -371,6 +388,11 @@ class PeerService:
                 except _TaskFailed as exc:
                     self.stats.failed += 1
                     result = error_frame(exc.code, exc.message, exc.traceback, task.id)
+                except Exception as exc:  # a bug of ours: fail this task, not the stream
+                    log.exception("internal error running %s task %d", kind, task.id.index)
+                    self.stats.failed += 1
+                    result = error_frame(pb.INTERNAL, f"internal error on the peer: {exc!r}",
+                                         traceback.format_exc(), task.id)
             if wall.cancelled_caught:
                 result = error_frame(pb.LIMIT_EXCEEDED,
                                      f"task exceeded the peer's {self.config.task_wall_seconds:g}s "

@@ -49,6 +49,7 @@ class RunSettings:
     peer_timeout: float = 5.0
     wait_for_workers: float = 120.0
     encoding: str = "msgpack"
+    verify: int = 1
     cid_version: int = 0
     psk: str | None = None
     progress: bool = True
@@ -180,7 +181,7 @@ async def run_job(settings: RunSettings) -> CID:
         options = MasterOptions(peer_timeout=settings.peer_timeout,
                                 wait_for_workers=settings.wait_for_workers,
                                 encoding=settings.encoding, cid_version=settings.cid_version,
-                                resume=settings.resume)
+                                verify=settings.verify, resume=settings.resume)
         master = Master(node, input_cid, None, reducers, options, code=code, name=name)
         root = await _run_with_progress(master, settings.progress)
         elapsed = time.monotonic() - started

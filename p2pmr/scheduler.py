@@ -59,10 +59,13 @@ class Policy:
     backup_factor: float = 2.5    # back up tasks running this many medians…
     backup_min_age: float = 3.0   # …and at least this many seconds
     max_attempts_running: int = 2  # per task, including the original
+    verify: int = 1               # identical results from this many distinct peers
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_batch <= self.max_batch:
             raise ValueError("need 1 <= min_batch <= max_batch")
+        if self.verify < 1:
+            raise ValueError("verify must be at least 1")
 
 
 @dataclass
@@ -111,6 +114,13 @@ class Task:
     output: Any = None
     completed_by: Any = None
     duration: float | None = None
+    # With verification: each distinct result (by signature) and who gave it.
+    votes: dict[Any, set[Any]] = field(default_factory=dict)
+    vote_outputs: dict[Any, Any] = field(default_factory=dict)
+
+    def tried_by(self, peer: Any) -> bool:
+        return any(peer in voters for voters in self.votes.values()) or \
+            any(a.peer == peer for a in self.running.values())
 
 
 @dataclass(frozen=True)
@@ -206,11 +216,24 @@ class Scheduler:
     def failed_task(self, phase: str) -> Task | None:
         return next((t for t in self.phase_tasks(phase) if t.state is State.FAILED), None)
 
-    def next_idle(self, phase: str) -> Task | None:
+    def next_idle(self, phase: str, peer: Any = None) -> Task | None:
+        """The next task that wants an attempt (on ``peer``, when given).
+
+        Under verification a task wants attempts on distinct peers until
+        enough of them agree, so a peer never gets a task it already ran.
+        """
         for task in self.phase_tasks(phase):
             if task.state is State.IDLE and task.ready:
+                if peer is None or not task.tried_by(peer):
+                    return task
+            elif (task.state is State.IN_PROGRESS and self.policy.verify > 1
+                  and self._wants_more(task) and (peer is None or not task.tried_by(peer))):
                 return task
         return None
+
+    def _wants_more(self, task: Task) -> bool:
+        agreeing = max((len(v) for v in task.votes.values()), default=0)
+        return agreeing + len(task.running) < self.policy.verify
 
     def start(self, task: Task, peer: Any, now: float, *, backup: bool = False,
               position: int = 0) -> Attempt:
@@ -226,8 +249,15 @@ class Scheduler:
         task.running.pop(attempt.number, None)
         self.peers[attempt.peer].in_flight -= 1
 
-    def succeed(self, task: Task, attempt: Attempt, output: Any, now: float) -> bool:
-        """Record a result. True if it completed the task (the first to arrive)."""
+    def succeed(self, task: Task, attempt: Attempt, output: Any, now: float,
+                signature: Any = None) -> tuple[bool, set[Any]]:
+        """Record a result; return (it completed the task, peers proven wrong).
+
+        Without verification the first result completes the task. With
+        ``verify = k``, results are compared by ``signature`` (their output
+        CIDs) and the task completes once k distinct peers agree; peers whose
+        results differ from that majority are returned, to be excluded.
+        """
         self._finish_attempt(task, attempt)
         record = self.peers[attempt.peer]
         record.successes += 1
@@ -235,13 +265,26 @@ class Scheduler:
         # Slow start: one task at first, then double with each success.
         record.window = min(self.policy.max_batch, record.window * 2)
         if task.state is State.COMPLETED:
-            return False
+            return False, set()
+        if self.policy.verify > 1:
+            task.votes.setdefault(signature, set()).add(attempt.peer)
+            task.vote_outputs.setdefault(signature, output)
+            if len(task.votes[signature]) < self.policy.verify:
+                if not task.running:
+                    task.state = State.IDLE
+                return False, set()
         task.state = State.COMPLETED
         task.output = output
         task.completed_by = attempt.peer
-        task.duration = now - attempt.started
+        # Run time, not time queued on the peer: backups compare against it.
+        began = attempt.running_since if attempt.running_since is not None else attempt.started
+        task.duration = now - began
         record.completed[task.phase] = record.completed.get(task.phase, 0) + 1
-        return True
+        liars: set[Any] = set()
+        for other, voters in task.votes.items():
+            if other != signature:
+                liars |= voters
+        return True, liars
 
     def fail(self, task: Task, attempt: Attempt, kind: FailureKind, message: str,
              traceback: str = "", *, blame_peer: bool = True) -> None:

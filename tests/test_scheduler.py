@@ -18,7 +18,7 @@ def test_states_idle_in_progress_completed() -> None:
     assert task is not None and task.state is State.IDLE
     attempt = sched.start(task, "p", now=0.0)
     assert task.state is State.IN_PROGRESS and sched.status("map").in_progress == 1
-    assert sched.succeed(task, attempt, "out", now=1.0)
+    assert sched.succeed(task, attempt, "out", now=1.0) == (True, set())
     assert task.state is State.COMPLETED and task.output == "out" and task.duration == 1.0
     assert sched.status("map").complete == 1 and sched.phase_done("map")
 
@@ -78,8 +78,8 @@ def test_first_result_wins_and_duplicates_are_ignored() -> None:
     task = sched.phase_tasks("map")[0]
     first = sched.start(task, "a", 0.0)
     second = sched.start(task, "b", 1.0, backup=True)
-    assert sched.succeed(task, second, "from b", 2.0)
-    assert not sched.succeed(task, first, "from a", 3.0)
+    assert sched.succeed(task, second, "from b", 2.0)[0]
+    assert not sched.succeed(task, first, "from a", 3.0)[0]
     assert task.output == "from b" and task.completed_by == "b"
     assert sched.peers["a"].in_flight == 0 and sched.peers["b"].in_flight == 0
 
@@ -122,3 +122,22 @@ def test_queued_tasks_are_not_mistaken_for_stragglers() -> None:
     # Once the peer reports a task running, its own run time counts.
     batch[7].running_since = 5.0
     assert batch[7].age(9.0, typical=1.0) == 4.0
+
+
+def test_verify_needs_agreement_of_distinct_peers_and_names_liars() -> None:
+    sched = make(1, verify=2, max_attempts_running=3)
+    for peer in ("honest1", "liar", "honest2"):
+        sched.add_peer(peer)
+    task = sched.phase_tasks("map")[0]
+    first = sched.start(task, "honest1", 0.0)
+    assert sched.next_idle("map", "honest1") is None      # never twice on one peer
+    assert sched.next_idle("map", "liar") is task         # wants a second opinion
+    second = sched.start(task, "liar", 0.0)
+    assert sched.next_idle("map", "honest2") is None      # two attempts cover verify=2
+    assert sched.succeed(task, first, "right", 1.0, signature="A") == (False, set())
+    assert sched.succeed(task, second, "wrong", 1.0, signature="B") == (False, set())
+    assert task.state is State.IDLE                       # disagreement: ask a third peer
+    assert sched.next_idle("map", "liar") is None and sched.next_idle("map", "honest2") is task
+    third = sched.start(task, "honest2", 2.0)
+    done, liars = sched.succeed(task, third, "right", 3.0, signature="A")
+    assert done and liars == {"liar"} and task.output == "right"
