@@ -90,7 +90,8 @@ class BitswapStats:
 class _Want:
     cid: CID
     refs: int = 0
-    data: bytes | None = None
+    data: bytes | None = None   # verified bytes, as soon as they arrive
+    stored: bool = False        # and once they are on disk
     changed: trio.Event = field(default_factory=trio.Event)
     have: list[PeerID] = field(default_factory=list)
     dont_have: dict[PeerID, float] = field(default_factory=dict)
@@ -280,6 +281,7 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
         self._ledgers: dict[PeerID, dict[bytes, _LedgerEntry]] = {}
         self._suppliers: OrderedDict[PeerID, None] = OrderedDict()
         self._own_nursery: trio.Nursery | None = None
+        self._store_limiter = trio.CapacityLimiter(8)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -365,11 +367,12 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
         want.refs += 1
         try:
             with trio.move_on_after(timeout):
-                while want.data is None:
-                    self._advance(want, providers)
+                while not want.stored:
+                    if want.data is None:
+                        self._advance(want, providers)
                     with trio.move_on_after(_REEXAMINE):
                         await want.changed.wait()
-            if want.data is None:
+            if want.data is None or not want.stored:
                 raise BlockNotFound(cid, self._why(want, timeout))
             return want.data
         finally:
@@ -527,20 +530,34 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
         if len(data) > MAX_BLOCK_SIZE:
             log.warning("peer %s sent an oversized block", peer)
             return
-        await self.store.put(want.cid, data)
+        # Store it in the background: writing to disk here would stop this
+        # stream's reader, and with it every block behind this one.
         want.data = data
+        self.spawn(self._store_received, want)
         self.stats.blocks_received += 1
         self.stats.bytes_received += len(data)
         self._suppliers.pop(peer, None)
         self._suppliers[peer] = None
         while len(self._suppliers) > 8:
             self._suppliers.popitem(last=False)
-        want.signal()
         # Others asked may still send it; tell them not to.
         for other in set(want.asked_block) | set(want.asked_have):
             if other != peer and other in self._senders:
                 self._senders[other].cancel(want.cid)
-        self.announce(want.cid)
+
+    async def _store_received(self, want: _Want) -> None:
+        data = want.data
+        assert data is not None
+        try:
+            async with self._store_limiter:
+                await self.store.put(want.cid, data)
+        except Exception as exc:  # a full or failing disk: the want stays open
+            log.error("cannot store block %s: %s", want.cid, exc)
+            want.data = None
+        else:
+            want.stored = True
+            self.announce(want.cid)
+        want.signal()
 
     async def _process_block_presences(self, presences: Sequence[Any], peer_id: PeerID) -> None:
         now = trio.current_time()

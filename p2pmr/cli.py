@@ -206,9 +206,11 @@ def cat(ctx: click.Context, cid: str, offset: int, length: int | None, repo: str
                          if not any(part.startswith(("_", ".")) for part in p.split("/"))]
             else:
                 files = [("", root)]
+            async def write(piece: bytes) -> None:
+                out.write(piece)
+
             for _, file_cid in files:
-                async for piece in unixfs.cat(store, file_cid, offset, length):
-                    out.write(piece)
+                await unixfs.cat(store, file_cid, write, offset, length)
             out.flush()
 
     run_async(go)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import trio
 import trio_parallel
 
@@ -94,7 +95,7 @@ async def _progress(master: Master, enabled: bool) -> None:
             else:
                 line = f"map {m.complete}/{m.total}  reduce {r.complete}/{r.total}"
                 if line != last_line:
-                    print(f"progress: {line}", file=sys.stderr, flush=True)
+                    click.echo(f"progress: {line}", err=True)
                     last_line = line
                 await trio.sleep(1.0)
     finally:
@@ -193,11 +194,11 @@ async def run_job(settings: RunSettings) -> CID:
         report_dir = settings.repo / "jobs" / str(master.job_cid)
         await trio.Path(report_dir).mkdir(parents=True, exist_ok=True)
         await trio.Path(report_dir / "report.json").write_text(json.dumps(report, indent=2))
-        print(f"job {master.job_cid} finished in {elapsed:.2f}s "
-              f"(map {master.timings.get('map', 0):.2f}s, "
-              f"reduce {master.timings.get('reduce', 0):.2f}s); "
-              f"{master.resumed_tasks} task(s) resumed from the journal", file=sys.stderr)
+        click.echo(f"job {master.job_cid} finished in {elapsed:.2f}s "
+                   f"(map {master.timings.get('map', 0):.2f}s, "
+                   f"reduce {master.timings.get('reduce', 0):.2f}s); "
+                   f"{master.resumed_tasks} task(s) resumed from the journal", err=True)
         if settings.output is not None:
             files = await write_output(node, root, settings.output)
-            print(f"wrote {len(files)} file(s) to {settings.output}", file=sys.stderr)
+            click.echo(f"wrote {len(files)} file(s) to {settings.output}", err=True)
         return root

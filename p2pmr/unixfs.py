@@ -15,7 +15,7 @@ import bisect
 import logging
 import os
 import stat as stat_mod
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
@@ -616,34 +616,55 @@ async def stat(source: BlockSource, cid: CID) -> tuple[str, int]:
     return node.type_name, sum(link.tsize or 0 for link in node.links)
 
 
-async def cat(source: BlockSource, root: CID, offset: int = 0,
-              length: int | None = None) -> AsyncIterator[bytes]:
-    """Stream a file's bytes, optionally a range of them."""
-    segments = await file_segments(source, root)
-    async for piece in _read_segments(source, segments, offset, length):
-        yield piece
+async def cat(source: BlockSource, root: CID, sink: Callable[[bytes], Awaitable[None]],
+              offset: int = 0, length: int | None = None, *, ahead: int = 8) -> None:
+    """Hand a file's bytes (or a range of them) to ``sink``, in order.
 
-
-async def read_range(source: BlockSource, root: CID, offset: int = 0,
-                     length: int | None = None) -> bytes:
-    return b"".join([piece async for piece in cat(source, root, offset, length)])
-
-
-async def _read_segments(source: BlockSource, segments: list[Segment], offset: int,
-                         length: int | None) -> AsyncIterator[bytes]:
+    Up to ``ahead`` blocks are fetched while the sink consumes earlier ones:
+    over a network each block costs a round trip, and this keeps the pipe
+    full while memory stays bounded by ``ahead`` blocks.
+    """
     if offset < 0 or (length is not None and length < 0):
         raise ValueError("offset and length must not be negative")
+    segments = await file_segments(source, root)
     if not segments:
         return
     end = segments[-1].offset + segments[-1].size
     stop = end if length is None else min(end, offset + length)
     starts = [s.offset for s in segments]
-    index = max(0, bisect.bisect_right(starts, offset) - 1)
-    while index < len(segments) and segments[index].offset < stop:
-        seg = segments[index]
-        data = await read_segment(source, seg)
-        lo = max(0, offset - seg.offset)
-        hi = min(seg.size, stop - seg.offset)
-        if hi > lo:
-            yield data[lo:hi]
-        index += 1
+    first = max(0, bisect.bisect_right(starts, offset) - 1)
+    wanted = [s for s in segments[first:] if s.offset < stop]
+    results: dict[int, bytes] = {}
+    ready = [trio.Event() for _ in wanted]
+    window = trio.Semaphore(ahead)
+
+    async def fetch(i: int, seg: Segment) -> None:
+        results[i] = await read_segment(source, seg)
+        ready[i].set()
+
+    async def fetch_ahead(nursery: trio.Nursery) -> None:
+        for i, seg in enumerate(wanted):
+            await window.acquire()
+            nursery.start_soon(fetch, i, seg)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fetch_ahead, nursery)
+        for i, seg in enumerate(wanted):
+            await ready[i].wait()
+            data = results.pop(i)
+            window.release()
+            lo = max(0, offset - seg.offset)
+            hi = min(seg.size, stop - seg.offset)
+            if hi > lo:
+                await sink(data[lo:hi])
+
+
+async def read_range(source: BlockSource, root: CID, offset: int = 0,
+                     length: int | None = None) -> bytes:
+    pieces: list[bytes] = []
+
+    async def collect(piece: bytes) -> None:
+        pieces.append(piece)
+
+    await cat(source, root, collect, offset, length)
+    return b"".join(pieces)

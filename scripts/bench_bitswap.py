@@ -35,8 +35,8 @@ cProfile and the serving peer restarted under cProfile, and prints both.
 
 Run::
 
-    /work/venv/bin/python scripts/bench_bitswap.py
-    /work/venv/bin/python scripts/bench_bitswap.py --size-mib 16 --repeats 5 --profile
+    python scripts/bench_bitswap.py
+    python scripts/bench_bitswap.py --size-mib 16 --repeats 5 --profile
 
 Only 127.0.0.1 is used. Every process started is terminated (then killed) and
 every temporary directory removed.
@@ -65,11 +65,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _benchutil import CLK_TCK, loadavg, system_busy_seconds, wait_quiet
+
 MIB = 1024 * 1024
 TARGET_MBPS = 30.0
 RAW_PROTOCOL = "/p2pmr-bench/raw/1.0.0"
 LISTEN = "/ip4/127.0.0.1/tcp/0"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- child processes -------------------------------------------------------------
@@ -153,33 +154,6 @@ def proc_cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
     except (OSError, IndexError, ValueError):
         return float("nan")
-
-
-def system_busy_seconds() -> float:
-    """CPU seconds all CPUs spent busy since boot (/proc/stat; 0 if unavailable)."""
-    try:
-        with open("/proc/stat") as handle:
-            v = [int(x) for x in handle.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return 0.0
-    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / CLK_TCK  # all but idle, iowait
-
-
-def wait_quiet(max_seconds: float = 10.0, threshold: float = 0.2) -> float:
-    """Wait (at most ``max_seconds``) until the machine is nearly idle: less than
-    ``threshold`` of a core busy over half a second (after process start-up,
-    writeback, ...). Return the seconds waited."""
-    start = time.monotonic()
-    while time.monotonic() - start < max_seconds:
-        busy0 = system_busy_seconds()
-        time.sleep(0.5)
-        if (system_busy_seconds() - busy0) / 0.5 < threshold:
-            break
-    return time.monotonic() - start
-
-
-def loadavg() -> str:
-    return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 class CPUWindow:
@@ -609,8 +583,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="write size of the raw-stream server (default 256, one block)")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds a transfer may take before it counts as failed")
-    parser.add_argument("--scratch", type=Path, default=Path("/tmp/bench-scratch"),
-                        help="parent of the temporary directory (default /tmp/bench-scratch)")
+    parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()),
+                        help="parent of the temporary directory (default: the system's"
+                        " temporary directory)")
     parser.add_argument("--profile", action="store_true",
                         help="one extra transfer with both processes under cProfile")
     parser.add_argument("--profile-top", type=int, default=25)

@@ -37,8 +37,8 @@ files and stores are deleted afterwards.
 
 Run::
 
-    /work/venv/bin/python scripts/bench_import.py
-    /work/venv/bin/python scripts/bench_import.py --size-mib 64 --repeats 5 --profile
+    python scripts/bench_import.py
+    python scripts/bench_import.py --size-mib 64 --repeats 5 --profile
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from _benchutil import loadavg, system_busy_seconds, wait_quiet
 
 from p2pmr.blockstore import FlatFSStore
 from p2pmr.cid import CID
@@ -71,34 +72,6 @@ from p2pmr.unixfs import FileBuilder, ImportOptions, add_file, add_stream
 MIB = 1024 * 1024
 HASH_CHUNK = 256 * 1024
 TARGET_RATIO = 0.5
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def system_busy_seconds() -> float:
-    """CPU seconds all CPUs spent busy since boot (/proc/stat; 0 if unavailable)."""
-    try:
-        with open("/proc/stat") as handle:
-            v = [int(x) for x in handle.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return 0.0
-    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / CLK_TCK  # all but idle, iowait
-
-
-def wait_quiet(max_seconds: float = 10.0, threshold: float = 0.2) -> float:
-    """Wait (at most ``max_seconds``) until the machine is nearly idle: less than
-    ``threshold`` of a core busy over half a second (after process start-up,
-    writeback, ...). Return the seconds waited."""
-    start = time.monotonic()
-    while time.monotonic() - start < max_seconds:
-        busy0 = system_busy_seconds()
-        time.sleep(0.5)
-        if (system_busy_seconds() - busy0) / 0.5 < threshold:
-            break
-    return time.monotonic() - start
-
-
-def loadavg() -> str:
-    return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def own_cpu_seconds() -> float:
@@ -316,8 +289,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-sizes-mib", default="64,1024",
                         help="comma-separated input sizes for the peak-memory runs "
                              "(default 64,1024; empty to skip)")
-    parser.add_argument("--scratch", type=Path, default=Path("/tmp/bench-scratch"),
-                        help="directory for input files and stores (default /tmp/bench-scratch)")
+    parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()),
+                        help="directory for input files and stores (default: the system's"
+                        " temporary directory)")
     parser.add_argument("--cid-version", type=int, choices=(0, 1), default=0)
     parser.add_argument("--raw-leaves", action="store_true", default=None,
                         help="raw leaves (default: iff CIDv1, as Kubo does)")

@@ -92,7 +92,8 @@ async def test_wordcount_concatenated_file_and_per_line_map(master: Node,
 async def test_indexer_matches_sequential(master: Node, tmp_path: Path) -> None:
     cid = await master.add_path(GUTENBERG)
     async with peers(master, tmp_path / "peers", 3):
-        root = await InitMaster(master, cid, load_job_file(JOBS / "indexer.py"), 4).run()
+        indexer = load_job_file(ROOT / "examples" / "indexer.py")
+        root = await InitMaster(master, cid, indexer, 4).run()
     index: dict[str, set[str]] = defaultdict(set)
     for path in sorted(GUTENBERG.iterdir()):
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
