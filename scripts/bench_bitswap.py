@@ -323,9 +323,13 @@ async def fetch_child(repo: Path, addr: str, cid_text: str, timeout: float,
         assert node.local is not None
         digest = hashlib.sha256()
         size = 0
-        async for piece in unixfs.cat(node.local, root):
+
+        async def consume(piece: bytes) -> None:
+            nonlocal size
             digest.update(piece)
             size += len(piece)
+
+        await unixfs.cat(node.local, root, consume)
         stats = node.bitswap.stats if node.bitswap is not None else None
         return {"seconds": seconds, **cpu, "sys_cpu": sys_cpu, "blocks": blocks, "bytes": size,
                 "sha256": digest.hexdigest(),
