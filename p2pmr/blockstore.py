@@ -246,15 +246,3 @@ class FlatFSStore:
                 yield cid
                 continue
             stack.extend(dag_links(cid, data))
-
-    def all_multihashes(self) -> list[bytes]:
-        out = []
-        for shard in self._blocks.iterdir():
-            if not shard.is_dir():
-                continue
-            for entry in shard.iterdir():
-                if entry.suffix == ".data" and not entry.name.startswith("."):
-                    key = entry.stem
-                    out.append(base64.b32decode(key + "=" * (-len(key) % 8)))
-        return out
-

@@ -27,7 +27,6 @@ from typing import Any, Final
 
 import msgpack
 import trio
-from libp2p.peer.id import ID as PeerID
 
 from . import unixfs
 from ._libp2p import protocols_of
@@ -192,6 +191,8 @@ class Master:
         self.manifest: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         self.files: list[tuple[str, CID]] = []
+        self.descriptor: JobDescriptor | None = None
+        self.manifest_counts: dict[str, int] = {}
         self.resumed_tasks = 0
         self.finished: CID | None = None
         self._splits: list[list[int]] = []          # per file: map task indices of its splits
@@ -602,11 +603,14 @@ class Master:
                     self._peer_lost(record.peer, f"no heartbeat for {timeout:g}s")
             await trio.sleep(0.2)
 
+    def _attempts_of(self, peer: Any) -> list[Attempt]:
+        """Every attempt a peer is running now, in any phase."""
+        return [a for phase in self.scheduler.tasks for t in self.scheduler.phase_tasks(phase)
+                for a in list(t.running.values()) if a.peer == peer]
+
     def _peer_lost(self, peer: Any, reason: str) -> None:
         """A dead or silent peer: every task it holds goes back to idle."""
-        attempts = [a for phase in self.scheduler.tasks
-                    for t in self.scheduler.phase_tasks(phase)
-                    for a in t.running.values() if a.peer == peer]
+        attempts = self._attempts_of(peer)
         if attempts:
             log.warning("peer %s lost (%s); %d task(s) return to idle", peer, reason,
                         len(attempts))
@@ -624,11 +628,8 @@ class Master:
         record.excluded = True
         log.warning("excluding peer %s: its result for %s task %d disagreed with %d other "
                     "peer(s)", peer, task.phase, task.index, self.options.verify)
-        for phase in self.scheduler.tasks:
-            for other in self.scheduler.phase_tasks(phase):
-                for attempt in list(other.running.values()):
-                    if attempt.peer == peer:
-                        attempt.abort("lost", "its peer was excluded for a wrong result")
+        for attempt in self._attempts_of(peer):
+            attempt.abort("lost", "its peer was excluded for a wrong result")
 
     def _blame(self, peer: Any) -> None:
         """Count one failure against a peer, once per failure event.
@@ -652,15 +653,17 @@ class Master:
                           reducers=self.reducers, encoding=self.options.encoding,
                           cid_version=self.options.cid_version)
 
-    def _assignment_frame(self, items: list[tuple[Task, Attempt]]) -> pb.Frame:
+    def _task_id(self, task: Task, attempt: Attempt) -> pb.TaskId:
         assert self.job_cid is not None
+        return pb.TaskId(job=bytes(self.job_cid), phase=pb.MAP if task.phase == MAP else pb.REDUCE,
+                         index=task.index, attempt=attempt.number)
+
+    def _assignment_frame(self, items: list[tuple[Task, Attempt]]) -> pb.Frame:
         assignment = pb.Assignment(job=self._job_spec(),
                                    heartbeat_ms=int(self.options.heartbeat_interval * 1000),
                                    providers=[self.node.peer_id.to_bytes()])
         for task, attempt in items:
-            task_id = pb.TaskId(job=bytes(self.job_cid),
-                                phase=pb.MAP if task.phase == MAP else pb.REDUCE,
-                                index=task.index, attempt=attempt.number)
+            task_id = self._task_id(task, attempt)
             payload = task.payload
             if isinstance(payload, SplitPayload):
                 assignment.maps.append(pb.MapTask(id=task_id, split=pb.Split(
@@ -789,13 +792,10 @@ class Master:
 
     async def _send_cancel(self, writer: FrameWriter, task: Task, attempt: Attempt,
                            reason: str) -> None:
-        assert self.job_cid is not None
-        task_id = pb.TaskId(job=bytes(self.job_cid),
-                            phase=pb.MAP if task.phase == MAP else pb.REDUCE,
-                            index=task.index, attempt=attempt.number)
+        cancel = pb.Cancel(reason=reason, id=self._task_id(task, attempt))
         with trio.move_on_after(2):
             try:
-                await writer.write(pb.Frame(cancel=pb.Cancel(reason=reason, id=task_id)))
+                await writer.write(pb.Frame(cancel=cancel))
             except ProtocolError:
                 pass
 
@@ -1092,6 +1092,3 @@ def InitMaster(node: Node, data_cid: CID | str, map_fn: Any = None,
         options = MasterOptions(**fields)
     return Master(node, data_cid, the_job, n_reducers, options)
 
-
-def _peer_of(raw: bytes) -> PeerID:
-    return PeerID(raw)

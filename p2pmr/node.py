@@ -34,7 +34,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from .bitswap import Bitswap, BitswapStore
 from .blockstore import BlockStore, FlatFSStore
 from .cid import CID
-from .errors import P2PMRError, StorageError
+from .errors import P2PMRError
 from .unixfs import ImportOptions, add_bytes, add_path
 
 __all__ = ["DEFAULT_LISTEN", "Node", "default_repo", "open_node", "parse_peer_addr"]
@@ -277,8 +277,3 @@ async def open_node(repo: str | os.PathLike[str] | None = None, *,
                         with contextlib.suppress(Exception):
                             await host.disconnect(peer)
 
-
-def require_local(node: Node) -> FlatFSStore:
-    if node.local is None:
-        raise StorageError("this operation needs the embedded block store")
-    return node.local

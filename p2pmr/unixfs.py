@@ -112,10 +112,6 @@ class ImportOptions:
             return cls(chunk_size=size, **kwargs)  # type: ignore[arg-type]
         raise ValueError(f"unsupported chunker {chunker!r}: only size-N is implemented")
 
-    def leaf_cid_version(self) -> int:
-        # Raw leaves need CIDv1; Kubo upgrades them even under --cid-version=0.
-        return 1 if self.use_raw_leaves else self.cid_version
-
 
 # -- UnixFS Data message ------------------------------------------------------
 
