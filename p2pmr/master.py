@@ -498,8 +498,7 @@ class Master:
                 task = sched.next_idle(phase, record.peer)
                 if task is None:
                     break
-                batch.append((task, sched.start(task, record.peer, now,
-                                                position=len(batch))))
+                batch.append((task, sched.start(task, record.peer, now)))
             if not batch:
                 task = sched.backup_candidate(phase, record.peer, now)
                 if task is None:
@@ -528,10 +527,9 @@ class Master:
 
     def _enforce_task_timeouts(self, phase: str, now: float) -> None:
         limit = self._task_timeout(phase)
-        typical = self.scheduler.typical_duration(phase) or 0.0
         for task in self.scheduler.phase_tasks(phase):
             for attempt in list(task.running.values()):
-                if attempt.age(now, typical) > limit:
+                if self.scheduler.age(attempt, now) > limit:
                     attempt.abort("timeout", f"no result within {limit:.0f}s")
 
     async def _finish(self, task: Task, attempt: Attempt, kind: str, message: Any) -> None:
@@ -771,7 +769,7 @@ class Master:
                 for index in message.running:
                     entry = pending.get(index)
                     if entry is not None and entry[1].running_since is None:
-                        entry[1].running_since = now
+                        self.scheduler.running(entry[1], now)
                 continue
             if kind not in ("map_result", "reduce_result", "error"):
                 raise _AttemptFailed(FailureKind.INFRA, f"peer sent {kind or 'garbage'}")

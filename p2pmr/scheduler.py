@@ -74,7 +74,6 @@ class Attempt:
     peer: Any
     started: float
     backup: bool = False
-    position: int = 0  # tasks ahead of it in its assignment
     running_since: float | None = None  # when the peer reported it executing
     on_abort: Callable[[str, str], None] | None = None  # set by the master
     aborted: bool = False
@@ -85,16 +84,18 @@ class Attempt:
             self.aborted = True
             self.on_abort(kind, reason)
 
-    def age(self, now: float, typical: float = 0.0) -> float:
-        """How long it has been executing.
+    def age(self, now: float, peer_progress: float = 0.0) -> float:
+        """How long this attempt has been holding things up.
 
-        Until the peer reports it running, it may be queued behind the
-        tasks ahead of it in its assignment; each is allowed ``typical``
-        seconds before this one's time counts.
+        Once the peer reports it running: its running time. Before that it
+        is queued on the peer, which is fine while the peer keeps starting
+        and finishing other tasks; its time counts only from the peer's last
+        sign of progress (a peer that stalls with tasks queued still gets
+        them backed up).
         """
         if self.running_since is not None:
             return now - self.running_since
-        return now - self.started - self.position * typical
+        return now - max(self.started, peer_progress)
 
 
 @dataclass
@@ -147,6 +148,7 @@ class PeerRecord:
     excluded: bool = False
     online: bool = True
     not_before: float = 0.0  # after a failure, no new work until then
+    progress: float = 0.0    # when it last started or finished a task
     completed: dict[str, int] = field(default_factory=dict)
 
 
@@ -235,9 +237,8 @@ class Scheduler:
         agreeing = max((len(v) for v in task.votes.values()), default=0)
         return agreeing + len(task.running) < self.policy.verify
 
-    def start(self, task: Task, peer: Any, now: float, *, backup: bool = False,
-              position: int = 0) -> Attempt:
-        attempt = Attempt(task.attempts, peer, now, backup, position)
+    def start(self, task: Task, peer: Any, now: float, *, backup: bool = False) -> Attempt:
+        attempt = Attempt(task.attempts, peer, now, backup)
         task.attempts += 1
         task.running[attempt.number] = attempt
         task.state = State.IN_PROGRESS
@@ -260,6 +261,7 @@ class Scheduler:
         """
         self._finish_attempt(task, attempt)
         record = self.peers[attempt.peer]
+        record.progress = now
         record.successes += 1
         record.consecutive_failures = 0
         # Slow start: one task at first, then double with each success.
@@ -377,10 +379,19 @@ class Scheduler:
                 continue
             if any(a.peer == peer for a in task.running.values()):
                 continue
-            age = min(a.age(now, typical) for a in task.running.values())
+            age = min(self.age(a, now) for a in task.running.values())
             if age >= threshold and age > best_age:
                 best, best_age = task, age
         return best
+
+    def running(self, attempt: Attempt, now: float) -> None:
+        """The peer reports the attempt executing: that is progress, too."""
+        if attempt.running_since is None:
+            attempt.running_since = now
+        self.peers[attempt.peer].progress = now
+
+    def age(self, attempt: Attempt, now: float) -> float:
+        return attempt.age(now, self.peers[attempt.peer].progress)
 
     def typical_duration(self, phase: str) -> float | None:
         durations = [t.duration for t in self.phase_tasks(phase) if t.duration is not None]

@@ -22,7 +22,7 @@ from p2pmr.job import load_job_file
 from p2pmr.node import Node
 
 from .helpers import GUTENBERG, PeerProcess, gutenberg_files
-from .swarm import JOBS, Swarm, load_with_env, output_counts, reference_counts
+from .swarm import JOBS, Swarm, load_with_env, output_counts, redone, reference_counts
 
 
 async def test_crash(master: Node, swarm: Swarm, tmp_path: Path) -> None:
@@ -53,9 +53,7 @@ async def test_crash(master: Node, swarm: Swarm, tmp_path: Path) -> None:
             root = await master_job.run()
             nursery.cancel_scope.cancel()
     assert await output_counts(master, root) == reference_counts(files)
-    redone = sum(t.attempts - 1 for phase in ("map", "reduce") for t in master_job.scheduler
-                 .phase_tasks(phase))
-    print(f"crash: {redone} attempt(s) beyond the first")
+    print(f"crash: {redone(master_job)} attempt(s) beyond the first")
 
 
 async def test_job_count_each_map_runs_once(master: Node, swarm: Swarm, tmp_path: Path) -> None:
@@ -74,6 +72,8 @@ async def test_job_count_each_map_runs_once(master: Node, swarm: Swarm, tmp_path
     assert len(names) == map_tasks, f"{len(names)} map executions for {map_tasks} map tasks"
     assert len(set(names)) == len(names)
     assert all(t.attempts == 1 for t in master_job.scheduler.phase_tasks("map"))
+    print(f"job count: {redone(master_job)} attempt(s) beyond the first")
+    assert redone(master_job) == 0  # no failures: nothing runs twice, reduces included
 
 
 def _intervals(directory: Path, kind: str) -> list[tuple[int, float, float]]:
@@ -99,8 +99,11 @@ async def test_map_and_reduce_parallelism(master: Node, swarm: Swarm, tmp_path: 
     cid = await master.add_path(GUTENBERG)
     for _ in range(2):
         await trio.to_thread.run_sync(swarm.start)
+    timing = InitMaster(master, cid, job, 4)
     with trio.fail_after(200):
-        await InitMaster(master, cid, job, 4).run()
+        await timing.run()
+    print(f"parallelism: {redone(timing)} attempt(s) beyond the first")
+    assert redone(timing) == 0
     maps, reduces = _intervals(times, "map"), _intervals(times, "reduce")
     assert len({pid for pid, _, _ in maps}) >= 2 and _overlap(maps), "maps never ran in parallel"
     assert len({pid for pid, _, _ in reduces}) >= 2 and _overlap(reduces), \
@@ -117,6 +120,9 @@ async def test_early_exit_run_returns_only_when_output_is_final(master: Node, sw
     with trio.fail_after(120):
         root = await job.run()
     assert time.monotonic() - started >= 3  # it waited for the slow reduce
+    # The slow reduce is a straggler by design (3 s against milliseconds), so
+    # a backup attempt of it is expected here, and harmless.
+    print(f"early exit: {redone(job)} attempt(s) beyond the first")
     assert job.get_map_status().done and job.get_reduce_status().done
     assert not any(r.in_progress for r in [job.get_map_status(), job.get_reduce_status()])
     # Everything named by the output is already in the master's store.
@@ -168,6 +174,7 @@ async def test_churn(master: Node, swarm: Swarm, tmp_path: Path, mix: dict[str, 
             root = await job.run()
             nursery.cancel_scope.cancel()
     assert await output_counts(master, root) == reference_counts(sorted(GUTENBERG.iterdir()))
+    print(f"churn {sorted(mix.items())}: {redone(job)} attempt(s) beyond the first")
     status = job.get_peer_status()
     assert any(s.excluded or not s.online for s in status.values())
 
