@@ -198,6 +198,8 @@ class Master:
         self._splits: list[list[int]] = []          # per file: map task indices of its splits
         self._split_info: dict[int, SplitInfo] = {}  # map task index -> split info
         self._boundaries: list[list[int]] = []      # per file: its boundary task indices
+        self._prefix: list[int] = []                # per file: splits done from its start
+        self._next_group: list[int] = []            # per file: next boundary group to ready
         self._wake = trio.Event()
         self._last_seen: dict[Any, float] = {}
         self._last_blame: dict[Any, float] = {}
@@ -356,6 +358,8 @@ class Master:
                                                     i == len(segs) - 1)
                 indices.append(index)
             self._splits.append(indices)
+            self._prefix.append(0)
+            self._next_group.append(0)
         for file_index, indices in enumerate(self._splits):
             bounds = []
             for g in range(math.ceil((len(indices) - 1) / group)):
@@ -419,9 +423,8 @@ class Master:
         if phase == MAP and isinstance(task.payload, BoundaryPayload):
             task.payload.records = CID.parse(record["records"]) if record.get("records") \
                 else None
-            task.ready = True
-        task.state = State.COMPLETED
-        task.output = output
+            self.scheduler.mark_ready(task)
+        self.scheduler.restore(task, output)
         if isinstance(output, MapOutput) and isinstance(task.payload, SplitPayload):
             await self._note_split(task, output)
         return 1
@@ -457,7 +460,7 @@ class Master:
             now = trio.current_time()
             self._enforce_task_timeouts(phase, now)
             assigned = self._dispatch(phase, now)
-            running = any(t.running for t in sched.phase_tasks(phase))
+            running = sched.any_running(phase)
             cooling = any(r.not_before > now for r in sched.usable_peers())
             if assigned or running or cooling or not sched.usable_peers():
                 stalled_since = None
@@ -489,7 +492,7 @@ class Master:
         peer; or, near the end of the phase, one backup attempt."""
         sched = self.scheduler
         peers = list(sched.available_peers(now))
-        idle = sum(1 for t in sched.phase_tasks(phase) if t.state is State.IDLE and t.ready)
+        idle = sched.idle_count(phase)
         share = max(1, math.ceil(idle / max(1, len(peers))))
         assigned = 0
         for record in peers:
@@ -527,10 +530,9 @@ class Master:
 
     def _enforce_task_timeouts(self, phase: str, now: float) -> None:
         limit = self._task_timeout(phase)
-        for task in self.scheduler.phase_tasks(phase):
-            for attempt in list(task.running.values()):
-                if self.scheduler.age(attempt, now) > limit:
-                    attempt.abort("timeout", f"no result within {limit:.0f}s")
+        for _, attempt in list(self.scheduler.running_attempts.get(phase, {}).values()):
+            if self.scheduler.age(attempt, now) > limit:
+                attempt.abort("timeout", f"no result within {limit:.0f}s")
 
     async def _finish(self, task: Task, attempt: Attempt, kind: str, message: Any) -> None:
         """Handle one task's answer from its assignment stream."""
@@ -603,8 +605,8 @@ class Master:
 
     def _attempts_of(self, peer: Any) -> list[Attempt]:
         """Every attempt a peer is running now, in any phase."""
-        return [a for phase in self.scheduler.tasks for t in self.scheduler.phase_tasks(phase)
-                for a in list(t.running.values()) if a.peer == peer]
+        return [a for running in self.scheduler.running_attempts.values()
+                for _, a in running.values() if a.peer == peer]
 
     def _peer_lost(self, peer: Any, reason: str) -> None:
         """A dead or silent peer: every task it holds goes back to idle."""
@@ -901,30 +903,55 @@ class Master:
                 info.tail = data[len(data) - output.edges.tail:]
 
     async def _update_boundaries(self, file_index: int) -> None:
-        """Make boundary tasks ready once every split they depend on is done."""
+        """Make boundary tasks ready once every split they depend on is done.
+
+        Each file keeps how many of its splits are done from the start (the
+        prefix only grows) and which boundary group comes next, so a
+        completion costs work in proportion to what it unlocks.
+        """
         splits = self._splits[file_index]
         map_tasks = self.scheduler.phase_tasks(MAP)
-        done = 0
+        done = self._prefix[file_index]
         while done < len(splits) and map_tasks[splits[done]].state is State.COMPLETED \
                 and self._split_info[splits[done]].edges is not None:
             done += 1
-        for index in self._boundaries[file_index]:
-            task = map_tasks[index]
+        self._prefix[file_index] = done
+        bounds = self._boundaries[file_index]
+        while self._next_group[file_index] < len(bounds):
+            task = map_tasks[bounds[self._next_group[file_index]]]
             payload = task.payload
             assert isinstance(payload, BoundaryPayload)
-            if task.ready or payload.building or done <= payload.last_split:
+            if done <= payload.last_split:
+                return
+            self._next_group[file_index] += 1
+            if task.ready or payload.building:
                 continue
             payload.building = True
             if payload.records is None:
-                infos = [self._split_info[i] for i in splits[:payload.last_split + 1]]
-                lines = [line for line in stitch_file(infos, partial=True)
-                         if payload.first_split < line[3] <= payload.last_split]
-                path = self.files[file_index][0]
-                data = encode_records((path, off, raw, term) for off, raw, term, _ in lines)
-                opts = unixfs.ImportOptions(cid_version=self.options.cid_version)
-                payload.records = await unixfs.add_bytes(self.node.blocks, data, opts)
-            task.ready = True
+                payload.records = await self._boundary_records(file_index, payload)
+            self.scheduler.mark_ready(task)
             self._signal()
+
+    async def _boundary_records(self, file_index: int, payload: BoundaryPayload) -> CID:
+        """Stitch and store the lines that end in this group's boundaries.
+
+        Stitching starts at the last split before the group that has a
+        newline: a line can only reach back that far.
+        """
+        splits = self._splits[file_index]
+        start = payload.first_split
+        while start > 0:
+            edges = self._split_info[splits[start]].edges
+            if edges is None or not edges.no_newline:
+                break
+            start -= 1
+        infos = [self._split_info[i] for i in splits[start:payload.last_split + 1]]
+        lines = [line for line in stitch_file(infos, partial=True)
+                 if payload.first_split < line[3] + start <= payload.last_split]
+        path = self.files[file_index][0]
+        data = encode_records((path, off, raw, term) for off, raw, term, _ in lines)
+        opts = unixfs.ImportOptions(cid_version=self.options.cid_version)
+        return await unixfs.add_bytes(self.node.blocks, data, opts)
 
     def _plan_reduce(self) -> None:
         if self.scheduler.phase_tasks(REDUCE):

@@ -20,8 +20,9 @@ halves it; and a run of failures excludes the peer for the rest of the job.
 
 from __future__ import annotations
 
+import bisect
 import enum
-import statistics
+import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -182,23 +183,70 @@ class PhaseStatus:
 
 
 class Scheduler:
+    """Task and peer state, indexed so that every decision costs little.
+
+    A large input has tens of thousands of splits and the master consults
+    the scheduler on every event, so nothing here scans all tasks: state
+    counts, the idle tasks (a heap by index), the running attempts and the
+    sorted task durations are kept up to date as tasks change state.
+    """
+
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()
         self.tasks: dict[str, list[Task]] = {}
         self.peers: dict[Any, PeerRecord] = {}
+        self._counts: dict[str, dict[State, int]] = {}
+        self._idle: dict[str, list[int]] = {}        # heaps of possibly idle, ready tasks
+        self._failed: dict[str, list[Task]] = {}
+        self._durations: dict[str, list[float]] = {}  # sorted
+        self.running_attempts: dict[str, dict[tuple[int, int], tuple[Task, Attempt]]] = {}
 
     # -- tasks -----------------------------------------------------------------------
 
     def add_tasks(self, phase: str, tasks: Iterable[Task]) -> None:
-        self.tasks.setdefault(phase, []).extend(tasks)
+        phase_list = self.tasks.setdefault(phase, [])
+        counts = self._counts.setdefault(phase, {state: 0 for state in State})
+        heap = self._idle.setdefault(phase, [])
+        self._failed.setdefault(phase, [])
+        self._durations.setdefault(phase, [])
+        self.running_attempts.setdefault(phase, {})
+        for task in tasks:
+            phase_list.append(task)
+            counts[task.state] += 1
+            if task.state is State.IDLE and task.ready:
+                heapq.heappush(heap, task.index)
 
     def phase_tasks(self, phase: str) -> list[Task]:
         return self.tasks.get(phase, [])
 
+    def _set_state(self, task: Task, state: State) -> None:
+        if task.state is state:
+            return
+        counts = self._counts[task.phase]
+        counts[task.state] -= 1
+        counts[state] += 1
+        task.state = state
+        if state is State.IDLE and task.ready:
+            heapq.heappush(self._idle[task.phase], task.index)
+        elif state is State.FAILED:
+            self._failed[task.phase].append(task)
+
+    def mark_ready(self, task: Task) -> None:
+        """A task whose inputs now exist (a boundary task) may be assigned."""
+        if not task.ready:
+            task.ready = True
+            if task.state is State.IDLE:
+                heapq.heappush(self._idle[task.phase], task.index)
+
+    def restore(self, task: Task, output: Any) -> None:
+        """Mark a task completed from a journal, without running it."""
+        task.output = output
+        self._set_state(task, State.COMPLETED)
+
     def status(self, phase: str) -> PhaseStatus:
-        counts = {state: 0 for state in State}
-        for task in self.phase_tasks(phase):
-            counts[task.state] += 1
+        counts = self._counts.get(phase)
+        if counts is None:
+            return PhaseStatus()
         return PhaseStatus(complete=counts[State.COMPLETED], total=len(self.phase_tasks(phase)),
                            in_progress=counts[State.IN_PROGRESS], failed=counts[State.FAILED],
                            idle=counts[State.IDLE])
@@ -213,10 +261,14 @@ class Scheduler:
         return out
 
     def phase_done(self, phase: str) -> bool:
-        return all(t.state is State.COMPLETED for t in self.phase_tasks(phase))
+        return self.status(phase).done
 
     def failed_task(self, phase: str) -> Task | None:
-        return next((t for t in self.phase_tasks(phase) if t.state is State.FAILED), None)
+        failed = self._failed.get(phase)
+        return failed[0] if failed else None
+
+    def idle_count(self, phase: str) -> int:
+        return self._counts[phase][State.IDLE] if phase in self._counts else 0
 
     def next_idle(self, phase: str, peer: Any = None) -> Task | None:
         """The next task that wants an attempt (on ``peer``, when given).
@@ -224,12 +276,24 @@ class Scheduler:
         Under verification a task wants attempts on distinct peers until
         enough of them agree, so a peer never gets a task it already ran.
         """
-        for task in self.phase_tasks(phase):
+        if self.policy.verify > 1:
+            return self._next_to_verify(phase, peer)
+        heap = self._idle.get(phase, [])
+        tasks = self.phase_tasks(phase)
+        while heap:
+            task = tasks[heap[0]]
             if task.state is State.IDLE and task.ready:
-                if peer is None or not task.tried_by(peer):
-                    return task
-            elif (task.state is State.IN_PROGRESS and self.policy.verify > 1
-                  and self._wants_more(task) and (peer is None or not task.tried_by(peer))):
+                return task
+            heapq.heappop(heap)  # stale: it has been taken or finished since
+        return None
+
+    def _next_to_verify(self, phase: str, peer: Any) -> Task | None:
+        for task in self.phase_tasks(phase):
+            if peer is not None and task.tried_by(peer):
+                continue
+            if task.state is State.IDLE and task.ready:
+                return task
+            if task.state is State.IN_PROGRESS and self._wants_more(task):
                 return task
         return None
 
@@ -241,14 +305,19 @@ class Scheduler:
         attempt = Attempt(task.attempts, peer, now, backup)
         task.attempts += 1
         task.running[attempt.number] = attempt
-        task.state = State.IN_PROGRESS
+        self.running_attempts[task.phase][(task.index, attempt.number)] = (task, attempt)
+        self._set_state(task, State.IN_PROGRESS)
         record = self.peers[peer]
         record.in_flight += 1
         return attempt
 
     def _finish_attempt(self, task: Task, attempt: Attempt) -> None:
         task.running.pop(attempt.number, None)
+        self.running_attempts[task.phase].pop((task.index, attempt.number), None)
         self.peers[attempt.peer].in_flight -= 1
+
+    def any_running(self, phase: str) -> bool:
+        return bool(self.running_attempts.get(phase))
 
     def succeed(self, task: Task, attempt: Attempt, output: Any, now: float,
                 signature: Any = None) -> tuple[bool, set[Any]]:
@@ -273,14 +342,15 @@ class Scheduler:
             task.vote_outputs.setdefault(signature, output)
             if len(task.votes[signature]) < self.policy.verify:
                 if not task.running:
-                    task.state = State.IDLE
+                    self._set_state(task, State.IDLE)
                 return False, set()
-        task.state = State.COMPLETED
         task.output = output
         task.completed_by = attempt.peer
         # Run time, not time queued on the peer: backups compare against it.
         began = attempt.running_since if attempt.running_since is not None else attempt.started
         task.duration = now - began
+        bisect.insort(self._durations[task.phase], task.duration)
+        self._set_state(task, State.COMPLETED)
         record.completed[task.phase] = record.completed.get(task.phase, 0) + 1
         liars: set[Any] = set()
         for other, voters in task.votes.items():
@@ -313,10 +383,10 @@ class Scheduler:
         if task.user_errors >= self.policy.max_user_errors or \
                 task.failures >= self.policy.max_task_failures or \
                 task.input_failures >= self.policy.max_input_failures:
-            task.state = State.FAILED
+            self._set_state(task, State.FAILED)
             return
         if not task.running:
-            task.state = State.IDLE
+            self._set_state(task, State.IDLE)
 
     # -- peers -----------------------------------------------------------------------------
 
@@ -362,26 +432,26 @@ class Scheduler:
         task running well past the typical duration, so a healthy run never
         executes anything twice.
         """
-        if not self.policy.backups:
+        if not self.policy.backups or self.next_idle(phase) is not None:
             return None
-        tasks = self.phase_tasks(phase)
-        if any(t.state is State.IDLE and t.ready for t in tasks):
-            return None
-        durations = [t.duration for t in tasks if t.duration is not None]
-        typical = statistics.median(durations) if durations else 0.0
+        typical = self.typical_duration(phase) or 0.0
         threshold = max(self.policy.backup_min_age, self.policy.backup_factor * typical)
+        ages: dict[int, float] = {}
+        tasks: dict[int, Task] = {}
+        for task, attempt in self.running_attempts.get(phase, {}).values():
+            age = self.age(attempt, now)
+            ages[task.index] = min(age, ages.get(task.index, age))
+            tasks[task.index] = task
         best: Task | None = None
         best_age = 0.0
-        for task in tasks:
-            if task.state is not State.IN_PROGRESS:
-                continue
+        for index in sorted(tasks):
+            task = tasks[index]
             if len(task.running) >= self.policy.max_attempts_running:
                 continue
             if any(a.peer == peer for a in task.running.values()):
                 continue
-            age = min(self.age(a, now) for a in task.running.values())
-            if age >= threshold and age > best_age:
-                best, best_age = task, age
+            if ages[index] >= threshold and ages[index] > best_age:
+                best, best_age = task, ages[index]
         return best
 
     def running(self, attempt: Attempt, now: float) -> None:
@@ -394,5 +464,11 @@ class Scheduler:
         return attempt.age(now, self.peers[attempt.peer].progress)
 
     def typical_duration(self, phase: str) -> float | None:
-        durations = [t.duration for t in self.phase_tasks(phase) if t.duration is not None]
-        return statistics.median(durations) if durations else None
+        """The median run time of the phase's completed tasks."""
+        durations = self._durations.get(phase)
+        if not durations:
+            return None
+        middle = len(durations) // 2
+        if len(durations) % 2:
+            return durations[middle]
+        return (durations[middle - 1] + durations[middle]) / 2

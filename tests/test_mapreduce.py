@@ -103,10 +103,12 @@ async def test_indexer_matches_sequential(master: Node, tmp_path: Path) -> None:
     assert sorted(await output_lines(master, root)) == expected
 
 
-async def test_records_are_exact_keys_and_lines(master: Node, tmp_path: Path) -> None:
-    """Every line exactly once, with its (path, offset) key, across odd boundaries."""
+@pytest.mark.parametrize("group", [1, 2, 128])
+async def test_records_are_exact_keys_and_lines(master: Node, tmp_path: Path, group: int) -> None:
+    """Every line exactly once, with its (path, offset) key, across odd boundaries,
+    including a line of several blocks that crosses boundary-task groups."""
     lines = [b"short", b"", b"x" * 700_000, b"crlf line\r", "caf\u00e9".encode(), b"\xff\xfe bad",
-             b"tail without newline"]
+             b"y" * 600_000, b"tail without newline"]
     data = b"\n".join(lines)
     tree = tmp_path / "tree" / "sub"
     tree.mkdir(parents=True)
@@ -114,7 +116,11 @@ async def test_records_are_exact_keys_and_lines(master: Node, tmp_path: Path) ->
     (tree.parent / "empty.txt").write_bytes(b"")
     cid = await master.add_path(tree.parent)
     async with peers(master, tmp_path / "peers", 2):
-        root = await InitMaster(master, cid, load_job_file(JOBS / "records.py"), 2).run()
+        job = InitMaster(master, cid, load_job_file(JOBS / "records.py"), 2,
+                         boundary_group=group)
+        root = await job.run()
+    splits = -(-len(data) // 262144)
+    assert splits == 5 and job.manifest["counts"]["boundary_tasks"] == -(-(splits - 1) // group)
     got = sorted(await output_lines(master, root))
     expected = []
     offset = 0
