@@ -485,15 +485,15 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
                 sender.unqueue_block(cid)
                 continue
             want_type = int(entry.wantType)
-            if self.store.has_sync(cid):
-                if want_type == _WANT_BLOCK:
+            try:  # one stat says both whether we have it and how big it is
+                size = self.store.path_of(cid).stat().st_size
+            except FileNotFoundError:
+                size = None
+            if size is not None:
+                if want_type == _WANT_BLOCK or size <= _SEND_SMALL_BLOCK_FOR_HAVE:
                     sender.send_block(cid)
                 else:
-                    size = self.store.path_of(cid).stat().st_size
-                    if size <= _SEND_SMALL_BLOCK_FOR_HAVE:
-                        sender.send_block(cid)
-                    else:
-                        sender.presence(cid, True)
+                    sender.presence(cid, True)
                 continue
             if len(ledger) < _MAX_LEDGER_ENTRIES:
                 ledger[key] = _LedgerEntry(cid, want_type, bool(entry.sendDontHave))

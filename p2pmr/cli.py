@@ -122,14 +122,12 @@ async def open_store(settings: Settings, *, network: bool = False,
         yield await KuboStore.connect(settings.ipfs_api, timeout=timeout)
         return
     if network and settings.bootstrap:
-        async with open_node(settings.repo, bootstrap=settings.bootstrap) as node:
-            if node.bitswap is not None:
-                from .bitswap import BitswapStore
+        from .bitswap import BitswapStore
 
-                yield BitswapStore(node.local or FlatFSStore(settings.repo), node.bitswap,
-                                   default_timeout=timeout)
-            else:
-                yield node.blocks
+        async with open_node(settings.repo, bootstrap=settings.bootstrap) as node:
+            assert isinstance(node.blocks, BitswapStore)  # no --ipfs-api: the embedded store
+            node.blocks.default_timeout = timeout
+            yield node.blocks
         return
     await trio.Path(settings.repo).mkdir(parents=True, exist_ok=True)
     yield FlatFSStore(settings.repo)
