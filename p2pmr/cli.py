@@ -278,7 +278,7 @@ def block_get(ctx: click.Context, cid: str, repo: str | None, ipfs_api: str | No
 @click.option("--bootstrap", multiple=True, metavar="MULTIADDR",
               help="Peer to connect to and stay connected to (repeatable).")
 @click.option("--workers", type=int, default=None,
-              help="Tasks run at once, each in its own process (default: CPU count).")
+              help="Tasks run at once, each in its own process (default: the usable CPUs).")
 @click.option("--trust", multiple=True, metavar="PEER_ID",
               help="A master allowed to run jobs here (repeatable); also read from "
                    "the repo's trusted_masters file.")
@@ -307,11 +307,11 @@ def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...]
          ipfs_api: str | None) -> None:
     """Run a peer that executes tasks for trusted masters, until SIGINT or SIGTERM."""
     from ._worker import WorkerLimits
-    from .peer import PeerConfig, register_protocol
+    from .peer import PeerConfig, register_protocol, usable_cpus
 
     settings = _merge(ctx, repo, ipfs_api, bootstrap)
     config = PeerConfig(
-        workers=workers or (os.cpu_count() or 1), allow_pickle=allow_pickle,
+        workers=workers or usable_cpus(), allow_pickle=allow_pickle,
         limits=WorkerLimits(memory_bytes=max_task_memory * 1024 * 1024 or None,
                             cpu_seconds=max_task_cpu or None),
         task_wall_seconds=max_task_time, fetch_timeout=fetch_timeout)

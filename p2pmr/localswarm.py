@@ -94,7 +94,9 @@ async def local_swarm(n: int, base: Path, master_addr: str, master_id: str, *,
     they connect), so their start-up overlaps whatever the caller does next.
     """
     if workers is None:
-        workers = max(1, (os.cpu_count() or 1) // max(1, n))
+        from .peer import usable_cpus
+
+        workers = max(1, usable_cpus() // max(1, n))
     args = ["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", master_addr, "--trust", master_id,
             "--workers", str(workers), "--exit-with-parent", *extra_args]
     peers: list[LocalPeer] = []

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import signal
 import traceback
 from collections import OrderedDict
@@ -117,11 +116,24 @@ class Trust:
         return f"{len(self._explicit | self._from_file)} trusted master(s)"
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may really use, which is what sizes worker pools.
+
+    ``os.cpu_count()`` reports the host's cores: in a container limited to
+    two CPUs on a 64-core host it would start 64 worker processes, each
+    spawning a fresh interpreter. loky's count honours CPU affinity and
+    cgroup (v1 and v2) quotas.
+    """
+    from loky import cpu_count
+
+    return max(1, int(cpu_count()))
+
+
 @dataclass(frozen=True)
 class PeerConfig:
     """Limits and policy for a peer. Defaults suit a volunteer machine."""
 
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=usable_cpus)
     allow_pickle: bool = False
     limits: _worker.WorkerLimits = field(default_factory=_worker.WorkerLimits)
     max_frame_size: int = 1024 * 1024

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -92,3 +94,13 @@ def test_run_reports_user_errors_with_traceback(tmp_path: Path) -> None:
     err = result.stderr.decode()
     assert "error: map task" in err and "ValueError: refusing to map" in err
     assert "Remote traceback" in err
+
+
+def test_worker_pool_is_sized_by_usable_cpus_not_host_cores() -> None:
+    """A peer pinned to one CPU (as in a small container on a big host) starts
+    one worker by default, not one per host core."""
+    probe = ("import os, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+             "from p2pmr.peer import PeerConfig; print(PeerConfig().workers, os.cpu_count())")
+    workers, host = subprocess.run([sys.executable, "-c", probe], capture_output=True,
+                                   check=True, text=True).stdout.split()
+    assert workers == "1", f"{workers} workers on one usable CPU (host has {host})"
