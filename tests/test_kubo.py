@@ -14,16 +14,19 @@ import ipfshttpclient
 import pytest
 import trio
 
-from p2pmr import unixfs
+from p2pmr import InitMaster, unixfs
 from p2pmr.blockstore import fetch_dag
 from p2pmr.cid import CID, RAW
 from p2pmr.errors import BlockNotFound, KuboError
+from p2pmr.job import load_job_file
 from p2pmr.kubo import KuboStore
 from p2pmr.node import open_node
 from p2pmr.unixfs import ImportOptions
 
+from .conftest import peers
 from .daemons import JsIpfsDaemon, KuboNode
-from .helpers import random_bytes, run_cli
+from .helpers import GUTENBERG, ROOT, random_bytes, run_cli
+from .swarm import output_counts, reference_counts
 
 pytestmark = pytest.mark.kubo
 
@@ -142,3 +145,30 @@ async def test_kubo_fetches_what_p2pmr_added(kubo: KuboNode, tmp_path: Path) -> 
         assert reply["rc"] == 0, reply
         assert dest.read_bytes() == data
         assert node.bitswap is not None and node.bitswap.stats.blocks_sent >= 13
+
+
+async def test_wordcount_job_through_kubo_backed_master_and_peers(
+        jsipfs: JsIpfsDaemon, tmp_path: Path) -> None:
+    """A whole job whose every block (input, job code, partitions, output)
+    lives in an IPFS daemon reached over its HTTP RPC API, not in p2pmr's
+    own store: the set-up of peers that already run a daemon."""
+    files = [GUTENBERG / "pg-metamorphosis.txt", GUTENBERG / "pg-being_ernest.txt"]
+    src = tmp_path / "in"
+    src.mkdir()
+    for path in files:
+        (src / path.name).write_bytes(path.read_bytes())
+    wordcount = load_job_file(ROOT / "examples" / "wordcount.py")
+    async with open_node(tmp_path / "master", ipfs_api=jsipfs.api) as master:
+        assert master.local is None  # no embedded store: the daemon holds everything
+        cid = await master.add_path(src)
+        async with peers(master, tmp_path / "peers", 2, extra=("--ipfs-api", jsipfs.api)):
+            with trio.fail_after(120):
+                root = await InitMaster(master, cid, wordcount, 3).run()
+        assert await output_counts(master, root) == reference_counts(files)
+    # Neither master nor peers kept a block of their own.
+    assert not await trio.to_thread.run_sync(lambda: list(tmp_path.rglob("*.data")))
+    # The output is in the daemon: any IPFS client reads it by CID.
+    listing = await trio.to_thread.run_sync(
+        lambda: ipfshttpclient.Client(jsipfs.api).ls(str(root)))
+    names = {entry["Name"] for entry in listing["Objects"][0]["Links"]}
+    assert {"part-00000", "part-00001", "part-00002"} <= names
