@@ -881,14 +881,18 @@ class Master:
             await self._update_boundaries(task.payload.file)
 
     async def _note_split(self, task: Task, output: MapOutput) -> None:
+        """Record a split's edge fragments for stitching.
+
+        ``edges`` is what marks the split as known to :meth:`_update_boundaries`,
+        so it is set only after the fragments are in hand: a long fragment is
+        read from the block, and while that read waits another completion may
+        stitch the boundaries around this split.
+        """
         payload = task.payload
         assert isinstance(payload, SplitPayload) and output.edges is not None
         info = self._split_info[task.index]
-        info.edges = output.edges
-        info.head, info.tail = output.head, output.tail
-        need_head = output.edges.head and info.head is None
-        need_tail = output.edges.tail and info.tail is None
-        if need_head or need_tail:
+        head, tail = output.head, output.tail
+        if (output.edges.head and head is None) or (output.edges.tail and tail is None):
             # Long fragments are not sent inline: read them from the block.
             providers = [task.completed_by] if task.completed_by is not None else []
             try:
@@ -897,10 +901,12 @@ class Master:
                 data = unixfs.extract_data(payload.cid, block)
             except (BlockNotFound, UnixFSError) as exc:
                 raise JobFailed(f"cannot read the input block {payload.cid}: {exc}") from None
-            if need_head:
-                info.head = data[:output.edges.head]
-            if need_tail:
-                info.tail = data[len(data) - output.edges.tail:]
+            if head is None:
+                head = data[:output.edges.head]
+            if tail is None:
+                tail = data[len(data) - output.edges.tail:]
+        info.head, info.tail = head, tail
+        info.edges = output.edges
 
     async def _update_boundaries(self, file_index: int) -> None:
         """Make boundary tasks ready once every split they depend on is done.

@@ -159,24 +159,31 @@ def stitch_file(splits: list[SplitInfo], *, partial: bool = False
         edges = split.edges
         if edges is None:
             raise ValueError("split without a result")
+        # A missing fragment would silently shorten a line: refuse instead.
+        head = split.head
+        if head is None and edges.head and (edges.no_newline or not split.first):
+            raise ValueError(f"the head fragment of the split at offset {split.offset} "
+                             "is not known")
         if edges.no_newline:
             if carry is None:
                 carry = bytearray()
                 carry_start = split.offset
-            carry += split.head or b""
+            carry += head or b""
             if split.last:
                 out.append((carry_start, bytes(carry), False, index))
                 carry = None
             continue
         if not split.first:
-            head = split.head or b""
             if carry is None:
                 carry = bytearray()
                 carry_start = split.offset
-            carry += head
+            carry += head or b""
             out.append((carry_start, bytes(carry[:-1]), True, index))
             carry = None
         if not split.last:
+            if split.tail is None and edges.tail:
+                raise ValueError(f"the tail fragment of the split at offset {split.offset} "
+                                 "is not known")
             carry = bytearray(split.tail or b"")
             carry_start = split.offset + split.size - edges.tail
     if carry is not None and not partial:

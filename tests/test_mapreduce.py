@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -129,6 +130,33 @@ async def test_records_are_exact_keys_and_lines(master: Node, tmp_path: Path, gr
         expected.append(f"('sub/f.txt', {offset})\t{text.decode('utf-8', 'replace')}")
         offset += len(raw) + 1
     assert got == sorted(expected)
+
+
+def _expected_records(lines: list[bytes], path: str) -> list[str]:
+    expected, offset = [], 0
+    for i, raw in enumerate(lines):
+        text = raw[:-1] if raw.endswith(b"\r") and i < len(lines) - 1 else raw
+        expected.append(f"({path!r}, {offset})\t{text.decode('utf-8', 'replace')}")
+        offset += len(raw) + 1
+    return sorted(expected)
+
+
+async def test_lines_spanning_many_blocks_stay_whole(master: Node, tmp_path: Path) -> None:
+    """Many lines longer than a block, so most splits hold no newline at all and
+    their fragments (too long to travel inline) are read back by the master
+    while other splits complete and boundaries get stitched around them."""
+    rng = random.Random(7)
+    lines = [bytes([97 + i % 26]) * rng.randrange(200_000, 900_000) for i in range(10)]
+    lines[3:3] = [b"", b"short"]
+    (tmp_path / "long.txt").write_bytes(b"\n".join(lines))
+    cid = await master.add_path(tmp_path / "long.txt")
+    async with peers(master, tmp_path / "peers", 3):
+        for group in (1, 2, 3):
+            job = InitMaster(master, cid, load_job_file(JOBS / "records.py"), 2,
+                             boundary_group=group)
+            with trio.fail_after(120):
+                root = await job.run()
+            assert sorted(await output_lines(master, root)) == _expected_records(lines, "")
 
 
 async def test_empty_input_and_more_reducers_than_keys(master: Node, tmp_path: Path) -> None:

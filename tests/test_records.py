@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -89,3 +90,28 @@ def test_multibyte_character_across_boundary_is_not_mangled() -> None:
     data = "naïve café\n".encode()
     for cut in range(1, len(data)):
         assert engine_lines(data, [cut]) == [(0, "naïve café")]
+
+
+def test_stitching_refuses_a_missing_fragment() -> None:
+    """A fragment not yet read must never be taken as empty: that would
+    shorten a line silently instead of failing loudly."""
+    data = b"ab\n" + b"x" * 10 + b"\ncd\n"
+    blocks = [(0, data[:5]), (5, data[5:10]), (10, data[10:])]
+    splits = []
+    for i, (offset, block) in enumerate(blocks):
+        _, edges = iter_block_lines(block, offset, i == 0, i == len(blocks) - 1)
+        head = block[:edges.head] if edges.head else b""
+        tail = block[len(block) - edges.tail:] if edges.tail else b""
+        splits.append(SplitInfo(offset, len(block), i == 0, i == len(blocks) - 1, edges,
+                                head, tail))
+    assert [raw for _, raw, _, _ in stitch_file(splits)] == [b"x" * 10]
+    assert splits[1].edges is not None and splits[1].edges.no_newline
+    for field in ("head", "tail"):
+        for victim in range(3):
+            broken = [SplitInfo(s.offset, s.size, s.first, s.last, s.edges, s.head, s.tail)
+                      for s in splits]
+            if not getattr(broken[victim], field):
+                continue  # nothing to lose there
+            setattr(broken[victim], field, None)
+            with pytest.raises(ValueError, match=f"{field} fragment"):
+                stitch_file(broken)
