@@ -25,7 +25,13 @@ import trio
 
 from .cid import CID, DAG_PB, RAW
 from .dagpb import decode_node
-from .errors import BlockNotFound, BlockTooLarge, BlockVerificationError, StorageError
+from .errors import (
+    BlockNotFound,
+    BlockTooLarge,
+    BlockVerificationError,
+    StorageError,
+    collapsed,
+)
 
 __all__ = ["BlockStore", "FlatFS", "FlatFSStore", "MAX_BLOCK_SIZE", "dag_links", "fetch_dag"]
 
@@ -90,8 +96,9 @@ async def fetch_dag(store: BlockGetter, root: CID, *, timeout: float | None = No
                 seen.add(child)
                 nursery.start_soon(visit, child, nursery)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(visit, root, nursery)
+    with collapsed():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(visit, root, nursery)
     return count
 
 

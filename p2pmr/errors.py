@@ -7,8 +7,12 @@ cases apart below it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 __all__ = [
     "collapse",
+    "collapsed",
     "BlockNotFound",
     "BlockTooLarge",
     "BlockVerificationError",
@@ -115,8 +119,9 @@ def collapse(group: BaseException) -> BaseException:
     """The one meaningful error inside a (nested) trio exception group.
 
     A failure in one task of a nursery cancels its siblings, so the group
-    usually holds one real error; raising that one keeps our API's errors
-    catchable as themselves. Anything else is returned unchanged.
+    usually holds one real error (or several of one kind, from siblings that
+    failed at once); raising that one keeps our API's errors catchable as
+    themselves. Anything else is returned unchanged.
     """
     if not isinstance(group, BaseExceptionGroup):
         return group
@@ -130,7 +135,21 @@ def collapse(group: BaseException) -> BaseException:
             leaves.append(exc)
 
     walk(group)
-    if len(leaves) == 1:
-        return leaves[0]
+    if leaves and all(type(exc) is type(leaves[0]) for exc in leaves):
+        return leaves[0]  # one kind of failure, raised by several siblings at once
     ours = [exc for exc in leaves if isinstance(exc, P2PMRError)]
     return ours[0] if len(ours) == 1 else group
+
+
+@contextlib.contextmanager
+def collapsed() -> Iterator[None]:
+    """Around a nursery inside a helper: its one real error leaves as itself.
+
+    trio wraps errors from nursery children in exception groups, which an
+    ``except BlockNotFound`` up the stack does not catch; a helper that
+    happens to use a nursery must not change what its callers see.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        raise collapse(group) from None

@@ -42,6 +42,7 @@ from .errors import (
     ProtocolError,
     UnixFSError,
     collapse,
+    collapsed,
 )
 from .job import Job, JobDescriptor, dump_job, is_job_like
 from .journal import Journal, find_journal
@@ -201,6 +202,7 @@ class Master:
         self._prefix: list[int] = []                # per file: splits done from its start
         self._next_group: list[int] = []            # per file: next boundary group to ready
         self._wake = trio.Event()
+        self._settling = 0  # completions still being journaled and unlocked
         self._last_seen: dict[Any, float] = {}
         self._last_blame: dict[Any, float] = {}
         self._journal: Journal | None = None
@@ -455,14 +457,14 @@ class Master:
             failed = sched.failed_task(phase)
             if failed is not None:
                 raise JobFailed(self._failure_message(failed), failed.last_traceback)
-            if sched.phase_done(phase):
+            if sched.phase_done(phase) and not self._settling:
                 return
             now = trio.current_time()
             self._enforce_task_timeouts(phase, now)
             assigned = self._dispatch(phase, now)
             running = sched.any_running(phase)
             cooling = any(r.not_before > now for r in sched.usable_peers())
-            if assigned or running or cooling or not sched.usable_peers():
+            if assigned or running or cooling or self._settling or not sched.usable_peers():
                 stalled_since = None
             elif stalled_since is None:
                 stalled_since = now
@@ -599,7 +601,8 @@ class Master:
                 if record.peer not in connected:
                     record.online = False
                     self._peer_lost(record.peer, "peer disconnected")
-                elif record.in_flight and now - self._last_seen.get(record.peer, now) > timeout:
+                elif record.in_flight and now - self._last_seen.get(record.peer, now) > timeout \
+                        and self._awaiting_answers(record.peer):
                     self._peer_lost(record.peer, f"no heartbeat for {timeout:g}s")
             await trio.sleep(0.2)
 
@@ -608,9 +611,18 @@ class Master:
         return [a for running in self.scheduler.running_attempts.values()
                 for _, a in running.values() if a.peer == peer]
 
+    def _awaiting_answers(self, peer: Any) -> list[Attempt]:
+        """Attempts the peer has not answered yet.
+
+        An answered attempt stays running while the master fetches its
+        output, but the peer owes nothing more on it (and sends no more
+        heartbeats for it): its silence then is not a failure.
+        """
+        return [a for a in self._attempts_of(peer) if not a.aborted]
+
     def _peer_lost(self, peer: Any, reason: str) -> None:
-        """A dead or silent peer: every task it holds goes back to idle."""
-        attempts = self._attempts_of(peer)
+        """A dead or silent peer: every task it still owes goes back to idle."""
+        attempts = self._awaiting_answers(peer)
         if attempts:
             log.warning("peer %s lost (%s); %d task(s) return to idle", peer, reason,
                         len(attempts))
@@ -722,7 +734,7 @@ class Master:
                     return abort
 
                 for task, attempt in items:
-                    attempt.on_abort = make_abort(task, attempt)
+                    attempt.arm(make_abort(task, attempt))
                 try:
                     with trio.fail_after(self.options.connect_timeout):
                         stream = await self.node.host.new_stream(peer, [PROTOCOL_ID])
@@ -739,7 +751,9 @@ class Master:
                     reader = FrameReader(stream)
                     writer = FrameWriter(stream, timeout=self.options.connect_timeout)
                     try:
-                        await writer.write(self._assignment_frame(items))
+                        # Only what is still pending: an attempt may have been
+                        # superseded while the stream opened.
+                        await writer.write(self._assignment_frame(list(pending.values())))
                         await self._read_answers(peer, reader, pending, nursery)
                     except ProtocolError as exc:
                         failure = _AttemptFailed(FailureKind.INFRA, f"task stream failed: {exc}")
@@ -780,13 +794,15 @@ class Master:
                 raise _AttemptFailed(failure, f"{error_code_name(message.code)}: "
                                      f"{message.message}", message.traceback, blame=blame,
                                      exclude=exclude)
-            entry = pending.pop(message.id.index, None)
+            entry = pending.get(message.id.index)
             if entry is None:
                 continue  # an answer for a task we cancelled
             task, attempt = entry
             if message.id.attempt != attempt.number or \
                     ((kind == "map_result") != (task.phase == MAP) and kind != "error"):
+                # Still pending: the caller fails it with the rest of the stream.
                 raise _AttemptFailed(FailureKind.INFRA, "peer answered for the wrong task")
+            del pending[message.id.index]
             attempt.aborted = True  # answered: no longer abortable through the stream
             nursery.start_soon(self._finish, task, attempt, kind, message)
 
@@ -836,10 +852,11 @@ class Master:
         except CIDError as exc:
             raise _AttemptFailed(FailureKind.INFRA, f"peer returned a bad CID: {exc}") from None
         await self._take_inline(result.blocks)
-        async with trio.open_nursery() as nursery:
-            for cid in partitions:
-                if cid is not None:
-                    nursery.start_soon(self._replicate, cid, peer)
+        with collapsed():
+            async with trio.open_nursery() as nursery:
+                for cid in partitions:
+                    if cid is not None:
+                        nursery.start_soon(self._replicate, cid, peer)
         output = MapOutput(partitions, list(result.partition_records), result.records_in,
                            result.records_out, timings=_peer_timings(result))
         payload = task.payload
@@ -869,16 +886,28 @@ class Master:
     # -- completion bookkeeping ---------------------------------------------------------------
 
     async def _completed(self, task: Task) -> None:
-        output = task.output
-        extra: dict[str, Any] = {}
-        if isinstance(task.payload, BoundaryPayload) and task.payload.records is not None:
-            extra["records"] = str(task.payload.records)
-        if self._journal is not None:
-            await self._journal.append({"t": "done", "phase": task.phase, "index": task.index,
-                                        "output": _output_to_json(output), **extra})
-        if task.phase == MAP and isinstance(task.payload, SplitPayload):
-            await self._note_split(task, output)
-            await self._update_boundaries(task.payload.file)
+        """Journal a completed task and unlock what depends on it.
+
+        A phase counts as finished only once this has run for all its tasks
+        (``_settling``), so nothing after it acts on a completion that is
+        not yet durable.
+        """
+        self._settling += 1
+        try:
+            output = task.output
+            extra: dict[str, Any] = {}
+            if isinstance(task.payload, BoundaryPayload) and task.payload.records is not None:
+                extra["records"] = str(task.payload.records)
+            if self._journal is not None:
+                await self._journal.append({"t": "done", "phase": task.phase,
+                                            "index": task.index,
+                                            "output": _output_to_json(output), **extra})
+            if task.phase == MAP and isinstance(task.payload, SplitPayload):
+                await self._note_split(task, output)
+                await self._update_boundaries(task.payload.file)
+        finally:
+            self._settling -= 1
+            self._signal()
 
     async def _note_split(self, task: Task, output: MapOutput) -> None:
         """Record a split's edge fragments for stitching.

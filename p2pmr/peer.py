@@ -36,7 +36,14 @@ from libp2p.peer.id import ID as PeerID
 from . import _worker, unixfs
 from .blockstore import fetch_dag
 from .cid import CID
-from .errors import BlockNotFound, CIDError, P2PMRError, ProtocolError, UnixFSError
+from .errors import (
+    BlockNotFound,
+    CIDError,
+    P2PMRError,
+    ProtocolError,
+    UnixFSError,
+    collapsed,
+)
 from .node import Node
 from .protocol import (
     PROTOCOL_ID,
@@ -181,6 +188,25 @@ class _Assignment:
         """A task began executing: tell the master now, not at the next beat."""
         self.running.add(index)
         self.changed.set()
+
+
+class _Budget:
+    """Bytes a task may still fetch. Sizes are taken as soon as they are known,
+    before any fetch waits, so concurrent fetches cannot all pass one check."""
+
+    def __init__(self, total: int, scope: str = "") -> None:
+        self.total = total
+        self.left = total
+        self.scope = scope
+
+    def take(self, size: int, what: str) -> None:
+        if size > self.left:
+            over = f"{self.total}-byte limit"
+            if self.scope:
+                over += f" for {self.scope} ({self.left} bytes left)"
+            raise _TaskFailed(pb.LIMIT_EXCEEDED, f"{what} is {size} bytes, over this peer's "
+                              f"{over}")
+        self.left -= size
 
 
 class _TaskFailed(Exception):
@@ -438,19 +464,20 @@ class PeerService:
             out.append(remote)
         return out
 
-    async def _fetch_file(self, cid: CID, providers: Sequence[PeerID], limit: int,
+    async def _fetch_file(self, cid: CID, providers: Sequence[PeerID], limit: int | _Budget,
                           what: str, *, read: bool = True) -> bytes:
-        """Fetch a UnixFS file into the store (bounded in size); return its bytes if asked."""
+        """Fetch a UnixFS file into the store (bounded in size); return its bytes if asked.
+
+        ``limit`` is a size in bytes, or a budget shared by several files.
+        """
+        budget = limit if isinstance(limit, _Budget) else _Budget(limit)
         blocks = self.node.blocks
         timeout = self.config.fetch_timeout
         try:
             with trio.fail_after(timeout * 2):
                 source = _ProvidedSource(blocks, providers, timeout)
                 segments = await unixfs.file_segments(source, cid)
-                size = sum(s.size for s in segments)
-                if size > limit:
-                    raise _TaskFailed(pb.LIMIT_EXCEEDED, f"{what} is {size} bytes, over this "
-                                      f"peer's {limit}-byte limit")
+                budget.take(sum(s.size for s in segments), what)
                 await fetch_dag(source, cid, timeout=timeout)
                 return await unixfs.read_range(source, cid) if read else b""
         except BlockNotFound as exc:
@@ -569,22 +596,21 @@ class PeerService:
                 inputs += [CID.from_bytes(raw) for raw in msgpack.unpackb(listing)]
             except (CIDError, TypeError, ValueError, msgpack.UnpackException) as exc:
                 raise _TaskFailed(pb.BAD_REQUEST, f"malformed input list: {exc}") from None
-        budget = self.config.max_input_size
+        budget = _Budget(self.config.max_input_size, "all inputs together")
         local = self._store_path is not None
         datas: list[bytes] = [b""] * len(inputs)
         limiter = trio.CapacityLimiter(16)
 
         async def fetch(i: int, cid: CID) -> None:
-            nonlocal budget
             async with limiter:
                 data = await self._fetch_file(cid, providers, budget, "map output",
                                               read=not local)
-            budget -= len(data)
             datas[i] = bytes(cid) if local else data
 
-        async with trio.open_nursery() as nursery:
-            for i, cid in enumerate(inputs):
-                nursery.start_soon(fetch, i, cid)
+        with collapsed():
+            async with trio.open_nursery() as nursery:
+                for i, cid in enumerate(inputs):
+                    nursery.start_soon(fetch, i, cid)
         timing.fetch = trio.current_time() - fetch_started
         request = _worker.ReduceRequest(
             code_cid=bytes(code_cid), code=code, encoding=spec.encoding or "msgpack",

@@ -78,12 +78,26 @@ class Attempt:
     running_since: float | None = None  # when the peer reported it executing
     on_abort: Callable[[str, str], None] | None = None  # set by the master
     aborted: bool = False
+    requested: tuple[str, str] | None = None  # an abort that came before on_abort
 
     def abort(self, kind: str, reason: str) -> None:
-        """Stop this attempt (kind: lost, timeout, superseded); once only."""
-        if not self.aborted and self.on_abort is not None:
-            self.aborted = True
-            self.on_abort(kind, reason)
+        """Stop this attempt (kind: lost, timeout, superseded); once only.
+
+        An abort that arrives before the master has wired the attempt to its
+        stream is kept, and carried out by :meth:`arm`.
+        """
+        if self.aborted:
+            return
+        if self.on_abort is None:
+            self.requested = self.requested or (kind, reason)
+            return
+        self.aborted = True
+        self.on_abort(kind, reason)
+
+    def arm(self, on_abort: Callable[[str, str], None]) -> None:
+        self.on_abort = on_abort
+        if self.requested is not None:
+            self.abort(*self.requested)
 
     def age(self, now: float, peer_progress: float = 0.0) -> float:
         """How long this attempt has been holding things up.

@@ -24,7 +24,7 @@ import trio
 
 from .cid import CID, DAG_PB, RAW, decode_uvarint, encode_uvarint
 from .dagpb import PBLink, decode_node, encode_node, iter_fields
-from .errors import UnixFSError
+from .errors import UnixFSError, collapsed
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -643,16 +643,17 @@ async def cat(source: BlockSource, root: CID, sink: Callable[[bytes], Awaitable[
             await window.acquire()
             nursery.start_soon(fetch, i, seg)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(fetch_ahead, nursery)
-        for i, seg in enumerate(wanted):
-            await ready[i].wait()
-            data = results.pop(i)
-            window.release()
-            lo = max(0, offset - seg.offset)
-            hi = min(seg.size, stop - seg.offset)
-            if hi > lo:
-                await sink(data[lo:hi])
+    with collapsed():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch_ahead, nursery)
+            for i, seg in enumerate(wanted):
+                await ready[i].wait()
+                data = results.pop(i)
+                window.release()
+                lo = max(0, offset - seg.offset)
+                hi = min(seg.size, stop - seg.offset)
+                if hi > lo:
+                    await sink(data[lo:hi])
 
 
 async def read_range(source: BlockSource, root: CID, offset: int = 0,

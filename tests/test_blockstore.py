@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from p2pmr import unixfs
-from p2pmr.blockstore import FlatFSStore
+from p2pmr.blockstore import FlatFSStore, fetch_dag
 from p2pmr.cid import CID, RAW
-from p2pmr.errors import BlockNotFound, BlockVerificationError
+from p2pmr.errors import BlockNotFound, BlockVerificationError, StorageError
 
 from .helpers import random_bytes
 
@@ -59,3 +59,20 @@ async def test_verify_detects_corruption_on_disk(tmp_path) -> None:
     assert await store.verify(cid)
     store.path_of(cid).write_bytes(b"DATA")
     assert not await store.verify(cid)
+
+
+async def test_dag_helpers_raise_their_own_errors_not_exception_groups(tmp_path) -> None:
+    """fetch_dag and cat work in nurseries; a missing block or a link to a codec
+    they cannot follow must still reach callers as the typed error they catch."""
+    store = FlatFSStore(tmp_path)
+    root = await unixfs.add_bytes(store, random_bytes(3 * 262144))
+    leaf = (await unixfs.file_segments(store, root))[1].cid
+    await store.delete(leaf)
+    with pytest.raises(BlockNotFound):
+        await fetch_dag(store, root)
+    with pytest.raises(BlockNotFound):
+        await unixfs.read_range(store, root)
+    odd = CID.hash(b"{}", version=1, codec=0x71)  # dag-cbor: links not followed
+    await store.put(odd, b"{}")
+    with pytest.raises(StorageError):
+        await fetch_dag(store, odd)

@@ -145,3 +145,20 @@ def test_verify_needs_agreement_of_distinct_peers_and_names_liars() -> None:
     third = sched.start(task, "honest2", 2.0)
     done, liars = sched.succeed(task, third, "right", 3.0, signature="A")
     assert done and liars == {"liar"} and task.output == "right"
+
+
+def test_an_abort_before_the_attempt_is_wired_is_kept_not_lost() -> None:
+    """A backup superseded between dispatch and its stream opening must still
+    be stopped once the stream code takes it over."""
+    sched = make(1)
+    sched.add_peer("p")
+    task = sched.next_idle("map")
+    assert task is not None
+    attempt = sched.start(task, "p", now=0.0)
+    attempt.abort("superseded", "another attempt finished first")
+    assert not attempt.aborted
+    seen: list[tuple[str, str]] = []
+    attempt.arm(lambda kind, reason: seen.append((kind, reason)))
+    assert attempt.aborted and seen == [("superseded", "another attempt finished first")]
+    attempt.abort("lost", "again")  # once only
+    assert len(seen) == 1

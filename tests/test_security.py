@@ -20,6 +20,7 @@ from p2pmr.encoding import MSGPACK, get_codec
 from p2pmr.errors import EncodingError, P2PMRError
 from p2pmr.job import Job, load_job_file
 from p2pmr.node import Node, open_node
+from p2pmr.peer import PeerConfig, register_protocol
 from p2pmr.protocol import PROTOCOL_ID, FrameReader, pb
 
 from .helpers import GUTENBERG, ROOT, PeerProcess, run_cli
@@ -291,6 +292,21 @@ async def test_limit_breaches_are_stopped_and_reported(master: Node, tmp_path: P
         assert peer.proc.poll() is None
     finally:
         peer.kill()
+
+
+async def test_input_limit_covers_all_of_a_reduces_inputs_together(master: Node,
+                                                                  tmp_path: Path) -> None:
+    """Each map output is small, but a reduce fetching them concurrently must
+    not let all of them pass one check of the same remaining budget."""
+    cid = await master.add_path(GUTENBERG)
+    config = PeerConfig(workers=1, max_input_size=300 * 1024)
+    async with open_node(tmp_path / "peer", bootstrap=[master.multiaddrs[0]]) as peer:
+        register_protocol(peer, trust=[master.peer_id], config=config)
+        with trio.fail_after(120), pytest.raises(JobFailed) as info:
+            await InitMaster(master, cid, load_job_file(WORDCOUNT), 1).run()
+    message = str(info.value)
+    assert "reduce task 0" in message and "LIMIT_EXCEEDED" in message
+    assert "limit for all inputs together" in message
 
 
 # -- data encoding -----------------------------------------------------------------------

@@ -1,0 +1,43 @@
+"""Errors from inside nurseries reach callers as the types they catch."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from p2pmr.cid import CID
+from p2pmr.errors import BlockNotFound, StorageError, UnixFSError, collapsed
+
+
+async def _fail(exc: BaseException) -> None:
+    raise exc
+
+
+async def _run(*errors: BaseException) -> None:
+    with collapsed():
+        async with trio.open_nursery() as nursery:
+            for exc in errors:
+                nursery.start_soon(_fail, exc)
+
+
+async def test_one_error_or_one_kind_leaves_as_itself() -> None:
+    ghost = CID.hash(b"ghost")
+    with pytest.raises(BlockNotFound):
+        await _run(BlockNotFound(ghost, "gone"))
+    with pytest.raises(BlockNotFound):  # siblings failing at once, the same way
+        await _run(BlockNotFound(ghost, "gone"), BlockNotFound(ghost, "also gone"))
+
+
+async def test_different_errors_stay_grouped() -> None:
+    with pytest.raises(BaseExceptionGroup) as info:
+        await _run(StorageError("disk"), UnixFSError("format"))
+    assert {type(e) for e in info.value.exceptions} == {StorageError, UnixFSError}
+
+
+async def test_cancellation_is_untouched() -> None:
+    with trio.move_on_after(0.01) as scope:
+        with collapsed():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.sleep_forever)
+                await trio.sleep_forever()
+    assert scope.cancelled_caught
