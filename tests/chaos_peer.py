@@ -12,6 +12,8 @@ Modes:
   never answers.
 * ``hang-silent``: reads an assignment and then says nothing at all.
 * ``liar``: answers map tasks with made-up partitions (well-formed, wrong).
+* ``forgetful``: answers map tasks correctly, then deletes the outputs it
+  named before the master could fetch them (as a peer whose disk fails).
 
 It prints the same "Peer ID / Listening on / Ready." lines as ``p2pmr peer``.
 """
@@ -27,6 +29,7 @@ from typing import Any
 import trio
 
 from p2pmr import unixfs
+from p2pmr.cid import CID
 from p2pmr.encoding import MSGPACK
 from p2pmr.node import open_node
 from p2pmr.peer import TRUST_FILE, PeerConfig, PeerService, Trust
@@ -58,6 +61,8 @@ class ChaosService(PeerService):
 
     async def _map(self, task: Any, assignment: Any, remote: Any, state: Any) -> pb.Frame:
         frame = await super()._map(task, assignment, remote, state)
+        if self.mode == "forgetful":
+            await self._forget(frame.map_result)
         if self.mode != "liar":
             return frame
         # Replace the partitions with plausible but wrong ones.
@@ -71,6 +76,19 @@ class ChaosService(PeerService):
         del result.partition_records[:]
         result.partition_records.extend([1] + [0] * (reducers - 1))
         return frame
+
+
+    async def _forget(self, result: Any) -> None:
+        if result.blocks:  # sent inline: nothing left to forget
+            return
+        local = self.node.local
+        assert local is not None
+        for raw in result.partitions:
+            if raw:
+                root = CID.from_bytes(raw)
+                for seg in await unixfs.file_segments(local, root):
+                    await local.delete(seg.cid)
+                await local.delete(root)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -97,7 +115,7 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["good", "exit-now", "exit-random", "hang-after-accept",
-                                         "hang-silent", "liar"])
+                                         "hang-silent", "liar", "forgetful"])
     parser.add_argument("--repo", required=True)
     parser.add_argument("--bootstrap", action="append", default=[])
     parser.add_argument("--trust", action="append", default=[])

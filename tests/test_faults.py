@@ -179,6 +179,42 @@ async def test_churn(master: Node, swarm: Swarm, tmp_path: Path, mix: dict[str, 
     assert any(s.excluded or not s.online for s in status.values())
 
 
+async def test_outputs_gone_before_the_master_fetched_them(master: Node, swarm: Swarm,
+                                                           tmp_path: Path) -> None:
+    """A peer answers, then loses the outputs it named (too big to travel with
+    the answer). The master's fetch fails: the task is retried elsewhere and
+    the job still ends exact, rather than dying on the fetch error."""
+    files = gutenberg_files()[:3]
+    src = tmp_path / "in"
+    src.mkdir()
+    for path in files:
+        (src / path.name).write_bytes(path.read_bytes())
+    cid = await master.add_path(src)
+    forgetful = await trio.to_thread.run_sync(lambda: swarm.start("forgetful", name="forgetful"))
+    await trio.to_thread.run_sync(swarm.start)
+    job = InitMaster(master, cid, load_job_file(JOBS / "records.py"), 2, fetch_timeout=3)
+    with trio.fail_after(180):
+        root = await job.run()
+    expected = sorted(f"{(path.name, offset)}\t{line}" for path in files
+                      for offset, line in _lines(path.read_bytes()))
+    got = []
+    for entry in await unixfs.list_directory(master.blocks, root):
+        if entry.name.startswith("part-"):
+            got += (await unixfs.read_range(master.blocks, entry.cid)).decode().split("\n")[:-1]
+    assert sorted(got) == expected
+    status = job.get_peer_status()[forgetful.peer_id]
+    assert status.failed >= 1
+
+
+def _lines(data: bytes) -> list[tuple[int, str]]:
+    out, offset = [], 0
+    for raw in data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"):
+        text = raw[:-1] if raw.endswith(b"\r") else raw
+        out.append((offset, text.decode("utf-8", "replace")))
+        offset += len(raw) + 1
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
