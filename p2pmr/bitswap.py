@@ -461,11 +461,22 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
         return None
 
     async def _read_replies(self, stream: INetStream, peer: PeerID) -> None:
-        while True:
-            msg = await self._read_message(stream)
-            if msg is None:
-                return
-            await self._process_message(msg, peer, stream)
+        # This task lives in the engine's own nursery: whatever a peer sends
+        # on our stream may end the stream, never the node.
+        try:
+            while True:
+                msg = await self._read_message(stream)
+                if msg is None:
+                    return
+                await self._process_message(msg, peer, stream)
+        except Exception as exc:
+            log.warning("dropping the bitswap stream to %s: %s: %s", peer,
+                        type(exc).__name__, exc)
+            with trio.move_on_after(2):
+                try:
+                    await stream.reset()
+                except Exception:
+                    pass
 
     async def _process_wantlist(self, wantlist: Any, peer_id: PeerID, stream: INetStream) -> None:
         ledger = self._ledgers.setdefault(peer_id, {})

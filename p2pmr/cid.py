@@ -128,7 +128,10 @@ class CID:
         """The CID of a block with these bytes."""
         if hash_code == IDENTITY:
             return cls(version, codec, IDENTITY, bytes(data))
-        return cls(version, codec, hash_code, _HASHERS[hash_code][0](bytes(data)))
+        hasher = _HASHERS.get(hash_code)
+        if hasher is None:  # e.g. a block prefix from the network
+            raise CIDError(f"unsupported multihash function 0x{hash_code:x}")
+        return cls(version, codec, hash_code, hasher[0](bytes(data)))
 
     @classmethod
     def parse(cls, value: str | bytes | CID) -> CID:

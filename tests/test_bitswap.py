@@ -148,3 +148,35 @@ async def test_stock_peer_can_fetch_via_wantlist(tmp_path) -> None:
         assert received[0] == bytes.fromhex("00701220")
         assert CID.hash(received[1]) == root
         assert await read_range(server.blocks, root) == data
+
+
+async def test_garbage_on_our_own_stream_cannot_take_the_node_down(tmp_path) -> None:
+    """A peer answering our want, on the stream we opened, with a block whose
+    prefix names a hash we do not support (blake3): the stream goes, the
+    node stays, and it still serves and fetches afterwards."""
+    async with open_node(tmp_path / "victim") as victim, \
+            open_node(tmp_path / "honest", bootstrap=[victim.multiaddrs[0]]) as honest:
+        assert victim.bitswap is not None
+        wanted = CID.hash(b"the real block", version=1, codec=RAW)
+        attacker = new_host(key_pair=create_new_key_pair())
+        answered = trio.Event()
+
+        async def reply_with_garbage(stream: object) -> None:
+            msg = create_message(blocks_v110=[(bytes.fromhex("01551e20"), b"the real block")])
+            payload = msg.SerializeToString()
+            await stream.write(encode_uvarint(len(payload)) + payload)  # type: ignore[attr-defined]
+            answered.set()
+            await trio.sleep(1)
+
+        for proto in ("/ipfs/bitswap/1.2.0", "/ipfs/bitswap/1.1.0"):
+            attacker.set_stream_handler(TProtocol(proto), reply_with_garbage)
+        async with attacker.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+            await victim.connect(f"{attacker.get_addrs()[0]}")
+            with trio.fail_after(15), pytest.raises(BlockNotFound):
+                await victim.blocks.get(wanted, timeout=2)
+            assert answered.is_set()
+        # The node survived: it still fetches from an honest peer.
+        data = random_bytes(300_000, seed=3)
+        root = await honest.add_bytes(data)
+        with trio.fail_after(20):
+            assert await read_range(victim.blocks, root) == data
