@@ -180,8 +180,9 @@ def add(ctx: click.Context, path: Path, recursive: bool, cid_version: str,
 
 @main.command()
 @click.argument("cid")
-@click.option("--offset", type=int, default=0, help="Start at this byte.")
-@click.option("--length", type=int, default=None, help="Read at most this many bytes.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="Start at this byte.")
+@click.option("--length", type=click.IntRange(min=0), default=None,
+              help="Read at most this many bytes.")
 @store_options
 @fetch_options
 @click.pass_context

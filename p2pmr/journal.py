@@ -41,6 +41,7 @@ class Journal:
     descriptor: JobDescriptor
     records: list[dict[str, Any]] = field(default_factory=list)
     _handle: IO[str] | None = None
+    _lock: trio.Lock = field(default_factory=trio.Lock)
     appends: int = 0
     sync_seconds: float = 0.0
 
@@ -55,6 +56,7 @@ class Journal:
         if fresh and path.exists():
             path.rename(directory / f"{_NAME}.{int(time.time() * 1000)}")
         if path.exists():
+            _trim_torn_tail(path)
             journal.records = _read(path)
         journal._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
         if not journal.records:
@@ -80,12 +82,26 @@ class Journal:
     async def append(self, record: dict[str, Any]) -> None:
         """Durably append; returns once the record is on disk."""
         with trio.CancelScope(shield=True):  # a half-written record helps nobody
-            await trio.to_thread.run_sync(self._write, record)
+            async with self._lock:  # one writer at a time: whole lines, in order
+                await trio.to_thread.run_sync(self._write, record)
 
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+def _trim_torn_tail(path: Path) -> None:
+    """Cut a last line left unfinished by a crash mid-write, so that the next
+    record starts on a line of its own instead of being glued to it."""
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            log.warning("%s: dropping a torn last record (%d bytes)", path, len(data) - keep)
+            handle.truncate(keep)
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

@@ -70,6 +70,17 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts[:3])
 
 
+def _gave_up(exc: KuboError) -> bool:
+    """Whether the daemon (or our deadline) gave up on finding a block.
+
+    Kubo says "context deadline exceeded" when its ``timeout`` option
+    expires; js-ipfs says "timed out"; our own deadline says "did not answer".
+    """
+    text = str(exc).lower()
+    return any(s in text for s in ("timed out", "timeout", "deadline", "not found",
+                                   "did not answer"))
+
+
 class KuboStore:
     """A :class:`~p2pmr.blockstore.BlockStore` backed by an IPFS daemon."""
 
@@ -105,9 +116,11 @@ class KuboStore:
         return store
 
     async def _call(self, fn: Callable[[], T], deadline: float) -> T:
+        # The deadline starts once a slot is ours: time queued behind other
+        # calls is not the daemon's (each slot holder has its own deadline).
         try:
-            with trio.fail_after(deadline):
-                async with self._limiter:
+            async with self._limiter:
+                with trio.fail_after(deadline):
                     return await trio.to_thread.run_sync(  # type: ignore[call-arg]
                         fn, abandon_on_cancel=True)
         except trio.TooSlowError:
@@ -128,9 +141,7 @@ class KuboStore:
             data = await self._call(lambda: self._client.block.get(str(cid), opts=opts),
                                     wait + _SLACK)
         except KuboError as exc:
-            text = str(exc).lower()
-            if "timed out" in text or "timeout" in text or "not found" in text or \
-                    "did not answer" in text:
+            if _gave_up(exc):
                 raise BlockNotFound(cid, f"the IPFS daemon could not get it within {wait:g}s") \
                     from None
             raise
@@ -176,7 +187,7 @@ class KuboStore:
             await self._call(lambda: self._client.pin.add(str(cid), recursive=recursive,
                                                           opts=opts), wait + _SLACK)
         except KuboError as exc:
-            if "timed out" in str(exc).lower() or "did not answer" in str(exc):
+            if _gave_up(exc):
                 raise BlockNotFound(cid, f"could not pin it within {wait:g}s") from None
             raise
 

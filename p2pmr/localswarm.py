@@ -19,7 +19,7 @@ from pathlib import Path
 
 import trio
 
-from .errors import P2PMRError
+from .errors import P2PMRError, collapsed
 
 __all__ = ["LocalPeer", "local_swarm"]
 
@@ -100,25 +100,26 @@ async def local_swarm(n: int, base: Path, master_addr: str, master_id: str, *,
     args = ["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", master_addr, "--trust", master_id,
             "--workers", str(workers), "--exit-with-parent", *extra_args]
     peers: list[LocalPeer] = []
-    async with trio.open_nursery() as nursery:
-        try:
-            async def start(i: int) -> None:
-                peer = await _start_peer(base / f"peer-{i}", args, start_timeout)
-                peers.append(peer)
-                nursery.start_soon(_drain, peer)
+    with collapsed():  # errors in the block leave as themselves
+        async with trio.open_nursery() as nursery:
+            try:
+                async def start(i: int) -> None:
+                    peer = await _start_peer(base / f"peer-{i}", args, start_timeout)
+                    peers.append(peer)
+                    nursery.start_soon(_drain, peer)
 
-            if wait:
-                async with trio.open_nursery() as starters:
+                if wait:
+                    async with trio.open_nursery() as starters:
+                        for i in range(n):
+                            starters.start_soon(start, i)
+                    log.info("started %d local peer(s)", n)
+                else:
                     for i in range(n):
-                        starters.start_soon(start, i)
-                log.info("started %d local peer(s)", n)
-            else:
-                for i in range(n):
-                    nursery.start_soon(start, i)
-            yield peers
-        finally:
-            with trio.CancelScope(shield=True):
-                async with trio.open_nursery() as stoppers:
-                    for peer in peers:
-                        stoppers.start_soon(_stop, peer)
-            nursery.cancel_scope.cancel()
+                        nursery.start_soon(start, i)
+                yield peers
+            finally:
+                with trio.CancelScope(shield=True):
+                    async with trio.open_nursery() as stoppers:
+                        for peer in peers:
+                            stoppers.start_soon(_stop, peer)
+                nursery.cancel_scope.cancel()

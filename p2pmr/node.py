@@ -34,7 +34,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from .bitswap import Bitswap, BitswapStore
 from .blockstore import BlockStore, FlatFSStore
 from .cid import CID
-from .errors import P2PMRError
+from .errors import P2PMRError, collapsed
 from .unixfs import ImportOptions, add_bytes, add_path
 
 __all__ = ["DEFAULT_LISTEN", "Node", "default_repo", "open_node", "parse_peer_addr"]
@@ -237,7 +237,7 @@ async def open_node(repo: str | os.PathLike[str] | None = None, *,
                              "(make one with: python -c 'import secrets; "
                              "print(secrets.token_hex(32))')")
     repo_path.mkdir(parents=True, exist_ok=True)
-    with _repo_lock(repo_path):
+    with _repo_lock(repo_path), collapsed():  # errors leave as themselves
         key_pair = load_or_create_identity(repo_path)
         host = _build_host(key_pair, psk)
         listen_addrs = [multiaddr.Multiaddr(a) for a in listen]

@@ -23,7 +23,7 @@ import trio_parallel
 
 from . import unixfs
 from .cid import CID
-from .errors import JobError, P2PMRError, collapse
+from .errors import JobError, P2PMRError, collapse, collapsed
 from .job import pickle_job_file
 from .journal import find_journal
 from .localswarm import local_swarm
@@ -168,9 +168,10 @@ async def run_job(settings: RunSettings) -> CID:
             if settings.input is not None:
                 input_cid = await _resolve_input(node, settings.input, settings.cid_version)
 
-        async with trio.open_nursery() as prep:
-            prep.start_soon(load)
-            prep.start_soon(add_input)
+        with collapsed():
+            async with trio.open_nursery() as prep:
+                prep.start_soon(load)
+                prep.start_soon(add_input)
         reducers = settings.reducers or 1
         if input_cid is None:
             found = find_journal(settings.repo / "jobs")

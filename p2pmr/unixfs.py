@@ -184,7 +184,10 @@ def decode_unixfs(cid: CID, block: bytes) -> UnixFSNode:
         elif number == 4 and wire == 2 and isinstance(value, memoryview):  # packed
             pos = 0
             while pos < len(value):
-                size, pos = decode_uvarint(value, pos)
+                try:
+                    size, pos = decode_uvarint(value, pos)
+                except ValueError as exc:
+                    raise UnixFSError(f"{cid}: malformed blocksizes: {exc}") from None
                 blocksizes.append(size)
         elif number == 6 and wire == 0 and isinstance(value, int):
             fanout = value

@@ -6,7 +6,9 @@ import pytest
 import trio
 
 from p2pmr.cid import CID
-from p2pmr.errors import BlockNotFound, StorageError, UnixFSError, collapsed
+from p2pmr.errors import BlockNotFound, JobFailed, StorageError, UnixFSError, collapsed
+from p2pmr.localswarm import local_swarm
+from p2pmr.node import open_node
 
 
 async def _fail(exc: BaseException) -> None:
@@ -41,3 +43,13 @@ async def test_cancellation_is_untouched() -> None:
                 nursery.start_soon(trio.sleep_forever)
                 await trio.sleep_forever()
     assert scope.cancelled_caught
+
+
+async def test_errors_in_a_node_block_reach_the_caller_as_themselves(tmp_path) -> None:
+    """`try: async with open_node(): ... except JobFailed` must work, as the
+    README's library example does it."""
+    with pytest.raises(JobFailed, match="as itself"):
+        async with open_node(tmp_path / "node") as node, \
+                local_swarm(1, tmp_path / "peers", node.multiaddrs[0], str(node.peer_id),
+                            workers=1):
+            raise JobFailed("as itself")
