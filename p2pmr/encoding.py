@@ -16,6 +16,7 @@ reducer for a key is ``crc32(key_bytes) mod R``.
 
 from __future__ import annotations
 
+import io
 import pickle
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -115,7 +116,17 @@ def _msgpack_dumps(obj: object) -> bytes:
 
 
 MSGPACK: Final = Codec("msgpack", _msgpack_dumps, _unpackb)
-PICKLE: Final = Codec("pickle", lambda obj: pickle.dumps(obj, protocol=5), pickle.loads)
+def _pickle_dumps(obj: object) -> bytes:
+    # Without the memo, equal keys pickle to equal bytes whatever their object
+    # identity: ("ab", "ab") is the same key whether or not both are one str.
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=5)
+    pickler.fast = True
+    pickler.dump(obj)
+    return buffer.getvalue()
+
+
+PICKLE: Final = Codec("pickle", _pickle_dumps, pickle.loads)
 
 _CODECS: Final = {"msgpack": MSGPACK, "": MSGPACK, "pickle": PICKLE}
 

@@ -18,6 +18,7 @@ the job's identity: the same job on the same input is the same job CID.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import sys
@@ -166,8 +167,41 @@ def is_job_like(obj: object) -> bool:
         and not callable(obj))
 
 
+# Processes that pickle job code or run it get a fixed string-hash seed: set
+# and frozenset iteration order then no longer changes from run to run, so
+# the same job file pickles to the same bytes (the same code CID, hence the
+# same output CID), and user code that iterates over sets emits the same
+# records on every attempt (which `verify` relies on).
+STABLE_HASH_ENV = {"PYTHONHASHSEED": "0"}
+
+
+def _stable_class_ids(module: types.ModuleType, source: bytes) -> None:
+    """Name the job module's classes after their code, not at random.
+
+    cloudpickle tags each class it sends by value with a uuid4, which would
+    make every pickling of a job file that defines a class different. In the
+    fresh process that pickles a job file, tag them instead with a digest of
+    the file's source and the class's name: stable across runs, and
+    different for different code (a worker caches classes by this tag).
+    """
+    impl = getattr(cloudpickle, "cloudpickle", None)
+    by_class = getattr(impl, "_DYNAMIC_CLASS_TRACKER_BY_CLASS", None)
+    by_id = getattr(impl, "_DYNAMIC_CLASS_TRACKER_BY_ID", None)
+    if by_class is None or by_id is None:  # another cloudpickle: keep its ids
+        return
+    for obj in list(vars(module).values()):
+        if isinstance(obj, type) and obj.__module__ == module.__name__ and obj not in by_class:
+            tag = hashlib.sha256(source + b"\0" + obj.__qualname__.encode()).hexdigest()[:32]
+            by_class[obj] = tag
+            by_id[tag] = obj
+
+
 def pickle_job_file(path: str) -> tuple[bytes, str]:
-    """Load and pickle a job file; meant to run in a worker process, so the
-    master's own process never executes job code."""
+    """Load and pickle a job file; meant to run in a fresh worker process (with
+    :data:`STABLE_HASH_ENV`), so the master's own process never executes job
+    code and the bytes depend only on the file."""
     job = load_job_file(path)
+    module = sys.modules.get(f"p2pmr_job_{Path(path).resolve().stem}")
+    if module is not None:
+        _stable_class_ids(module, Path(path).read_bytes())
     return dump_job(job), job.name

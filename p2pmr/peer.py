@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import traceback
 from collections import OrderedDict
@@ -44,6 +45,7 @@ from .errors import (
     UnixFSError,
     collapsed,
 )
+from .job import STABLE_HASH_ENV
 from .node import Node
 from .protocol import (
     PROTOCOL_ID,
@@ -235,7 +237,13 @@ class PeerService:
         self._store_path = str(node.local.root) if node.local is not None else None
 
     async def run(self) -> None:
-        """Own the worker processes for the node's lifetime."""
+        """Own the worker processes for the node's lifetime.
+
+        Workers start with a fixed hash seed (set in this process's
+        environment, which they inherit): user code that iterates over a set
+        then yields the same records on every attempt and every peer.
+        """
+        os.environ.update(STABLE_HASH_ENV)
         init = functools.partial(_worker.init_worker, self.config.limits)
         async with trio_parallel.open_worker_context(
                 idle_timeout=600, init=init, retire=_worker.should_retire,

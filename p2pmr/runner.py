@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -24,7 +25,7 @@ import trio_parallel
 from . import unixfs
 from .cid import CID
 from .errors import JobError, P2PMRError, collapse, collapsed
-from .job import pickle_job_file
+from .job import STABLE_HASH_ENV, pickle_job_file
 from .journal import find_journal
 from .localswarm import local_swarm
 from .master import Master, MasterOptions
@@ -132,13 +133,29 @@ async def _run_with_progress(master: Master, progress: bool) -> CID:
 async def _load_job(jobfile: Path) -> tuple[bytes, str]:
     # Import and pickle the job file in a worker process: the master's own
     # process never executes job code.
+    # A fresh process each time, started with a fixed hash seed: the same
+    # file then always pickles to the same bytes (see job.STABLE_HASH_ENV).
+    saved = {k: os.environ.get(k) for k in STABLE_HASH_ENV}
+    os.environ.update(STABLE_HASH_ENV)
     try:
-        result: tuple[bytes, str] = await trio_parallel.run_sync(pickle_job_file, str(jobfile))
+        async with trio_parallel.open_worker_context(
+                worker_type=trio_parallel.WorkerType.SPAWN, retire=_always) as ctx:
+            result: tuple[bytes, str] = await ctx.run_sync(pickle_job_file, str(jobfile))
     except P2PMRError:
         raise
     except Exception as exc:
         raise JobError(f"cannot load {jobfile}: {exc!r}") from exc
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return result
+
+
+def _always() -> bool:
+    return True
 
 
 async def run_job(settings: RunSettings) -> CID:

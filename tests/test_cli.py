@@ -104,3 +104,16 @@ def test_worker_pool_is_sized_by_usable_cpus_not_host_cores() -> None:
     workers, host = subprocess.run([sys.executable, "-c", probe], capture_output=True,
                                    check=True, text=True).stdout.split()
     assert workers == "1", f"{workers} workers on one usable CPU (host has {host})"
+
+
+def test_same_job_file_same_input_same_output_cid(tmp_path: Path) -> None:
+    """Two runs of a job whose code holds a set and a class, in processes with
+    different hash seeds and with fresh repos, give one output CID."""
+    outputs = []
+    for seed in ("1", "2"):
+        result = run_cli("run", str(Path(__file__).parent / "jobs" / "setclass.py"), "--input",
+                         str(GUTENBERG / "pg-metamorphosis.txt"), "--reducers", "2",
+                         "--local-peers", "1", "--repo", str(tmp_path / f"repo-{seed}"),
+                         "--no-progress", timeout=300, env={"PYTHONHASHSEED": seed})
+        outputs.append(result.stdout.decode().splitlines()[-1])
+    assert outputs[0] == outputs[1]
