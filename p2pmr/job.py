@@ -132,6 +132,7 @@ class JobDescriptor:
     encoding: str = "msgpack"
     cid_version: int = 0
     name: str = "job"
+    boundary_group: int = 128  # which splits each boundary task covers
 
     def to_json(self) -> bytes:
         doc = {
@@ -143,6 +144,7 @@ class JobDescriptor:
             "cid_version": self.cid_version,
             "name": self.name,
             "records": "lines",
+            "boundary_group": self.boundary_group,
         }
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
@@ -154,7 +156,8 @@ class JobDescriptor:
                 raise JobError("not a p2pmr job descriptor (version 1)")
             return cls(code=CID.parse(doc["code"]), input=CID.parse(doc["input"]),
                        reducers=int(doc["reducers"]), encoding=str(doc["encoding"]),
-                       cid_version=int(doc.get("cid_version", 0)), name=str(doc.get("name", "")))
+                       cid_version=int(doc.get("cid_version", 0)), name=str(doc.get("name", "")),
+                       boundary_group=int(doc.get("boundary_group", 128)))
         except JobError:
             raise
         except Exception as exc:

@@ -85,6 +85,7 @@ class MasterOptions:
     verify: int = 1                   # run each task on this many peers; outputs must agree
     journal: bool = True
     resume: bool = False
+    resume_job: CID | None = None     # resume this journaled job (default: find a match)
     policy: Policy = field(default_factory=Policy)
 
 
@@ -296,13 +297,30 @@ class Master:
         journal_dir = self.node.repo / "jobs"
         resumed = None
         if self.options.resume:
-            resumed = find_journal(journal_dir, input_cid=self.input, reducers=self.reducers,
-                                   name=self.name, include_complete=True)
+            if self.options.resume_job is not None:
+                resumed = find_journal(journal_dir, job=self.options.resume_job,
+                                       include_complete=True)
+            else:
+                resumed = find_journal(journal_dir, input_cid=self.input,
+                                       reducers=self.reducers, name=self.name,
+                                       include_complete=True)
+            if resumed is None:
+                log.warning("nothing to resume for this job in %s: starting it afresh",
+                            journal_dir)
         if resumed is not None:
             descriptor = resumed.descriptor
             self.code_cid = descriptor.code
+            await self._check_same_code(descriptor)
             if not await self._available(self.code_cid):
                 raise JobFailed(f"cannot resume: the job code {self.code_cid} is gone")
+            # The journaled run's settings decide what its journaled outputs
+            # mean: its encoding, CID version and boundary grouping hold.
+            self.input, self.reducers, self.name = \
+                descriptor.input, descriptor.reducers, descriptor.name
+            self.options = dataclasses.replace(
+                self.options, encoding=descriptor.encoding, cid_version=descriptor.cid_version,
+                boundary_group=descriptor.boundary_group)
+            opts = unixfs.ImportOptions(cid_version=self.options.cid_version)
             log.info("resuming job %s from its journal", resumed.job)
         else:
             code = self.code
@@ -313,7 +331,7 @@ class Master:
             self.code_cid = await unixfs.add_bytes(blocks, code, opts)
             descriptor = JobDescriptor(self.code_cid, self.input, self.reducers,
                                        self.options.encoding, self.options.cid_version,
-                                       self.name)
+                                       self.name, max(1, self.options.boundary_group))
         self.descriptor = descriptor
         self.job_cid = await unixfs.add_bytes(blocks, descriptor.to_json(), opts)
         await self._resolve_input()
@@ -324,6 +342,26 @@ class Master:
             if self.finished is None:
                 await self._replay(self._journal.records)
         self.timings["plan"] = time.monotonic() - start
+
+    async def _check_same_code(self, descriptor: JobDescriptor) -> None:
+        """Say so when the code given is not the journaled run's.
+
+        A resumed job runs the journaled code: its completed tasks are that
+        code's results. Pickled code can differ without any change to the
+        source (a job object holding a set, pickled in a process with another
+        hash seed), so this warns rather than refuses.
+        """
+        code = self.code
+        if code is None and self.job is not None:
+            code = dump_job(self.job)
+        if code is None:
+            return  # resuming by journal alone: its code is the code
+        ours, _ = unixfs.import_bytes(code, unixfs.ImportOptions(
+            cid_version=descriptor.cid_version))
+        if ours != descriptor.code:
+            log.warning("the job's code (%s) is not the journaled run's (%s): resuming with "
+                        "the journaled code; run without --resume to use the new code",
+                        ours, descriptor.code)
 
     async def _available(self, cid: CID) -> bool:
         local = self.node.local

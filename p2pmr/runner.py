@@ -190,17 +190,26 @@ async def run_job(settings: RunSettings) -> CID:
                 prep.start_soon(load)
                 prep.start_soon(add_input)
         reducers = settings.reducers or 1
-        if input_cid is None:
-            found = find_journal(settings.repo / "jobs")
+        resume_job: CID | None = None
+        if settings.resume and (code is None or input_cid is None):
+            # The journal says what to run. Pin down which one here, so the
+            # master resumes exactly the job found.
+            found = find_journal(settings.repo / "jobs", input_cid=input_cid,
+                                 name=name if code is not None else None)
             if found is None:
-                raise JobError("--resume: this repo has no unfinished job")
+                raise JobError("--resume: this repo has no unfinished job"
+                               + (f" on input {input_cid}" if input_cid else ""))
             input_cid, reducers, name = found.descriptor.input, found.descriptor.reducers, \
                 found.descriptor.name
+            resume_job = found.job
             log.info("resuming job %s (input %s, %d reducers)", found.job, input_cid, reducers)
+        if input_cid is None:
+            raise JobError("no input: give --input (or --resume an unfinished job)")
         options = MasterOptions(peer_timeout=settings.peer_timeout,
                                 wait_for_workers=settings.wait_for_workers,
                                 encoding=settings.encoding, cid_version=settings.cid_version,
-                                verify=settings.verify, resume=settings.resume)
+                                verify=settings.verify, resume=settings.resume,
+                                resume_job=resume_job)
         master = Master(node, input_cid, None, reducers, options, code=code, name=name)
         root = await _run_with_progress(master, settings.progress)
         elapsed = time.monotonic() - started

@@ -21,6 +21,7 @@ from p2pmr.cid import CID
 from p2pmr.job import load_job_file
 from p2pmr.node import Node
 
+from .conftest import peers
 from .helpers import GUTENBERG, PeerProcess, gutenberg_files
 from .swarm import JOBS, Swarm, load_with_env, output_counts, redone, reference_counts
 
@@ -213,6 +214,29 @@ def _lines(data: bytes) -> list[tuple[int, str]]:
         out.append((offset, text.decode("utf-8", "replace")))
         offset += len(raw) + 1
     return out
+
+
+async def test_resume_keeps_the_journaled_runs_settings(master: Node, tmp_path: Path) -> None:
+    """A job run with CIDv1 and an unusual boundary grouping, interrupted
+    after its last task, is resumed by a master given neither setting: the
+    journal's settings hold, nothing runs again, and the output is the same."""
+    cid = await master.add_path(GUTENBERG / "pg-metamorphosis.txt")
+    wordcount = load_job_file(Path(__file__).parent.parent / "examples" / "wordcount.py")
+    async with peers(master, tmp_path / "peers", 2):
+        first = InitMaster(master, cid, wordcount, 2, cid_version=1, boundary_group=2)
+        with trio.fail_after(120):
+            root = await first.run()
+        assert str(root).startswith("bafy")
+        # As if the master died just before writing the output record.
+        journal = master.repo / "jobs" / str(first.job_cid) / "journal"
+        lines = journal.read_text().splitlines(keepends=True)
+        assert json.loads(lines[-1])["t"] == "output"
+        journal.write_text("".join(lines[:-1]))
+        again = InitMaster(master, cid, wordcount, 2, resume=True)
+        with trio.fail_after(120):
+            assert await again.run() == root
+    tasks = first.get_map_status().total + first.get_reduce_status().total
+    assert again.job_cid == first.job_cid and again.resumed_tasks == tasks
 
 
 def _free_port() -> int:
