@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import trio
@@ -111,8 +112,13 @@ async def write_output(node: Node, root: CID, directory: Path) -> list[Path]:
     written = []
     for entry in await unixfs.list_directory(node.blocks, root):
         target = directory / entry.name
-        data = await unixfs.read_range(node.blocks, entry.cid)
-        await trio.Path(target).write_bytes(data)
+        # Streamed block by block: a part may be larger than memory.
+        async with await trio.open_file(target, "wb") as handle:
+
+            async def write(piece: bytes, handle: Any = handle) -> None:
+                await handle.write(piece)
+
+            await unixfs.cat(node.blocks, entry.cid, write)
         written.append(target)
     return written
 
