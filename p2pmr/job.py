@@ -199,6 +199,12 @@ def _stable_class_ids(module: types.ModuleType, source: bytes) -> None:
             by_id[tag] = obj
 
 
+def retire_after_one_job() -> bool:
+    """For a worker pool: a fresh process for every job file pickled (and
+    importing only this light module, not libp2p)."""
+    return True
+
+
 def pickle_job_file(path: str) -> tuple[bytes, str]:
     """Load and pickle a job file; meant to run in a fresh worker process (with
     :data:`STABLE_HASH_ENV`), so the master's own process never executes job

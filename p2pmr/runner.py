@@ -26,7 +26,7 @@ import trio_parallel
 from . import unixfs
 from .cid import CID
 from .errors import JobError, P2PMRError, collapse, collapsed
-from .job import STABLE_HASH_ENV, pickle_job_file
+from .job import STABLE_HASH_ENV, pickle_job_file, retire_after_one_job
 from .journal import find_journal
 from .localswarm import local_swarm
 from .master import Master, MasterOptions
@@ -145,7 +145,7 @@ async def _load_job(jobfile: Path) -> tuple[bytes, str]:
     os.environ.update(STABLE_HASH_ENV)
     try:
         async with trio_parallel.open_worker_context(
-                worker_type=trio_parallel.WorkerType.SPAWN, retire=_always) as ctx:
+                worker_type=trio_parallel.WorkerType.SPAWN, retire=retire_after_one_job) as ctx:
             result: tuple[bytes, str] = await ctx.run_sync(pickle_job_file, str(jobfile))
     except P2PMRError:
         raise
@@ -159,9 +159,6 @@ async def _load_job(jobfile: Path) -> tuple[bytes, str]:
                 os.environ[key] = value
     return result
 
-
-def _always() -> bool:
-    return True
 
 
 async def run_job(settings: RunSettings) -> CID:
