@@ -142,6 +142,7 @@ class MapRequest:
     store: str | None = None  # the repo with the flatfs store, if the peer has one
     block_cid: bytes = b""
     block: bytes = b""        # the input block, unless the worker reads it from store
+    size: int = -1            # the bytes the split names (-1: unchecked)
     path: str = ""
     offset: int = 0
     first: bool = True
@@ -286,6 +287,11 @@ def run_map(req: MapRequest) -> MapOutcome:
             block_cid = CID.from_bytes(req.block_cid)
             block = req.block if req.block or store is None else _read_block(store, block_cid)
             data = extract_data(block_cid, block)
+            if req.size >= 0 and len(data) != req.size:
+                # Not the leaf the master resolved (an inner node, say): its
+                # lines would be silently missing from the output.
+                raise ValueError(f"block {block_cid} holds {len(data)} bytes of file data, "
+                                 f"not the {req.size} its split names")
             records, out.records_in, edges = block_records(req.path, data, req.offset,
                                                            req.first, req.last)
             out.head_len, out.tail_len, out.no_newline = edges.head, edges.tail, edges.no_newline

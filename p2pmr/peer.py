@@ -561,7 +561,7 @@ class PeerService:
             request.block_cid = bytes(block_cid)
             if self._store_path is None:
                 request.block = block  # the worker reads it from the store otherwise
-            request.path, request.offset = split.path, split.offset
+            request.path, request.offset, request.size = split.path, split.offset, split.size
             request.first, request.last = split.first, split.last
         else:
             request.records = await self._fetch_file(

@@ -400,3 +400,26 @@ def test_cli_rejects_a_bad_psk(tmp_path: Path) -> None:
                              "--psk", "short"], capture_output=True, timeout=60)
     assert result.returncode == 1 and b"64 hex digits" in result.stderr
 
+
+
+def test_a_split_that_names_an_inner_node_is_refused_not_mapped() -> None:
+    """A split whose block is not the leaf it claims (here the file's root,
+    whose children hold the data) is a bad request, not an empty map."""
+    from p2pmr._worker import BAD_REQUEST, MapRequest, WorkerLimits, run_map
+    from p2pmr.unixfs import ImportOptions, import_bytes
+
+    data = b"a line\n" * 100_000
+    root, blocks = import_bytes(data, ImportOptions())
+    stored = dict(blocks)
+    code = cloudpickle.dumps(load_job_file(WORDCOUNT))
+
+    def request(cid: CID, size: int) -> MapRequest:
+        return MapRequest(code_cid=b"c", code=code, encoding="msgpack", allow_pickle=False,
+                          reducers=1, cid_version=0, limits=WorkerLimits(cpu_seconds=None),
+                          block_cid=bytes(cid), block=stored[cid], size=size)
+
+    refused = run_map(request(root, 262144))
+    assert refused.failure is not None and refused.failure.code == BAD_REQUEST
+    assert "not the 262144" in refused.failure.message
+    leaf = next(c for c, b in blocks if c != root)
+    assert run_map(request(leaf, 262144)).failure is None
