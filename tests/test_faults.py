@@ -192,10 +192,22 @@ async def test_outputs_gone_before_the_master_fetched_them(master: Node, swarm: 
         (src / path.name).write_bytes(path.read_bytes())
     cid = await master.add_path(src)
     forgetful = await trio.to_thread.run_sync(lambda: swarm.start("forgetful", name="forgetful"))
-    await trio.to_thread.run_sync(swarm.start)
     job = InitMaster(master, cid, load_job_file(JOBS / "records.py"), 2, fetch_timeout=3)
+
+    async def good_peer_after_a_lost_output() -> None:
+        # Alone, the forgetful peer gets a whole split first, whose output is
+        # too big to travel inline: the master must fetch it, and cannot.
+        while True:
+            status = job.get_peer_status().get(forgetful.peer_id)
+            if status is not None and status.failed:
+                break
+            await trio.sleep(0.05)
+        await trio.to_thread.run_sync(swarm.start)
+
     with trio.fail_after(180):
-        root = await job.run()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(good_peer_after_a_lost_output)
+            root = await job.run()
     expected = sorted(f"{(path.name, offset)}\t{line}" for path in files
                       for offset, line in _lines(path.read_bytes()))
     got = []
