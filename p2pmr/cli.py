@@ -22,7 +22,7 @@ import trio
 from . import unixfs
 from .blockstore import BlockStore, FlatFSStore
 from .cid import CID
-from .errors import P2PMRError, collapse
+from .errors import P2PMRError, collapsed
 from .node import DEFAULT_LISTEN, default_repo, open_node
 
 log = logging.getLogger("p2pmr.cli")
@@ -65,10 +65,8 @@ def configure_logging(level: str) -> None:
 def run_async(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Run a coroutine function under trio, turning our errors into exit status 1."""
     try:
-        try:
+        with collapsed():
             return trio.run(fn, *args)
-        except BaseExceptionGroup as group:
-            raise collapse(group) from None
     except P2PMRError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None

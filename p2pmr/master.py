@@ -41,7 +41,6 @@ from .errors import (
     P2PMRError,
     ProtocolError,
     UnixFSError,
-    collapse,
     collapsed,
 )
 from .job import Job, JobDescriptor, dump_job, is_job_like
@@ -258,9 +257,8 @@ class Master:
         """
         self._started_at = time.monotonic()
         try:
-            await self._run()
-        except BaseExceptionGroup as group:
-            raise collapse(group) from None
+            with collapsed():
+                await self._run()
         finally:
             if self._journal is not None:
                 self._journal.close()

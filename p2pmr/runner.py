@@ -25,7 +25,7 @@ import trio_parallel
 
 from . import unixfs
 from .cid import CID
-from .errors import JobError, P2PMRError, collapse, collapsed
+from .errors import JobError, P2PMRError, collapsed
 from .job import STABLE_HASH_ENV, pickle_job_file, retire_after_one_job
 from .journal import find_journal
 from .localswarm import local_swarm
@@ -125,13 +125,11 @@ async def write_output(node: Node, root: CID, directory: Path) -> list[Path]:
 
 async def _run_with_progress(master: Master, progress: bool) -> CID:
     root: CID | None = None
-    try:
+    with collapsed():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_progress, master, progress)
             root = await master.run()
             nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        raise collapse(group) from None
     assert root is not None
     return root
 
