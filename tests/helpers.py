@@ -20,6 +20,14 @@ def gutenberg_files() -> list[Path]:
     return sorted(GUTENBERG.glob("pg-*.txt"))
 
 
+def copy_into(directory: Path, files: Sequence[Path]) -> Path:
+    """A fresh input directory holding copies of ``files``."""
+    directory.mkdir()
+    for path in files:
+        (directory / path.name).write_bytes(path.read_bytes())
+    return directory
+
+
 def random_bytes(n: int, seed: int | None = None) -> bytes:
     return random.Random(n if seed is None else seed).randbytes(n)
 

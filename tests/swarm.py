@@ -6,7 +6,11 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
+
+import trio
 
 from p2pmr import unixfs
 from p2pmr.cid import CID
@@ -33,6 +37,37 @@ def load_with_env(name: str, **env: str) -> object:
                 os.environ[key] = value
 
 
+def expected_records(lines: list[bytes], path: str) -> list[str]:
+    """What the records job outputs for a file of these lines, joined by "\n"
+    (the last one unterminated): "(path, offset)\tline", sorted."""
+    expected, offset = [], 0
+    for i, raw in enumerate(lines):
+        text = raw[:-1] if raw.endswith(b"\r") and i < len(lines) - 1 else raw
+        expected.append(f"({path!r}, {offset})\t{text.decode('utf-8', 'replace')}")
+        offset += len(raw) + 1
+    return sorted(expected)
+
+
+def file_records(path: Path, name: str) -> list[str]:
+    """:func:`expected_records` for a file on disk, under ``name``."""
+    lines = path.read_bytes().split(b"\n")
+    if lines[-1] == b"":  # a final newline ends the last line; no empty line after it
+        lines.pop()
+    return expected_records(lines, name)
+
+
+async def run_while(job: Any, background: Callable[[], Awaitable[None]],
+                    timeout: float) -> CID:
+    """Run a job while ``background`` (chaos, churn, polling) goes on; it
+    stops when the job returns."""
+    with trio.fail_after(timeout):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(background)
+            root: CID = await job.run()
+            nursery.cancel_scope.cancel()
+    return root
+
+
 def reference_counts(paths: list[Path]) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for path in paths:
@@ -40,6 +75,19 @@ def reference_counts(paths: list[Path]) -> dict[str, int]:
             for line in handle:
                 counts.update(WORD.findall(line))
     return dict(counts)
+
+
+async def output_lines(node: Node, root: CID) -> list[str]:
+    """Every line of every part of an output directory, in part order."""
+    entries = await unixfs.list_directory(node.blocks, root)
+    names = [e.name for e in entries]
+    assert "_manifest.json" in names
+    text = b""
+    for entry in entries:
+        if entry.name.startswith("part-"):
+            text += await unixfs.read_range(node.blocks, entry.cid)
+    # Records end with "\n" alone: a value may hold "\r" or "\x0c".
+    return text.decode().split("\n")[:-1] if text else []
 
 
 async def output_counts(node: Node, root: CID) -> dict[str, int]:

@@ -22,19 +22,25 @@ from p2pmr.job import load_job_file
 from p2pmr.node import Node
 
 from .conftest import peers
-from .helpers import GUTENBERG, PeerProcess, gutenberg_files
-from .swarm import JOBS, Swarm, load_with_env, output_counts, redone, reference_counts
+from .helpers import GUTENBERG, PeerProcess, copy_into, gutenberg_files
+from .swarm import (
+    JOBS,
+    Swarm,
+    file_records,
+    load_with_env,
+    output_counts,
+    output_lines,
+    redone,
+    reference_counts,
+    run_while,
+)
 
 
 async def test_crash(master: Node, swarm: Swarm, tmp_path: Path) -> None:
     """Map and reduce kill their workers or stall a third of the time each,
     and whole peers are killed and restarted; the output is still exact."""
     files = gutenberg_files()[:4]
-    src = tmp_path / "in"
-    src.mkdir()
-    for path in files:
-        (src / path.name).write_bytes(path.read_bytes())
-    cid = await master.add_path(src)
+    cid = await master.add_path(copy_into(tmp_path / "in", files))
     job = load_with_env("crash.py", P2PMR_CRASH_MAX_SLEEP="10")
     for i in range(3):
         await trio.to_thread.run_sync(lambda i=i: swarm.start(name=f"crash-{i}"))
@@ -48,11 +54,7 @@ async def test_crash(master: Node, swarm: Swarm, tmp_path: Path) -> None:
             await trio.sleep(1)
             await trio.to_thread.run_sync(lambda r=victim.repo: swarm.start(name=r.name))
 
-    with trio.fail_after(280):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(kill_and_restart)
-            root = await master_job.run()
-            nursery.cancel_scope.cancel()
+    root = await run_while(master_job, kill_and_restart, 280)
     assert await output_counts(master, root) == reference_counts(files)
     print(f"crash: {redone(master_job)} attempt(s) beyond the first")
 
@@ -169,11 +171,7 @@ async def test_churn(master: Node, swarm: Swarm, tmp_path: Path, mix: dict[str, 
         good = [p for p in swarm.peers if p.proc.poll() is None]
         good[0].kill()  # and one leaves
 
-    with trio.fail_after(240):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(churn)
-            root = await job.run()
-            nursery.cancel_scope.cancel()
+    root = await run_while(job, churn, 240)
     assert await output_counts(master, root) == reference_counts(sorted(GUTENBERG.iterdir()))
     print(f"churn {sorted(mix.items())}: {redone(job)} attempt(s) beyond the first")
     status = job.get_peer_status()
@@ -186,11 +184,7 @@ async def test_outputs_gone_before_the_master_fetched_them(master: Node, swarm: 
     the answer). The master's fetch fails: the task is retried elsewhere and
     the job still ends exact, rather than dying on the fetch error."""
     files = gutenberg_files()[:3]
-    src = tmp_path / "in"
-    src.mkdir()
-    for path in files:
-        (src / path.name).write_bytes(path.read_bytes())
-    cid = await master.add_path(src)
+    cid = await master.add_path(copy_into(tmp_path / "in", files))
     forgetful = await trio.to_thread.run_sync(lambda: swarm.start("forgetful", name="forgetful"))
     job = InitMaster(master, cid, load_job_file(JOBS / "records.py"), 2, fetch_timeout=3)
 
@@ -204,28 +198,11 @@ async def test_outputs_gone_before_the_master_fetched_them(master: Node, swarm: 
             await trio.sleep(0.05)
         await trio.to_thread.run_sync(swarm.start)
 
-    with trio.fail_after(180):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(good_peer_after_a_lost_output)
-            root = await job.run()
-    expected = sorted(f"{(path.name, offset)}\t{line}" for path in files
-                      for offset, line in _lines(path.read_bytes()))
-    got = []
-    for entry in await unixfs.list_directory(master.blocks, root):
-        if entry.name.startswith("part-"):
-            got += (await unixfs.read_range(master.blocks, entry.cid)).decode().split("\n")[:-1]
-    assert sorted(got) == expected
+    root = await run_while(job, good_peer_after_a_lost_output, 180)
+    expected = sorted(r for path in files for r in file_records(path, path.name))
+    assert sorted(await output_lines(master, root)) == expected
     status = job.get_peer_status()[forgetful.peer_id]
     assert status.failed >= 1
-
-
-def _lines(data: bytes) -> list[tuple[int, str]]:
-    out, offset = [], 0
-    for raw in data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"):
-        text = raw[:-1] if raw.endswith(b"\r") else raw
-        out.append((offset, text.decode("utf-8", "replace")))
-        offset += len(raw) + 1
-    return out
 
 
 async def test_resume_keeps_the_journaled_runs_settings(master: Node, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from p2pmr.unixfs import ImportOptions
 
 from .conftest import peers
 from .daemons import JsIpfsDaemon, KuboNode
-from .helpers import GUTENBERG, ROOT, random_bytes, run_cli
+from .helpers import GUTENBERG, ROOT, copy_into, random_bytes, run_cli
 from .swarm import output_counts, reference_counts
 
 pytestmark = pytest.mark.kubo
@@ -153,10 +153,7 @@ async def test_wordcount_job_through_kubo_backed_master_and_peers(
     lives in an IPFS daemon reached over its HTTP RPC API, not in p2pmr's
     own store: the set-up of peers that already run a daemon."""
     files = [GUTENBERG / "pg-metamorphosis.txt", GUTENBERG / "pg-being_ernest.txt"]
-    src = tmp_path / "in"
-    src.mkdir()
-    for path in files:
-        (src / path.name).write_bytes(path.read_bytes())
+    src = copy_into(tmp_path / "in", files)
     wordcount = load_job_file(ROOT / "examples" / "wordcount.py")
     async with open_node(tmp_path / "master", ipfs_api=jsipfs.api) as master:
         assert master.local is None  # no embedded store: the daemon holds everything

@@ -17,21 +17,11 @@ from p2pmr.job import load_job_file
 from p2pmr.node import Node
 
 from .conftest import peers
-from .helpers import GUTENBERG, ROOT, gutenberg_files
+from .helpers import GUTENBERG, ROOT, copy_into, gutenberg_files
+from .swarm import expected_records, output_lines, run_while
 
 WORD = re.compile(r"[^\W\d_]+")
 JOBS = Path(__file__).parent / "jobs"
-
-
-async def output_lines(node: Node, root: CID) -> list[str]:
-    entries = await unixfs.list_directory(node.blocks, root)
-    names = [e.name for e in entries]
-    assert "_manifest.json" in names
-    text = b""
-    for entry in entries:
-        if entry.name.startswith("part-"):
-            text += await unixfs.read_range(node.blocks, entry.cid)
-    return text.decode().splitlines()
 
 
 def reference_wordcount(paths: list[Path]) -> list[str]:
@@ -46,11 +36,7 @@ def reference_wordcount(paths: list[Path]) -> list[str]:
 async def test_wordcount_directory_matches_sequential(master: Node, tmp_path: Path) -> None:
     wordcount = load_job_file(ROOT / "examples" / "wordcount.py")
     texts = gutenberg_files()
-    src = tmp_path / "books"
-    src.mkdir()
-    for path in texts:
-        (src / path.name).write_bytes(path.read_bytes())
-    cid = await master.add_path(src)
+    cid = await master.add_path(copy_into(tmp_path / "books", texts))
     # The per-file 256 KiB cuts fall mid-word at "drum|s" and "g|rindstone".
     cuts = []
     for path in texts:
@@ -122,23 +108,7 @@ async def test_records_are_exact_keys_and_lines(master: Node, tmp_path: Path, gr
         root = await job.run()
     splits = -(-len(data) // 262144)
     assert splits == 5 and job.manifest["counts"]["boundary_tasks"] == -(-(splits - 1) // group)
-    got = sorted(await output_lines(master, root))
-    expected = []
-    offset = 0
-    for i, raw in enumerate(lines):
-        text = raw[:-1] if raw.endswith(b"\r") and i < len(lines) - 1 else raw
-        expected.append(f"('sub/f.txt', {offset})\t{text.decode('utf-8', 'replace')}")
-        offset += len(raw) + 1
-    assert got == sorted(expected)
-
-
-def _expected_records(lines: list[bytes], path: str) -> list[str]:
-    expected, offset = [], 0
-    for i, raw in enumerate(lines):
-        text = raw[:-1] if raw.endswith(b"\r") and i < len(lines) - 1 else raw
-        expected.append(f"({path!r}, {offset})\t{text.decode('utf-8', 'replace')}")
-        offset += len(raw) + 1
-    return sorted(expected)
+    assert sorted(await output_lines(master, root)) == expected_records(lines, "sub/f.txt")
 
 
 async def test_lines_spanning_many_blocks_stay_whole(master: Node, tmp_path: Path) -> None:
@@ -156,7 +126,7 @@ async def test_lines_spanning_many_blocks_stay_whole(master: Node, tmp_path: Pat
                              boundary_group=group)
             with trio.fail_after(120):
                 root = await job.run()
-            assert sorted(await output_lines(master, root)) == _expected_records(lines, "")
+            assert sorted(await output_lines(master, root)) == expected_records(lines, "")
 
 
 async def test_empty_input_and_more_reducers_than_keys(master: Node, tmp_path: Path) -> None:
@@ -240,10 +210,8 @@ async def test_status_moves_from_zero_to_total(master: Node, tmp_path: Path) -> 
             seen.append((m.complete, m.total, r.complete, r.total))
             await trio.sleep(0.01)
 
-    async with peers(master, tmp_path / "peers", 2), trio.open_nursery() as nursery:
-        nursery.start_soon(poll)
-        await job.run()
-        nursery.cancel_scope.cancel()
+    async with peers(master, tmp_path / "peers", 2):
+        await run_while(job, poll, 120)
     assert seen[0][0] == 0 and seen[0][2] == 0
     final_map, final_reduce = job.get_map_status(), job.get_reduce_status()
     assert final_map.complete == final_map.total > 0 and final_reduce.complete == 3

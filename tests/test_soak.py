@@ -13,7 +13,7 @@ from p2pmr.job import load_job_file
 from p2pmr.node import Node
 
 from .helpers import GUTENBERG, ROOT, gutenberg_files
-from .swarm import Swarm, load_with_env, output_counts, reference_counts
+from .swarm import Swarm, load_with_env, output_counts, reference_counts, run_while
 
 pytestmark = pytest.mark.slow
 
@@ -35,11 +35,7 @@ async def test_crash_soak_all_texts_many_kills(master: Node, swarm: Swarm) -> No
             await trio.sleep(rng.uniform(0.5, 3))
             await trio.to_thread.run_sync(lambda r=victim.repo: swarm.start(name=r.name))
 
-    with trio.fail_after(900):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(chaos)
-            root = await master_job.run()
-            nursery.cancel_scope.cancel()
+    root = await run_while(master_job, chaos, 900)
     assert await output_counts(master, root) == reference_counts(sorted(GUTENBERG.iterdir()))
 
 
@@ -66,11 +62,7 @@ async def test_churn_soak_random_mixes(master: Node, swarm: Swarm, seed: int) ->
                 if len(alive) > 2:
                     rng.choice(alive).kill()
 
-    with trio.fail_after(600):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(churn)
-            root = await job.run()
-            nursery.cancel_scope.cancel()
+    root = await run_while(job, churn, 600)
     assert await output_counts(master, root) == reference_counts(sorted(GUTENBERG.iterdir()))
 
 
@@ -88,9 +80,5 @@ async def test_big_input_with_peer_loss(master: Node, swarm: Swarm, tmp_path: Pa
         await trio.sleep(8)
         swarm.peers[0].kill()
 
-    with trio.fail_after(900):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(lose_one)
-            root = await job.run()
-            nursery.cancel_scope.cancel()
+    root = await run_while(job, lose_one, 900)
     assert await output_counts(master, root) == reference_counts([path])
