@@ -4,9 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from libp2p.abc import IHost
+import trio
+from libp2p.abc import IHost, INetStream
 
-__all__ = ["protocols_of"]
+__all__ = ["close_quietly", "protocols_of"]
+
+
+async def close_quietly(stream: INetStream, *, reset: bool = False) -> None:
+    """Close (or reset) a stream that may already be broken, within 2 s."""
+    with trio.move_on_after(2):
+        try:
+            if reset:
+                await stream.reset()
+            else:
+                await stream.close()
+        except Exception:
+            pass
 
 
 def protocols_of(host: IHost, peer: Any) -> list[str]:

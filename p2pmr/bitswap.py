@@ -47,7 +47,7 @@ from libp2p.bitswap.pb.bitswap_pb2 import Message
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID as PeerID
 
-from ._libp2p import protocols_of
+from ._libp2p import close_quietly, protocols_of
 from .blockstore import MAX_BLOCK_SIZE, FlatFSStore, fetch_dag
 from .cid import CID, DAG_PB, SHA2_256, decode_uvarint, encode_uvarint
 from .errors import BlockNotFound, CIDError
@@ -242,11 +242,7 @@ class _PeerSender:
     async def _close_stream(self) -> None:
         stream, self.stream = self.stream, None
         if stream is not None:
-            with trio.move_on_after(2):
-                try:
-                    await stream.close()
-                except Exception:
-                    pass
+            await close_quietly(stream)
 
 
 def _cid_from_prefix(prefix: bytes, data: bytes) -> CID:
@@ -472,11 +468,7 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
         except Exception as exc:
             log.warning("dropping the bitswap stream to %s: %s: %s", peer,
                         type(exc).__name__, exc)
-            with trio.move_on_after(2):
-                try:
-                    await stream.reset()
-                except Exception:
-                    pass
+            await close_quietly(stream, reset=True)
 
     async def _process_wantlist(self, wantlist: Any, peer_id: PeerID, stream: INetStream) -> None:
         ledger = self._ledgers.setdefault(peer_id, {})

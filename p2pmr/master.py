@@ -29,7 +29,7 @@ import msgpack
 import trio
 
 from . import unixfs
-from ._libp2p import protocols_of
+from ._libp2p import close_quietly, protocols_of
 from ._worker import encode_records
 from .blockstore import dag_links, fetch_dag
 from .cid import CID
@@ -51,7 +51,6 @@ from .protocol import (
     FrameReader,
     FrameWriter,
     body,
-    close_quietly,
     error_code_name,
     pb,
 )

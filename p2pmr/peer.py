@@ -35,6 +35,7 @@ from libp2p.abc import INetStream
 from libp2p.peer.id import ID as PeerID
 
 from . import _worker, unixfs
+from ._libp2p import close_quietly
 from .blockstore import fetch_dag
 from .cid import CID
 from .errors import (
@@ -53,7 +54,6 @@ from .protocol import (
     FrameReader,
     FrameWriter,
     body,
-    close_quietly,
     error_frame,
     pb,
 )

@@ -125,17 +125,6 @@ def error_frame(code: int, message: str, traceback: str = "",
     return pb.Frame(error=err)
 
 
-async def close_quietly(stream: INetStream, *, reset: bool = False) -> None:
-    with trio.move_on_after(2):
-        try:
-            if reset:
-                await stream.reset()
-            else:
-                await stream.close()
-        except Exception:
-            pass
-
-
 def error_code_name(code: int) -> str:
     try:
         return str(pb.ErrorCode.Name(code))  # type: ignore[arg-type]
