@@ -72,12 +72,16 @@ class Job:
                    name=name or str(getattr(obj, "__name__", "job")))
 
 
+def _module_name(file: Path) -> str:
+    return f"p2pmr_job_{file.stem}"
+
+
 def load_job_file(path: str | Path) -> Job:
     """Import a job file that need not be on ``sys.path`` or installed anywhere."""
     file = Path(path).resolve()
     if not file.is_file():
         raise JobError(f"job file not found: {path}")
-    module_name = f"p2pmr_job_{file.stem}"
+    module_name = _module_name(file)
     spec = importlib.util.spec_from_file_location(module_name, file)
     if spec is None or spec.loader is None:
         raise JobError(f"cannot load job file {path}")
@@ -210,7 +214,7 @@ def pickle_job_file(path: str) -> tuple[bytes, str]:
     :data:`STABLE_HASH_ENV`), so the master's own process never executes job
     code and the bytes depend only on the file."""
     job = load_job_file(path)
-    module = sys.modules.get(f"p2pmr_job_{Path(path).resolve().stem}")
+    module = sys.modules.get(_module_name(Path(path).resolve()))
     if module is not None:
         _stable_class_ids(module, Path(path).read_bytes())
     return dump_job(job), job.name
