@@ -12,12 +12,15 @@ module's light dependencies, not libp2p.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import resource
 import signal
+import sys
 import traceback
+import types
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -28,8 +31,8 @@ import msgpack
 from .blockstore import FlatFS
 from .cid import CID
 from .encoding import Codec, get_codec, group_pairs
-from .errors import CIDError, EncodingError, UnixFSError
-from .job import Job
+from .errors import CIDError, CorruptBlock, EncodingError, UnixFSError
+from .job import Job, show_sources
 from .records import block_records, decode_line
 from .unixfs import ImportOptions, extract_data, import_bytes, read_file_sync
 
@@ -46,6 +49,8 @@ INPUT_NOT_FOUND = 4
 _CODE_CACHE: OrderedDict[bytes, Job] = OrderedDict()
 _CODE_CACHE_SIZE = 8
 _RETIRE = False
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -201,43 +206,148 @@ def _load_job(code_cid: bytes, code: bytes) -> Job:
     # block against its CID; here they are only ever unpickled, once per CID.
     obj = cloudpickle.loads(code)
     job = Job.from_object(obj) if not isinstance(obj, Job) else obj
+    _register_job_modules(job)
     _CODE_CACHE[code_cid] = job
     while len(_CODE_CACHE) > _CODE_CACHE_SIZE:
         _CODE_CACHE.popitem(last=False)
     return job
 
 
-def _user_failure(exc: BaseException, what: str) -> Failure:
+def _register_job_modules(job: Job) -> None:
+    """Let pickle find the job's own classes and functions by name, here.
+
+    The job file travels by value: on the peer its classes claim a module
+    (``p2pmr_job_<name>``) that no file provides, so the pickle encoding
+    could not carry their instances ("import of module ... failed"). A
+    stand-in module holding them makes pickling by reference work, and a
+    worker that decodes those records has loaded the same code, so it holds
+    the same stand-in. Real, importable modules are never shadowed.
+    """
+    seen: set[int] = set()
+    pending: list[Any] = [fn for fn in (job.map, job.map_batch, job.reduce, job.combine)
+                          if fn is not None]
+    while pending:
+        obj = pending.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, type):
+            pending.extend(v for v in vars(obj).values()
+                           if isinstance(v, (types.FunctionType, type)))
+        elif isinstance(obj, types.FunctionType):
+            pending.extend(v for v in obj.__globals__.values()
+                           if isinstance(v, (types.FunctionType, type)))
+        else:
+            continue
+        module_name = getattr(obj, "__module__", None)
+        name = getattr(obj, "__qualname__", "")
+        if not module_name or "." in name or "<" in name:
+            continue
+        module = sys.modules.get(module_name)
+        if module is None:
+            try:
+                __import__(module_name)
+            except Exception:
+                module = sys.modules[module_name] = types.ModuleType(module_name)
+                module.__dict__["__p2pmr_standin__"] = True
+            else:
+                continue
+        if module.__dict__.get("__p2pmr_standin__"):
+            module.__dict__.setdefault(name, obj)
+
+
+def _remote_traceback(exc: BaseException, *, user_only: bool = False) -> str:
+    """The traceback a user reads: their frames, without p2pmr's plumbing.
+
+    Frames of this package (the worker loop, grouping, encoding) say nothing
+    about the user's bug; frames of libraries the job calls stay. If the
+    error arose in p2pmr itself (a map that yields no pairs, say), the full
+    stack is kept, unless ``user_only``: then there is nothing to show.
+    """
+    summary = traceback.TracebackException.from_exception(exc)
+    frames = [f for f in summary.stack if not f.filename.startswith(_PACKAGE_DIR)]
+    if frames:
+        summary.stack = traceback.StackSummary.from_list(frames)
+    elif user_only:
+        return ""
+    return "".join(summary.format())
+
+
+def _memory_failure(what: str, limits: WorkerLimits, largest_record: int = 0) -> Failure:
+    """Running out of memory, with the limit named and the ways out."""
+    global _RETIRE
+    _RETIRE = True
+    limit = (f"the worker memory limit of {limits.memory_bytes // _MIB} MiB"
+             if limits.memory_bytes else "the memory this machine could give it")
+    ways = ["raise the limit on the peers (`p2pmr peer --max-task-memory MIB`, or "
+            "`p2pmr run --local-peers N --max-task-memory MIB`)"]
+    text = f"{what} exceeded {limit}"
+    if largest_record >= 8 * _MIB:
+        text += (f"; one of its records is {largest_record / _MIB:.1f} MiB, and map is "
+                 f"handed each record whole")
+        ways += ["break the input into lines: a record is one line, and this one has no "
+                 "newline for that long"]
+    elif what.startswith("reduce"):
+        ways += ["use more reducers (`--reducers`), so each holds less",
+                 "add a combine function, so map tasks emit less"]
+    else:
+        ways += ["make map hold less of what it emits at once"]
+    return Failure(LIMIT_EXCEEDED, f"{text}. Ways out: {'; '.join(ways)}.")
+
+
+def _disk_failure(what: str, exc: OSError) -> Failure:
+    return Failure(LIMIT_EXCEEDED, f"{what}: this peer's disk is full ({exc.strerror}: "
+                   f"{exc.filename or 'its repo'}); free space on it, or give it a --repo on a "
+                   f"bigger disk")
+
+
+def _resource_failure(exc: BaseException, what: str, limits: WorkerLimits,
+                      largest_record: int = 0) -> Failure | None:
+    """Resource exhaustion is a limit, never bad data or the peer's fault."""
+    if isinstance(exc, MemoryError):
+        return _memory_failure(what, limits, largest_record)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return _disk_failure(what, exc)
+    return None
+
+
+def _user_failure(exc: BaseException, what: str, limits: WorkerLimits,
+                  largest_record: int = 0) -> Failure:
     global _RETIRE
     if isinstance(exc, _CPULimit):
         _RETIRE = True
-        return Failure(LIMIT_EXCEEDED, f"{what} exceeded its CPU time limit",
-                       traceback.format_exc())
-    if isinstance(exc, MemoryError):
-        _RETIRE = True
-        return Failure(LIMIT_EXCEEDED, f"{what} exceeded its memory limit",
-                       traceback.format_exc())
+        seconds = f"{limits.cpu_seconds:g} s" if limits.cpu_seconds else "its"
+        return Failure(LIMIT_EXCEEDED, f"{what} exceeded its CPU time limit of {seconds} (the "
+                       f"peer's --max-task-cpu)", _remote_traceback(exc))
+    resource_failure = _resource_failure(exc, what, limits, largest_record)
+    if resource_failure is not None:
+        # Where the job's own code was when memory ran out, if it was at all.
+        resource_failure.traceback = _remote_traceback(exc, user_only=True)
+        return resource_failure
     if isinstance(exc, EncodingError):
         return Failure(USER_CODE_ERROR, f"{what} produced data that cannot be sent: {exc}",
-                       traceback.format_exc())
+                       _remote_traceback(exc))
     return Failure(USER_CODE_ERROR, f"{what} raised {type(exc).__name__}: {exc}",
-                   traceback.format_exc())
+                   _remote_traceback(exc))
 
 
-def _prepare(code_cid: bytes, code: bytes, encoding: str, allow_pickle: bool
-             ) -> tuple[Job, Codec] | Failure:
+def _prepare(code_cid: bytes, code: bytes, encoding: str, allow_pickle: bool,
+             limits: WorkerLimits) -> tuple[Job, Codec] | Failure:
     try:
         codec = get_codec(encoding, allow_pickle=allow_pickle)
     except EncodingError as exc:
         # A property of the job (its encoding), not of the request or peer.
         return Failure(BAD_JOB, str(exc))
     try:
-        return _load_job(code_cid, code), codec
+        job = _load_job(code_cid, code)
     except BaseException as exc:  # unpickling runs arbitrary code
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        return Failure(BAD_JOB, f"cannot load the job's code: {type(exc).__name__}: {exc}",
-                       traceback.format_exc())
+        failure = _resource_failure(exc, "loading the job's code", limits)
+        return failure or Failure(BAD_JOB, f"cannot load the job's code: "
+                                  f"{type(exc).__name__}: {exc}", _remote_traceback(exc))
+    show_sources(job)
+    return job, codec
 
 
 def encode_records(records: Iterable[tuple[str, int, bytes, bool]]) -> bytes:
@@ -264,14 +374,33 @@ def _import(data: bytes, cid_version: int, blocks: list[tuple[bytes, bytes]]) ->
 
 
 def _read_block(store: FlatFS, cid: CID) -> bytes:
-    data = store.read(cid)
+    data = store.read(cid)  # checked against the CID; CorruptBlock if it is not
     if data is None:
         raise UnixFSError(f"block {cid} is not in the peer's store")
     return data
 
 
+def _input_failure(exc: CorruptBlock) -> Failure:
+    # The peer's own disk went bad: the copy is gone now and a retry fetches
+    # it again, here or elsewhere. Not the input's fault, nor the master's.
+    return Failure(INPUT_NOT_FOUND, f"input {exc}")
+
+
 def run_map(req: MapRequest) -> MapOutcome:
-    prepared = _prepare(req.code_cid, req.code, req.encoding, req.allow_pickle)
+    largest = [0]
+    try:
+        return _run_map(req, largest)
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        failure = _resource_failure(exc, "map", req.limits, largest[0])
+        if failure is None:
+            raise
+        return MapOutcome(failure=failure)
+
+
+def _run_map(req: MapRequest, largest: list[int]) -> MapOutcome:
+    prepared = _prepare(req.code_cid, req.code, req.encoding, req.allow_pickle, req.limits)
     if isinstance(prepared, Failure):
         return MapOutcome(failure=prepared)
     job, codec = prepared
@@ -280,6 +409,7 @@ def run_map(req: MapRequest) -> MapOutcome:
     try:
         if req.records:
             items = _decode_records(req.records)
+            largest[0] = max((len(r) for _, _, r, _ in items), default=0)
             records: Iterable[tuple[Any, str]] = (
                 ((p, o), decode_line(r, t)) for p, o, r, t in items)
             out.records_in = len(items)
@@ -299,6 +429,9 @@ def run_map(req: MapRequest) -> MapOutcome:
                 out.head = data[:edges.head]
             if edges.tail and edges.tail <= req.inline_limit:
                 out.tail = data[len(data) - edges.tail:]
+    except CorruptBlock as exc:
+        out.failure = _input_failure(exc)
+        return out
     except (UnixFSError, ValueError, msgpack.UnpackException) as exc:
         out.failure = Failure(BAD_REQUEST, f"malformed map input: {exc}")
         return out
@@ -318,7 +451,7 @@ def run_map(req: MapRequest) -> MapOutcome:
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        out.failure = _user_failure(exc, "map")
+        out.failure = _user_failure(exc, "map", req.limits, largest[0])
         return out
     made: list[tuple[bytes, bytes]] = []
     for groups, data in zip(partitions, encoded, strict=True):
@@ -328,7 +461,7 @@ def run_map(req: MapRequest) -> MapOutcome:
     return out
 
 
-def _merge_groups(runs: list[list[Any]]) -> Iterator[tuple[bytes, list[Any]]]:
+def _merge_groups(runs: list[list[Any]]) -> Generator[tuple[bytes, list[Any]], None, None]:
     """Merge runs of (key bytes, values) into whole groups, in key-byte order.
 
     Values keep the order of the runs, which is the order of the map tasks,
@@ -353,7 +486,19 @@ def _sort_key(pair: tuple[Any, Any]) -> Any:
 
 
 def run_reduce(req: ReduceRequest) -> ReduceOutcome:
-    prepared = _prepare(req.code_cid, req.code, req.encoding, req.allow_pickle)
+    try:
+        return _run_reduce(req)
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        failure = _resource_failure(exc, f"reduce of partition {req.partition}", req.limits)
+        if failure is None:
+            raise
+        return ReduceOutcome(failure=failure)
+
+
+def _run_reduce(req: ReduceRequest) -> ReduceOutcome:
+    prepared = _prepare(req.code_cid, req.code, req.encoding, req.allow_pickle, req.limits)
     if isinstance(prepared, Failure):
         return ReduceOutcome(failure=prepared)
     job, codec = prepared
@@ -366,14 +511,18 @@ def run_reduce(req: ReduceRequest) -> ReduceOutcome:
         else:
             datas = req.inputs
         runs = [codec.decode_partition(data) for data in datas]
+    except CorruptBlock as exc:
+        out.failure = _input_failure(exc)
+        return out
     except (EncodingError, UnixFSError, CIDError) as exc:
         out.failure = Failure(BAD_REQUEST, f"malformed map output: {exc}")
         return out
     out.records_in = sum(len(group[1]) for run in runs for group in run)
     results: list[tuple[Any, Any]] = []
+    groups = _merge_groups(runs)
     try:
         with _cpu_budget(req.limits.cpu_seconds):
-            for kb, values in _merge_groups(runs):
+            for kb, values in groups:
                 out.keys += 1
                 key = codec.loads(kb)
                 for pair in job.reduce(key, iter(values)):
@@ -391,7 +540,12 @@ def run_reduce(req: ReduceRequest) -> ReduceOutcome:
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        out.failure = _user_failure(exc, "reduce")
+        # Free the inputs before anything else runs: after a MemoryError even
+        # closing the merge would fail ("Exception ignored in ...").
+        runs.clear()
+        results.clear()
+        groups.close()
+        out.failure = _user_failure(exc, f"reduce of partition {req.partition}", req.limits)
         return out
     out.records_out = len(results)
     out.size = len(text)

@@ -50,7 +50,7 @@ from libp2p.peer.id import ID as PeerID
 from ._libp2p import close_quietly, protocols_of
 from .blockstore import MAX_BLOCK_SIZE, FlatFSStore, fetch_dag
 from .cid import CID, DAG_PB, SHA2_256, decode_uvarint, encode_uvarint
-from .errors import BlockNotFound, CIDError
+from .errors import BlockNotFound, CIDError, CorruptBlock
 
 __all__ = ["Bitswap", "BitswapStats", "BitswapStore"]
 
@@ -90,6 +90,7 @@ class BitswapStats:
 class _Want:
     cid: CID
     refs: int = 0
+    said_no: dict[PeerID, int] = field(default_factory=dict)  # DONT_HAVE answers per peer
     data: bytes | None = None   # verified bytes, as soon as they arrive
     stored: bool = False        # and once they are on disk
     changed: trio.Event = field(default_factory=trio.Event)
@@ -181,6 +182,9 @@ class _PeerSender:
             _, cid = self.blocks.popitem(last=False)
             data = await self.engine.store.get_local(cid)
             if data is None:
+                # Gone, or corrupt and just set aside: say so rather than
+                # leave the peer waiting, and find an intact copy.
+                self.engine.lost_block(self.peer, cid)
                 continue
             if self.protocol == BITSWAP_PROTOCOL_V100:
                 msg = create_message(blocks_v100=[data])
@@ -278,6 +282,7 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
         self._suppliers: OrderedDict[PeerID, None] = OrderedDict()
         self._own_nursery: trio.Nursery | None = None
         self._store_limiter = trio.CapacityLimiter(8)
+        self._repairing: set[bytes] = set()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -350,8 +355,11 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
                   providers: Sequence[PeerID] = ()) -> bytes:
         """Fetch a block from connected peers, store it, and return it.
 
-        Raises :class:`BlockNotFound` after ``timeout`` seconds. Received
-        bytes are only ever accepted if they hash to ``cid``.
+        Raises :class:`BlockNotFound` after ``timeout`` seconds, or sooner
+        once every connected peer has said twice (the second time when asked
+        again, ``_REASK_DONT_HAVE`` later) that it does not have the block:
+        waiting longer would only wait for a peer that may never come.
+        Received bytes are only ever accepted if they hash to ``cid``.
         """
         data = await self.store.get_local(cid)
         if data is not None:
@@ -365,6 +373,8 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
             with trio.move_on_after(timeout):
                 while not want.stored:
                     if want.data is None:
+                        if self._nobody_has(want):
+                            break
                         self._advance(want, providers)
                     with trio.move_on_after(_REEXAMINE):
                         await want.changed.wait()
@@ -380,10 +390,19 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
                         if peer in self._senders:
                             self._senders[peer].cancel(cid)
 
+    def _nobody_has(self, want: _Want) -> bool:
+        """Every connected peer said twice it does not have it; none said it has."""
+        if want.have:
+            return False
+        connected = self.peers()
+        return bool(connected) and all(want.said_no.get(p, 0) >= 2 for p in connected)
+
     def _why(self, want: _Want, timeout: float) -> str:
         asked = len(set(want.asked_block) | set(want.asked_have))
         if not asked:
             return f"no connected peer to ask within {timeout:g}s"
+        if self._nobody_has(want):
+            return f"none of the {asked} peer(s) asked has it"
         return (f"asked {asked} peer(s) for {timeout:g}s; {len(want.dont_have)} "
                 f"said they do not have it")
 
@@ -437,6 +456,32 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
         self._sender(peer).want(want.cid, want_type)
 
     # -- announcing -------------------------------------------------------------
+
+    def lost_block(self, peer: PeerID, cid: CID) -> None:
+        """A block we offered ``peer`` is not in the store after all.
+
+        Tell the peer (a DONT_HAVE lets it look elsewhere at once), keep its
+        want on the ledger, and if our copy was corrupt, fetch an intact one
+        from whoever has it: the peer then gets it through :meth:`announce`.
+        """
+        sender = self._senders.get(peer)
+        if sender is not None and sender.protocol == BITSWAP_PROTOCOL_V120:
+            sender.presence(cid, False)
+        ledger = self._ledgers.setdefault(peer, {})
+        if len(ledger) < _MAX_LEDGER_ENTRIES:
+            ledger[cid.multihash] = _LedgerEntry(cid, _WANT_BLOCK, True)
+        if cid in self.store.corrupt and cid.multihash not in self._repairing:
+            self._repairing.add(cid.multihash)
+            self.spawn(self._repair, cid)
+
+    async def _repair(self, cid: CID) -> None:
+        try:
+            await self.get(cid, timeout=60.0)
+            log.warning("replaced the corrupt copy of %s with an intact one from a peer", cid)
+        except BlockNotFound as exc:
+            log.error("block %s is corrupt here and no peer has an intact copy: %s", cid, exc)
+        finally:
+            self._repairing.discard(cid.multihash)
 
     def announce(self, cid: CID) -> None:
         """A block was stored locally: serve peers whose ledger wants it."""
@@ -576,8 +621,10 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
                 if peer_id not in want.have:
                     want.have.append(peer_id)
                 want.dont_have.pop(peer_id, None)
+                want.said_no.pop(peer_id, None)
             else:
                 want.dont_have[peer_id] = now
+                want.said_no[peer_id] = want.said_no.get(peer_id, 0) + 1
                 if peer_id in want.have:
                     want.have.remove(peer_id)
             want.signal()
@@ -597,9 +644,16 @@ class BitswapStore:
         data = await self.local.get_local(cid)
         if data is not None:
             return data
-        return await self.exchange.get(
-            cid, timeout=self.default_timeout if timeout is None else timeout,
-            providers=providers)
+        try:
+            return await self.exchange.get(
+                cid, timeout=self.default_timeout if timeout is None else timeout,
+                providers=providers)
+        except BlockNotFound as exc:
+            bad = self.local.corrupt.get(cid)
+            if bad is None:
+                raise
+            raise CorruptBlock(cid, bad.path, bad.moved_to,
+                               also=f"no peer supplied an intact copy ({exc})") from None
 
     async def put(self, cid: CID, data: bytes) -> None:
         await self.local.put(cid, data)

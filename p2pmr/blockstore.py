@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol, runtime_checkable
 
@@ -29,6 +29,8 @@ from .errors import (
     BlockNotFound,
     BlockTooLarge,
     BlockVerificationError,
+    CorruptBlock,
+    P2PMRError,
     StorageError,
     collapsed,
 )
@@ -112,25 +114,62 @@ class FlatFS:
     Worker processes use it to read their input blocks and write their
     output blocks in place, instead of shipping block bytes to and from the
     peer's main process. Writes are atomic (temporary file, then rename).
+
+    Every read is checked against the CID, as every block from the network
+    is: a disk that flips a bit, or a file edited by hand, must not turn into
+    a wrong result or be served to peers. A copy that fails the check is
+    moved aside into ``<repo>/corrupt/`` and the block counts as missing.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.blocks = Path(root) / "blocks"
+        self.root = Path(root)
+        self.blocks = self.root / "blocks"
+        self.corrupt_dir = self.root / "corrupt"
 
     def path_of(self, cid: CID) -> Path:
         key = _key(cid)
         return self.blocks / key[-3:-1] / f"{key}.data"
 
     def read(self, cid: CID) -> bytes | None:
+        """The block's bytes, checked against ``cid``; None if it is not stored.
+
+        Raises :class:`CorruptBlock` (a :class:`BlockNotFound`) for a copy
+        that does not hash to ``cid``, once it has been moved aside.
+        """
+        path = self.path_of(cid)
         try:
-            return self.path_of(cid).read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
+        if not cid.verify(data):
+            raise self.set_aside(cid, path)
+        return data
+
+    def set_aside(self, cid: CID, path: Path) -> CorruptBlock:
+        """Move a corrupt copy out of the store; return the error that says so."""
+        self.corrupt_dir.mkdir(exist_ok=True)
+        target = self.corrupt_dir / path.name
+        n = 0
+        while target.exists():
+            n += 1
+            target = self.corrupt_dir / f"{path.name}.{n}"
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:  # another reader moved it first
+            return CorruptBlock(cid, path)
+        log.error("block %s is corrupt: %s does not hash to it; moved it to %s, and the "
+                  "block now counts as missing", cid, path, target)
+        return CorruptBlock(cid, path, target)
 
     def write(self, cid: CID, data: bytes) -> None:
+        """Store a block the caller has checked, repairing a corrupt copy in place."""
         path = self.path_of(cid)
-        if path.exists():
-            return
+        try:
+            if path.stat().st_size == len(data) and path.read_bytes() == data:
+                return
+            log.warning("replacing a corrupt copy of block %s at %s", cid, path)
+        except FileNotFoundError:
+            pass
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
@@ -142,14 +181,36 @@ class FlatFS:
                 os.unlink(tmp)
             raise
 
+    def scan(self) -> Iterator[tuple[CID, Path, bool]]:
+        """Every stored block as (CID, path, intact), read and hashed one by one.
+
+        flatfs names a block file by its multihash, so the CID given is the
+        CIDv1 ``raw`` one of that multihash, which names the same block
+        for any tool that keys blocks by multihash (Kubo does).
+        """
+        for path in sorted(self.blocks.glob("*/*.data")):
+            key = path.name[:-len(".data")]
+            try:
+                multihash = base64.b32decode(key + "=" * (-len(key) % 8))
+                cid = CID.from_bytes(b"\x01" + bytes([RAW]) + multihash)
+            except (ValueError, P2PMRError):
+                log.warning("%s is not named like a block; skipped", path)
+                continue
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            yield cid, path, cid.verify(data)
+
 
 class FlatFSStore:
     """Blocks as files on disk, with a pin set beside them.
 
     Writes are atomic (write to a temporary file, then rename), so a crash
-    never leaves a truncated block under a valid name. Reads of local blocks
-    are not re-hashed; :meth:`verify` does that on demand (a resumed master
-    uses it before trusting what it stored before a crash).
+    never leaves a truncated block under a valid name. Every read is checked
+    against the CID (see :class:`FlatFS`); a corrupt copy is set aside,
+    remembered in :attr:`corrupt` until the block is stored again, and the
+    block reads as missing, so the embedded node fetches it from its peers.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -160,6 +221,7 @@ class FlatFSStore:
         self._blocks.mkdir(parents=True, exist_ok=True)
         self._pins.mkdir(parents=True, exist_ok=True)
         self._limiter = trio.CapacityLimiter(8)
+        self.corrupt: dict[CID, CorruptBlock] = {}
 
     def path_of(self, cid: CID) -> Path:
         return self.fs.path_of(cid)
@@ -168,18 +230,28 @@ class FlatFSStore:
                   providers: Sequence[Any] = ()) -> bytes:
         data = await self.get_local(cid)
         if data is None:
-            raise BlockNotFound(cid, "not in the local store")
+            raise self.corrupt.get(cid) or BlockNotFound(cid, self._why_missing(cid))
         return data
 
+    def _why_missing(self, cid: CID) -> str:
+        aside = self.fs.corrupt_dir / self.path_of(cid).name
+        if aside.exists():
+            return f"not in the local store; a corrupt copy of it was set aside as {aside}"
+        return "not in the local store"
+
     async def get_local(self, cid: CID) -> bytes | None:
-        return await trio.to_thread.run_sync(self.fs.read, cid, limiter=self._limiter)
+        """The block if stored here and intact; None otherwise (never the network)."""
+        try:
+            return await trio.to_thread.run_sync(self.fs.read, cid, limiter=self._limiter)
+        except CorruptBlock as exc:
+            self.corrupt[cid] = exc
+            return None
 
     async def put(self, cid: CID, data: bytes) -> None:
         if len(data) > MAX_BLOCK_SIZE:
             raise BlockTooLarge(f"block of {len(data)} bytes exceeds {MAX_BLOCK_SIZE}")
-        if self.path_of(cid).exists():
-            return
         await trio.to_thread.run_sync(self.fs.write, cid, data, limiter=self._limiter)
+        self.corrupt.pop(cid, None)
 
     async def put_many(self, blocks: list[tuple[CID, bytes]]) -> None:
         """Store several blocks with one trip to a worker thread."""
@@ -192,6 +264,8 @@ class FlatFSStore:
                 self.fs.write(cid, data)
 
         await trio.to_thread.run_sync(write_all, limiter=self._limiter)
+        for cid, _ in blocks:
+            self.corrupt.pop(cid, None)
 
     async def put_verified(self, cid: CID, data: bytes) -> None:
         if not cid.verify(data):
@@ -210,8 +284,7 @@ class FlatFSStore:
 
     async def verify(self, cid: CID) -> bool:
         """True if the block is present and still hashes to its CID."""
-        data = await self.get_local(cid)
-        return data is not None and cid.verify(data)
+        return await self.get_local(cid) is not None
 
     async def pin(self, cid: CID, *, recursive: bool = True,
                   timeout: float | None = None) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
+import stat
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -53,23 +55,73 @@ def configure_logging(level: str) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     if not os.environ.get("LIBP2P_DEBUG"):
         # py-libp2p detaches its loggers unless LIBP2P_DEBUG is set; route its
-        # errors through ours so they are formatted like everything else.
+        # records through ours so they are formatted like everything else.
+        # Below DEBUG only its critical ones: it logs ERROR for what p2pmr
+        # expects and handles itself (a dial to a master that has gone, a peer
+        # that reset a connection), and p2pmr reports failures in its own terms.
         handler.addFilter(_Libp2pFilter(logging.WARNING if numeric <= logging.DEBUG
-                                        else logging.ERROR))
+                                        else logging.CRITICAL))
         logging.getLogger("libp2p").propagate = True
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
 
 
-def run_async(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-    """Run a coroutine function under trio, turning our errors into exit status 1."""
+class _Stopped(Exception):
+    """SIGINT or SIGTERM arrived, and the command shut down cleanly."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+async def _stop_on_signal(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run ``fn``; on SIGINT or SIGTERM cancel it, let it clean up, and raise _Stopped.
+
+    SIGTERM is what ``kill``, ``timeout``, CI cancellation and ``docker stop``
+    send, so it must shut down as cleanly as Ctrl-C: local peers stopped,
+    temporary directories removed, the journal closed. The receiver is
+    installed before ``fn`` starts, so a signal during start-up counts too.
+    """
+    result: list[T] = []
+    stopped: int | None = None
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def main() -> None:
+                result.append(await fn(*args))
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(main)
+            async for signum in signals:
+                log.info("received %s; stopping", signal.Signals(signum).name)
+                stopped = signum
+                nursery.cancel_scope.cancel()
+                break
+    if stopped is not None and not result:
+        raise _Stopped(stopped)
+    return result[0]
+
+
+def run_async(fn: Callable[..., Awaitable[T]], *args: Any, on_stop: str | None = "") -> T:
+    """Run a coroutine function under trio, turning our errors into exit status 1.
+
+    SIGINT and SIGTERM stop it cleanly; then ``on_stop`` is printed (after
+    "interrupted") and the exit status is 128 + the signal's number, as a
+    shell reports it. With ``on_stop=None`` a signal is a normal, silent end.
+    """
     try:
         with collapsed():
-            return trio.run(fn, *args)
+            result: T = trio.run(_stop_on_signal, fn, *args)
+            return result
     except P2PMRError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None
+    except _Stopped as stop:
+        if on_stop is None:
+            raise SystemExit(0) from None
+        click.echo(f"interrupted ({stop}){': ' + on_stop if on_stop else ''}", err=True)
+        raise SystemExit(128 + stop.signum) from None
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         raise SystemExit(130) from None
@@ -270,6 +322,94 @@ def block_get(ctx: click.Context, cid: str, repo: str | None, ipfs_api: str | No
     sys.stdout.buffer.flush()
 
 
+@main.group(name="repo")
+def repo_group() -> None:
+    """Look after a repo's blocks."""
+
+
+@repo_group.command(name="verify")
+@click.option("--set-aside", is_flag=True,
+              help="Move corrupt blocks into the repo's corrupt/ directory, so they count as "
+                   "missing and are fetched again when next needed.")
+@store_options
+@click.pass_context
+def repo_verify(ctx: click.Context, set_aside: bool, repo: str | None,
+                ipfs_api: str | None) -> None:
+    """Check every block in the repo against its CID; list the corrupt ones.
+
+    Exits with status 1 if any block is corrupt. Every read checks blocks
+    anyway; this finds damage before a job trips on it.
+    """
+    from tqdm import tqdm
+
+    from .blockstore import FlatFS
+
+    settings = _merge(ctx, repo, ipfs_api)
+    if settings.ipfs_api:
+        raise click.UsageError("repo verify checks a p2pmr repo; for a Kubo daemon use "
+                               "`ipfs repo verify`")
+    fs = FlatFS(settings.repo)
+    if not fs.blocks.is_dir():
+        raise click.UsageError(f"{settings.repo} has no blocks/ directory: not a p2pmr repo")
+    checked = corrupt = 0
+    for cid, path, intact in tqdm(fs.scan(), desc="verify", unit="block", file=sys.stderr,
+                                  disable=not sys.stderr.isatty(), leave=False):
+        checked += 1
+        if intact:
+            continue
+        corrupt += 1
+        where = str(path)
+        if set_aside:
+            where += f" (moved to {fs.set_aside(cid, path).moved_to})"
+        click.echo(f"corrupt {cid} {where}")
+    click.echo(f"{checked} block(s) checked, {corrupt} corrupt", err=True)
+    if corrupt:
+        if not set_aside:
+            click.echo("rerun with --set-aside to move them out of the store; they are "
+                       "fetched again from peers when next needed", err=True)
+        raise SystemExit(1)
+
+
+def task_limit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The limits every task runs under on a peer (``peer``, and ``run`` for local peers)."""
+    fn = click.option("--max-task-time", type=float, default=None, metavar="SECONDS",
+                      help="Wall-clock limit per task [default: 3600].")(fn)
+    fn = click.option("--max-task-cpu", type=float, default=None, metavar="SECONDS",
+                      help="CPU time limit per task (0: none) [default: 600].")(fn)
+    fn = click.option("--max-task-memory", type=int, default=None, metavar="MIB",
+                      help="Address-space limit of each worker process (0: none) "
+                           "[default: 2048].")(fn)
+    return fn
+
+
+def _limit_args(memory: int | None, cpu: float | None, wall: float | None) -> list[str]:
+    """The task-limit options given, as arguments for a ``p2pmr peer``."""
+    args: list[str] = []
+    for flag, value in (("--max-task-memory", memory), ("--max-task-cpu", cpu),
+                        ("--max-task-time", wall)):
+        if value is not None:
+            args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return args
+
+
+def _peer_ids(ctx: click.Context, param: click.Parameter,
+              values: tuple[str, ...]) -> tuple[str, ...]:
+    """Refuse anything that is not a peer ID, at once, naming it."""
+    from libp2p.peer.id import ID as PeerID
+
+    for value in values:
+        try:
+            peer_id = PeerID.from_base58(value)
+            ok = str(peer_id) == value and len(peer_id.to_bytes()) >= 34
+        except Exception:
+            ok = False
+        if not ok:
+            raise click.BadParameter(
+                f"{value!r} is not a peer ID (it looks like 12D3KooW… or Qm…; "
+                f"`p2pmr id --repo MASTER_REPO` prints the master's)")
+    return values
+
+
 @main.command()
 @click.option("--listen", multiple=True, metavar="MULTIADDR",
               help="Listen address (repeatable; default /ip4/127.0.0.1/tcp/0). "
@@ -278,42 +418,44 @@ def block_get(ctx: click.Context, cid: str, repo: str | None, ipfs_api: str | No
               help="Peer to connect to and stay connected to (repeatable).")
 @click.option("--workers", type=int, default=None,
               help="Tasks run at once, each in its own process (default: the usable CPUs).")
-@click.option("--trust", multiple=True, metavar="PEER_ID",
+@click.option("--trust", multiple=True, metavar="PEER_ID", callback=_peer_ids,
               help="A master allowed to run jobs here (repeatable); also read from "
                    "the repo's trusted_masters file.")
 @click.option("--trust-any", is_flag=True,
               help="Run jobs from ANY master. Only for closed test swarms.")
 @click.option("--allow-pickle", is_flag=True,
               help="Accept the pickle data encoding (unpickles data from other peers).")
-@click.option("--max-task-memory", type=int, default=2048, show_default=True, metavar="MIB",
-              help="Address-space limit of each worker process (0: none).")
-@click.option("--max-task-cpu", type=float, default=600.0, show_default=True,
-              metavar="SECONDS", help="CPU time limit per task (0: none).")
-@click.option("--max-task-time", type=float, default=3600.0, show_default=True,
-              metavar="SECONDS", help="Wall-clock limit per task.")
+@task_limit_options
 @click.option("--fetch-timeout", type=float, default=60.0, show_default=True,
               metavar="SECONDS", help="How long to wait for a task's input from the swarm.")
 @click.option("--psk", envvar="P2PMR_PSK", default=None, metavar="HEX",
               help="Pre-shared key: only peers holding it can connect (64 hex digits).")
 @click.option("--exit-with-parent", is_flag=True, hidden=True,
               help="Stop when the parent process dies (used by --local-peers).")
+@click.option("--remove-repo", is_flag=True, hidden=True,
+              help="Delete the repo when stopping: it was made for this run alone "
+                   "(used by --local-peers, so that not even a killed master leaves it).")
 @store_options
 @click.pass_context
 def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...],
          workers: int | None, trust: tuple[str, ...], trust_any: bool, allow_pickle: bool,
-         max_task_memory: int, max_task_cpu: float, max_task_time: float,
-         fetch_timeout: float, psk: str | None, exit_with_parent: bool, repo: str | None,
-         ipfs_api: str | None) -> None:
+         max_task_memory: int | None, max_task_cpu: float | None, max_task_time: float | None,
+         fetch_timeout: float, psk: str | None, exit_with_parent: bool, remove_repo: bool,
+         repo: str | None, ipfs_api: str | None) -> None:
     """Run a peer that executes tasks for trusted masters, until SIGINT or SIGTERM."""
     from ._worker import WorkerLimits
     from .peer import PeerConfig, register_protocol, usable_cpus
 
     settings = _merge(ctx, repo, ipfs_api, bootstrap)
+    defaults = PeerConfig(workers=1)
+    memory = defaults.limits.memory_bytes if max_task_memory is None else \
+        max_task_memory * 1024 * 1024 or None
+    cpu = defaults.limits.cpu_seconds if max_task_cpu is None else max_task_cpu or None
     config = PeerConfig(
         workers=workers or usable_cpus(), allow_pickle=allow_pickle,
-        limits=WorkerLimits(memory_bytes=max_task_memory * 1024 * 1024 or None,
-                            cpu_seconds=max_task_cpu or None),
-        task_wall_seconds=max_task_time, fetch_timeout=fetch_timeout)
+        limits=WorkerLimits(memory_bytes=memory, cpu_seconds=cpu),
+        task_wall_seconds=defaults.task_wall_seconds if max_task_time is None
+        else max_task_time, fetch_timeout=fetch_timeout)
     if trust_any:
         click.echo("WARNING: --trust-any: any peer that can reach this one can run arbitrary "
                    "code on this machine. Use it only in a closed test swarm.", err=True)
@@ -337,7 +479,13 @@ def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...]
                 await trio.sleep_forever()
 
     parent = os.getppid()
-    run_async(_until_stop_signal, serve)
+    try:
+        run_async(serve, on_stop=None)
+    finally:
+        if remove_repo:
+            shutil.rmtree(settings.repo, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the swarm's directory, once empty
+                settings.repo.parent.rmdir()
 
 
 @main.command()
@@ -356,7 +504,11 @@ def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...]
 @click.option("--listen", multiple=True, metavar="MULTIADDR",
               help="Master listen address (default /ip4/127.0.0.1/tcp/0).")
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path),
-              help="Also write the parts and manifest to this directory.")
+              help="Also write the parts and manifest to this directory. A previous "
+                   "output there is replaced whole; any other non-empty directory is "
+                   "refused unless --overwrite.")
+@click.option("--overwrite", is_flag=True,
+              help="Let --output replace a non-empty directory that is not a p2pmr output.")
 @click.option("--resume", is_flag=True,
               help="Continue this repo's unfinished run of the job (or, with no JOBFILE, "
                    "the newest unfinished job) from its journal.")
@@ -372,14 +524,18 @@ def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...]
 @click.option("--psk", envvar="P2PMR_PSK", default=None, metavar="HEX",
               help="Pre-shared key of a private swarm.")
 @click.option("--progress/--no-progress", default=True, help="Show progress on stderr.")
+@task_limit_options
 @store_options
 @click.pass_context
 def run(ctx: click.Context, jobfile: Path | None, input_: str | None, reducers: int | None,
         local_peers: int, local_workers: int | None, bootstrap: tuple[str, ...],
-        listen: tuple[str, ...], output: Path | None, resume: bool, peer_timeout: float,
-        wait_for_workers: float, encoding: str, verify: int, cid_version: str, psk: str | None,
-        progress: bool, repo: str | None, ipfs_api: str | None) -> None:
+        listen: tuple[str, ...], output: Path | None, overwrite: bool, resume: bool,
+        peer_timeout: float, wait_for_workers: float, encoding: str, verify: int,
+        cid_version: str, psk: str | None, progress: bool, max_task_memory: int | None,
+        max_task_cpu: float | None, max_task_time: float | None, repo: str | None,
+        ipfs_api: str | None) -> None:
     """Run a MapReduce job and print the output CID on the last line."""
+    from .output import check_output_dir
     from .runner import RunSettings, run_job
 
     settings = _merge(ctx, repo, ipfs_api, bootstrap)
@@ -387,41 +543,52 @@ def run(ctx: click.Context, jobfile: Path | None, input_: str | None, reducers: 
         raise click.UsageError("give a JOBFILE, or --resume to continue an unfinished job")
     if jobfile is not None and input_ is None:
         raise click.UsageError("--input is required")
+    limits = _limit_args(max_task_memory, max_task_cpu, max_task_time)
+    if limits and not local_peers:
+        raise click.UsageError("--max-task-memory, --max-task-cpu and --max-task-time apply to "
+                               "--local-peers; other peers set their own (`p2pmr peer "
+                               "--max-task-memory ...`)")
+    if output is not None:
+        try:
+            check_output_dir(output, overwrite=overwrite)
+        except P2PMRError as exc:
+            raise click.BadParameter(str(exc), param_hint="--output") from None
     run_settings = RunSettings(
         repo=settings.repo, ipfs_api=settings.ipfs_api, jobfile=jobfile, input=input_,
         reducers=reducers, local_peers=local_peers, local_workers=local_workers,
-        bootstrap=settings.bootstrap, listen=listen or DEFAULT_LISTEN, output=output,
-        resume=resume, peer_timeout=peer_timeout, wait_for_workers=wait_for_workers,
-        encoding=encoding, verify=verify, cid_version=int(cid_version), psk=psk,
-        progress=progress)
-    root = run_async(run_job, run_settings)
+        local_peer_args=tuple(limits), bootstrap=settings.bootstrap,
+        listen=listen or DEFAULT_LISTEN, output=output, overwrite=overwrite, resume=resume,
+        peer_timeout=peer_timeout, wait_for_workers=wait_for_workers, encoding=encoding,
+        verify=verify, cid_version=int(cid_version), psk=psk, progress=progress)
+    root = run_async(run_job, run_settings,
+                     on_stop="the tasks completed so far are in the journal; run the same "
+                             "command with --resume to continue from there")
     click.echo(str(root))
 
 
 async def _watch_parent(parent: int) -> None:
-    """Return when the process that started us is gone (we were re-parented).
+    """Return when the process that started us is gone.
 
-    Polled: no event exists for another process's death without a child
-    relationship (prctl's parent-death signal is Linux-only and per-thread).
+    A parent that gave us a pipe as stdin (``--local-peers`` does) is gone
+    when that pipe reads end-of-file: the kernel closes the parent's end as
+    it dies, however it dies. Otherwise (or as well) the parent is polled:
+    once we are re-parented, it is gone.
     """
-    while os.getppid() == parent:  # noqa: ASYNC110
-        await trio.sleep(0.5)
+    async with trio.open_nursery() as nursery:
+        if stat.S_ISFIFO(os.fstat(0).st_mode):
+            nursery.start_soon(_until_stdin_closes, nursery.cancel_scope)
+        while os.getppid() == parent:  # noqa: ASYNC110
+            await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
     log.warning("parent process %d is gone; stopping", parent)
 
 
-async def _until_stop_signal(fn: Callable[[], Awaitable[None]]) -> None:
-    """Run ``fn`` until SIGINT or SIGTERM, then shut it down cleanly.
-
-    The receiver is installed before ``fn`` starts, so a signal that arrives
-    during start-up, or just after "Ready.", still means a clean stop.
-    """
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(fn)
-            async for signum in signals:
-                log.info("received %s; stopping", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                return
+async def _until_stdin_closes(scope: trio.CancelScope) -> None:
+    stdin = trio.lowlevel.FdStream(os.dup(0))
+    async with stdin:
+        while await stdin.receive_some(4096):
+            pass
+    scope.cancel()
 
 
 def _parse_cid(text: str) -> CID:

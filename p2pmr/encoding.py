@@ -81,7 +81,9 @@ class Codec:
     def loads(self, data: bytes) -> Any:
         try:
             return self._loads(data)
-        except EncodingError:
+        except (EncodingError, MemoryError):
+            # Running out of memory says nothing about the bytes: it must
+            # reach the worker as itself, to be reported as the limit it is.
             raise
         except Exception as exc:  # any decoder failure on foreign bytes
             raise EncodingError(f"malformed {self.name} data: {exc}") from exc

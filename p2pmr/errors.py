@@ -17,6 +17,7 @@ __all__ = [
     "BlockTooLarge",
     "BlockVerificationError",
     "CIDError",
+    "CorruptBlock",
     "EncodingError",
     "JobError",
     "JobFailed",
@@ -52,6 +53,25 @@ class BlockNotFound(StorageError, LookupError):
         if detail:
             message += f": {detail}"
         super().__init__(message)
+
+
+class CorruptBlock(BlockNotFound):
+    """A stored block no longer hashes to its CID (a bad disk, an edited file).
+
+    The bad copy was moved aside, so the block now counts as missing and is
+    fetched again from peers that have it; ``path`` is where it lay.
+    """
+
+    def __init__(self, cid: object, path: object, moved_to: object = None,
+                 also: str = "") -> None:
+        self.path = path
+        self.moved_to = moved_to
+        detail = f"the copy at {path} is corrupt (its bytes do not hash to its CID)"
+        if moved_to is not None:
+            detail += f"; it was moved to {moved_to}"
+        if also:
+            detail += f"; {also}"
+        super().__init__(cid, detail)
 
 
 class BlockVerificationError(StorageError):
@@ -135,8 +155,11 @@ def collapse(group: BaseException) -> BaseException:
             leaves.append(exc)
 
     walk(group)
-    if leaves and all(type(exc) is type(leaves[0]) for exc in leaves):
-        return leaves[0]  # one kind of failure, raised by several siblings at once
+    for leaf in leaves:
+        # One kind of failure, raised by several siblings at once (a
+        # CorruptBlock beside a BlockNotFound is one kind: a missing block).
+        if all(isinstance(exc, type(leaf)) for exc in leaves):
+            return leaf
     ours = [exc for exc in leaves if isinstance(exc, P2PMRError)]
     return ours[0] if len(ours) == 1 else group
 

@@ -18,9 +18,12 @@ the job's identity: the same job on the same input is the same job CID.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
+import io
 import json
+import linecache
 import sys
 import types
 from collections.abc import Callable, Iterable, Iterator
@@ -33,7 +36,7 @@ import cloudpickle
 from .cid import CID
 from .errors import JobError
 
-__all__ = ["Job", "JobDescriptor", "load_job_file", "dump_job"]
+__all__ = ["Job", "JobDescriptor", "dump_job", "load_job_file", "show_sources"]
 
 Pairs = Iterable[tuple[Any, Any]]
 
@@ -47,6 +50,9 @@ class Job:
     map_batch: Callable[[Iterable[tuple[Any, Any]]], Pairs] | None = None
     combine: Callable[[Any, Iterator[Any]], Pairs] | None = None
     name: str = "job"
+    # The source files of the code, by the file names its code objects carry,
+    # so a peer shows the job's lines in tracebacks without having the files.
+    sources: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.map is None and self.map_batch is None:
@@ -88,11 +94,18 @@ def load_job_file(path: str | Path) -> Job:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
+        source = file.read_text(encoding="utf-8", errors="replace")
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[module_name]
         raise JobError(f"job file {path} failed to import: {exc!r}") from exc
-    return Job.from_object(module, name=file.stem)
+    # The module travels by value, globals and all: its __file__ must not
+    # carry this machine's path into the code (and its CID).
+    module.__file__ = file.name
+    # Its text, kept now: tracebacks show it even if the file is gone by the
+    # time the job is pickled (see _JobPickler).
+    return dataclasses.replace(Job.from_object(module, name=file.stem),
+                               sources=((file.name, source),))
 
 
 def _by_value(fn: Callable[..., Any] | None) -> None:
@@ -116,14 +129,100 @@ def _by_value(fn: Callable[..., Any] | None) -> None:
     cloudpickle.register_pickle_by_value(module)
 
 
+def _restore_code(ctor: Callable[..., types.CodeType], args: tuple[Any, ...],
+                  filename: str) -> types.CodeType:
+    """Rebuild a code object under the file name it was pickled with."""
+    return ctor(*args).replace(co_filename=filename)
+
+
+# cloudpickle's own reduction of code objects, which ours wraps.
+_CODE_REDUCE: Callable[[types.CodeType], tuple[Any, tuple[Any, ...]]] | None = \
+    getattr(cloudpickle.Pickler, "dispatch_table", {}).get(types.CodeType)
+
+
+class _JobPickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle that keeps each code object's file name, and collects sources.
+
+    Remote tracebacks must name the job file and show its lines on every
+    cloudpickle release we allow, and cloudpickle 3.1.3 started rewriting
+    every pickled ``co_filename`` to ``"<dynamic-code>"``. So the file name
+    travels beside the code and is put back when the code is rebuilt. It is
+    the file's base name, not its path: the same job file then pickles to
+    the same bytes (the same code CID) wherever it lives. The text of every
+    such file is collected in :attr:`sources`, for :class:`Job` to carry.
+    """
+
+    def __init__(self, file: io.BytesIO, known: dict[str, str]) -> None:
+        super().__init__(file, protocol=5)
+        self.sources: dict[str, str] = {}
+        self._known = known  # sources read when the job was loaded
+        self._names: dict[str, str] = {}
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is types.CodeType and _CODE_REDUCE is not None:
+            # Renamed first, so no machine path lands in the bytes either.
+            name = self._display_name(obj.co_filename)
+            ctor, args = _CODE_REDUCE(obj.replace(co_filename=name))
+            return _restore_code, (ctor, args, name)
+        return super().reducer_override(obj)
+
+    def _display_name(self, filename: str) -> str:
+        name = self._names.get(filename)
+        if name is not None:
+            return name
+        name = filename
+        if not filename.startswith("<"):
+            path = Path(filename)
+            name = path.name
+            if name in self.sources:  # another file of the same name
+                name = f"{path.parent.name}/{path.name}"
+            source = self._known.get(name)
+            if source is None:
+                lines = linecache.getlines(filename)
+                if lines:
+                    source = "".join(lines)
+                elif path.is_file():
+                    source = path.read_text(encoding="utf-8", errors="replace")
+            if source is not None:
+                self.sources[name] = source
+        self._names[filename] = name
+        return name
+
+
+def _pickle(obj: Job) -> tuple[bytes, dict[str, str]]:
+    buffer = io.BytesIO()
+    pickler = _JobPickler(buffer, dict(obj.sources))
+    pickler.dump(obj)
+    return buffer.getvalue(), pickler.sources
+
+
 def dump_job(job: Job) -> bytes:
+    """The job's code as bytes a peer's worker can load, with its sources."""
     for fn in (job.map, job.map_batch, job.reduce, job.combine):
         _by_value(fn)
     try:
-        data: bytes = cloudpickle.dumps(job, protocol=5)
+        data, sources = _pickle(job)
+        carried = tuple(sorted(sources.items()))
+        if carried != job.sources:
+            # Pickling found the files the code comes from: carry them too.
+            data, _ = _pickle(dataclasses.replace(job, sources=carried))
         return data
     except Exception as exc:
         raise JobError(f"cannot serialise the job's code: {exc!r}") from exc
+
+
+def show_sources(job: Job) -> None:
+    """Make this process's tracebacks show the job's source lines.
+
+    The code objects name their files by base name; the lines come from the
+    sources the job carries, never from whatever file of that name happens
+    to lie on this machine. A worker runs one task at a time, so setting
+    them before each task keeps two jobs with a ``job.py`` each apart.
+    """
+    for name, text in job.sources:
+        lines = text.splitlines(keepends=True)
+        # No modification time: linecache.checkcache() leaves the entry alone.
+        linecache.cache[name] = (len(text), None, lines, name)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ class Journal:
     _lock: trio.Lock = field(default_factory=trio.Lock)
     appends: int = 0
     sync_seconds: float = 0.0
+    recreated: int = 0
 
     @classmethod
     def open(cls, root: Path, job: CID, descriptor: JobDescriptor, *,
@@ -59,6 +60,7 @@ class Journal:
             _trim_torn_tail(path)
             journal.records = _read(path)
         journal._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        _fsync_dir(directory)  # a new journal's name must survive a crash too
         if not journal.records:
             journal._write({"t": "job", "job": str(job),
                             "descriptor": json.loads(descriptor.to_json()),
@@ -69,9 +71,45 @@ class Journal:
     def complete(self) -> bool:
         return any(r.get("t") == "output" for r in self.records)
 
+    def _still_ours(self) -> bool:
+        """The file at :attr:`path` is the one we write to (not deleted or replaced)."""
+        assert self._handle is not None
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        ours = os.fstat(self._handle.fileno())
+        return (on_disk.st_dev, on_disk.st_ino) == (ours.st_dev, ours.st_ino)
+
+    def _recreate(self) -> None:
+        """Write the journal afresh from the records in memory, and append to that.
+
+        Without this, a journal deleted while the job runs would be written
+        on into an unlinked file, and a later ``--resume`` would silently find
+        nothing and recompute everything.
+        """
+        log.warning("the job journal %s was deleted or replaced while the job ran; "
+                    "writing it again with the %d records so far", self.path,
+                    len(self.records))
+        assert self._handle is not None
+        self._handle.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{_NAME}.tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for record in self.records:
+                handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self.recreated += 1
+
     def _write(self, record: dict[str, Any]) -> None:
         assert self._handle is not None
         start = time.perf_counter()
+        if not self._still_ours():
+            self._recreate()
         self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
@@ -89,6 +127,14 @@ class Journal:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _trim_torn_tail(path: Path) -> None:

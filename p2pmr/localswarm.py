@@ -2,7 +2,11 @@
 
 Each peer is a real ``p2pmr peer`` process with its own repo, which dials
 the master and trusts exactly that master. They are stopped (SIGTERM, then
-SIGKILL after a grace period) when the swarm closes.
+SIGKILL to their process group after a grace period) when the swarm closes,
+however it closes, including peers still starting up; and they never
+outlive the master's process: each holds the read end of a pipe whose only
+writer is the master, and stops when it reads end-of-file, which the kernel
+delivers the moment the master's process ends, even by SIGKILL.
 """
 
 from __future__ import annotations
@@ -34,12 +38,15 @@ class LocalPeer:
     addr: str = ""
 
 
-async def _start_peer(repo: Path, args: Sequence[str], timeout: float) -> LocalPeer:
+async def _start_peer(repo: Path, args: Sequence[str], timeout: float,
+                      spawned: list[LocalPeer]) -> LocalPeer:
     cmd = [sys.executable, "-m", "p2pmr", "peer", "--repo", str(repo), *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, stderr=None, env=env,
+    process = await trio.lowlevel.open_process(cmd, stdin=subprocess.PIPE,
+                                               stdout=subprocess.PIPE, stderr=None, env=env,
                                                start_new_session=True)
     peer = LocalPeer(process, repo)
+    spawned.append(peer)  # from here on, closing the swarm stops it, started or not
     assert process.stdout is not None
     buffer = b""
     with trio.move_on_after(timeout) as scope:
@@ -69,7 +76,11 @@ async def _drain(peer: LocalPeer) -> None:
 
 
 async def _stop(peer: LocalPeer, grace: float = 5.0) -> None:
+    """Stop a peer and its worker processes, and wait until they are gone."""
     process = peer.process
+    if process.stdin is not None:
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError, OSError):
+            await process.stdin.aclose()
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
@@ -80,18 +91,24 @@ async def _stop(peer: LocalPeer, grace: float = 5.0) -> None:
                 os.killpg(process.pid, signal.SIGKILL)
             with trio.move_on_after(grace), contextlib.suppress(Exception):
                 await process.wait()
+    # Its workers share its process group; none may outlive it.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 @contextlib.asynccontextmanager
 async def local_swarm(n: int, base: Path, master_addr: str, master_id: str, *,
                       workers: int | None = None, extra_args: Sequence[str] = (),
-                      start_timeout: float = 60.0, wait: bool = True
+                      start_timeout: float = 60.0, wait: bool = True, temporary: bool = False
                       ) -> AsyncIterator[list[LocalPeer]]:
     """Run ``n`` local peers for the duration of the block.
 
     With ``wait`` the block starts once every peer is ready; without, at
     once, while the peers start in the background (the master finds them as
     they connect), so their start-up overlaps whatever the caller does next.
+    With ``temporary`` each peer deletes its repo (under ``base``) as it
+    stops, and ``base`` too once it is empty: nothing is left behind even
+    when the caller is killed before it can clean up.
     """
     if workers is None:
         from .peer import usable_cpus
@@ -99,12 +116,15 @@ async def local_swarm(n: int, base: Path, master_addr: str, master_id: str, *,
         workers = max(1, usable_cpus() // max(1, n))
     args = ["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", master_addr, "--trust", master_id,
             "--workers", str(workers), "--exit-with-parent", *extra_args]
-    peers: list[LocalPeer] = []
+    if temporary:
+        args.append("--remove-repo")
+    peers: list[LocalPeer] = []    # started: ready for work
+    spawned: list[LocalPeer] = []  # every process, started or still starting
     with collapsed():  # errors in the block leave as themselves
         async with trio.open_nursery() as nursery:
             try:
                 async def start(i: int) -> None:
-                    peer = await _start_peer(base / f"peer-{i}", args, start_timeout)
+                    peer = await _start_peer(base / f"peer-{i}", args, start_timeout, spawned)
                     peers.append(peer)
                     nursery.start_soon(_drain, peer)
 
@@ -118,8 +138,8 @@ async def local_swarm(n: int, base: Path, master_addr: str, master_id: str, *,
                         nursery.start_soon(start, i)
                 yield peers
             finally:
+                nursery.cancel_scope.cancel()  # no more starts
                 with trio.CancelScope(shield=True):
                     async with trio.open_nursery() as stoppers:
-                        for peer in peers:
+                        for peer in spawned:
                             stoppers.start_soon(_stop, peer)
-                nursery.cancel_scope.cancel()

@@ -153,7 +153,7 @@ def _classify(code: int) -> tuple[FailureKind, bool, bool]:
         return FailureKind.USER, False, False
     if code == pb.WORKER_DIED:
         return FailureKind.WORKER, False, False
-    if code == pb.NOT_AUTHORISED:
+    if code in (pb.NOT_AUTHORISED, pb.UNSUPPORTED_VERSION):
         return FailureKind.INFRA, True, True
     if code == pb.INPUT_NOT_FOUND:
         return FailureKind.INPUT, False, False
@@ -201,9 +201,10 @@ class Master:
         self._prefix: list[int] = []                # per file: splits done from its start
         self._next_group: list[int] = []            # per file: next boundary group to ready
         self._wake = trio.Event()
+        self._fatal: JobFailed | None = None
+        self.phase = "planning"  # then "map", "reduce", "assembling", "done" or "failed"
         self._settling = 0  # completions still being journaled and unlocked
         self._last_seen: dict[Any, float] = {}
-        self._last_blame: dict[Any, float] = {}
         self._journal: Journal | None = None
         self._nursery: trio.Nursery | None = None
         self._started_at: float | None = None
@@ -258,9 +259,13 @@ class Master:
         try:
             with collapsed():
                 await self._run()
+        except BaseException:
+            self.phase = "failed"
+            raise
         finally:
             if self._journal is not None:
                 self._journal.close()
+        self.phase = "done"
         self.timings["total"] = time.monotonic() - self._started_at
         log.info("job %s finished in %.2fs: %s", self.job_cid, self.timings["total"], self.output)
         assert self.output is not None
@@ -273,17 +278,21 @@ class Master:
             await self._prepare()
             if self.finished is not None:
                 self.output = self.finished
-                self.resumed_tasks = sum(len(self.scheduler.phase_tasks(p)) for p in (MAP, REDUCE))
+                # Every task, the reduces too (never planned in this process).
+                self.resumed_tasks = len(self.scheduler.phase_tasks(MAP)) + self.reducers
                 nursery.cancel_scope.cancel()
                 return
             phase_start = time.monotonic()
+            self.phase = MAP
             await self._run_phase(MAP)
             self.timings["map"] = time.monotonic() - phase_start
             phase_start = time.monotonic()
             self._plan_reduce()
             await self._prepare_reduce_lists()
+            self.phase = REDUCE
             await self._run_phase(REDUCE)
             self.timings["reduce"] = time.monotonic() - phase_start
+            self.phase = "assembling"
             self.output = await self._assemble()
             nursery.cancel_scope.cancel()
 
@@ -489,6 +498,8 @@ class Master:
         no_worker_since: float | None = None
         stalled_since: float | None = None
         while True:
+            if self._fatal is not None:
+                raise self._fatal
             failed = sched.failed_task(phase)
             if failed is not None:
                 raise JobFailed(self._failure_message(failed), failed.last_traceback)
@@ -515,12 +526,33 @@ class Master:
             elif no_worker_since is None:
                 no_worker_since = now
                 log.info("waiting for workers (peers that speak %s)", PROTOCOL_ID)
-            elif now - no_worker_since > self.options.wait_for_workers:
-                excluded = sum(1 for r in sched.peers.values() if r.excluded)
-                raise JobFailed(f"no usable worker for {self.options.wait_for_workers:g}s "
-                                f"({len(sched.peers)} seen, {excluded} excluded)")
+            elif now - no_worker_since > self.options.wait_for_workers or (
+                    sched.peers and all(r.excluded for r in sched.peers.values())
+                    and now - no_worker_since > self._excluded_grace()):
+                raise JobFailed(self._no_worker_message(now - no_worker_since))
             with trio.move_on_after(0.25):
                 await self._wake.wait()
+
+    def _excluded_grace(self) -> float:
+        """How long to wait for a new peer once every peer seen is excluded.
+
+        Excluded peers stay excluded for the job, so only a newcomer could
+        help; a trust mistake must cost seconds, not ``wait_for_workers``.
+        """
+        return min(self.options.wait_for_workers, 10.0)
+
+    def _no_worker_message(self, waited: float) -> str:
+        peers = self.scheduler.peers.values()
+        excluded = [r for r in peers if r.excluded]
+        text = (f"no usable worker for {waited:.0f}s ({len(self.scheduler.peers)} seen, "
+                f"{len(excluded)} excluded)")
+        if not self.scheduler.peers:
+            text += (f": no peer that speaks {PROTOCOL_ID} connected; start peers with "
+                     f"`p2pmr peer --bootstrap MASTER_MULTIADDR --trust "
+                     f"{self.node.peer_id}` or run with --local-peers N")
+        for record in excluded:
+            text += f"\n  peer {record.peer} was excluded: {record.excluded_reason}"
+        return text
 
     def _dispatch(self, phase: str, now: float) -> int:
         """Give every peer with room an assignment: as many idle tasks as its
@@ -567,9 +599,14 @@ class Master:
 
     def _enforce_task_timeouts(self, phase: str, now: float) -> None:
         limit = self._task_timeout(phase)
+        late: set[Any] = set()
         for _, attempt in list(self.scheduler.running_attempts.get(phase, {}).values()):
-            if self.scheduler.age(attempt, now) > limit:
+            if self.scheduler.age(attempt, now) > limit and not attempt.aborted \
+                    and attempt.requested is None:
                 attempt.abort("timeout", f"no result within {limit:.0f}s")
+                late.add(attempt.peer)
+        for peer in late:  # one charge per peer, however many tasks it sat on
+            self._charge(peer, f"held tasks past the {limit:.0f}s task deadline")
 
     async def _finish(self, task: Task, attempt: Attempt, kind: str, message: Any) -> None:
         """Handle one task's answer from its assignment stream."""
@@ -578,6 +615,8 @@ class Master:
             self._attempt_failed(task, attempt, _AttemptFailed(
                 failure, f"{error_code_name(message.code)}: {message.message}",
                 message.traceback, blame=blame, exclude=exclude))
+            if failure is FailureKind.INPUT:
+                await self._check_corruption()
             return
         try:
             if task.phase == MAP:
@@ -594,23 +633,66 @@ class Master:
                                             signature=_signature(output))
         for liar in liars:
             self._exclude_liar(liar, task)
+        self._act_on_exclusions()
         if won:
             for other in list(task.running.values()):
                 other.abort("superseded", "another attempt finished first")
             await self._completed(task)
         self._signal()
 
-    def _attempt_failed(self, task: Task, attempt: Attempt, exc: _AttemptFailed) -> None:
+    async def _check_corruption(self) -> None:
+        """A peer could not fetch a task's input: is this repo's copy bad?
+
+        The master is where inputs, records files and map outputs come
+        from. A block of its own that turned out corrupt has been set aside
+        and is being fetched from peers; if none has an intact copy, no
+        retry can succeed, and the job says so now rather than after every
+        attempt has timed out.
+        """
+        local = self.node.local
+        if local is None:
+            return
+        for cid in list(local.corrupt):
+            try:
+                await self.node.blocks.get(cid, timeout=self.options.fetch_timeout)
+            except BlockNotFound as exc:
+                self._fatal = JobFailed(
+                    f"the job needs a block that is corrupt in the master's repo, and no peer "
+                    f"has an intact copy: {exc}. Add the input again (`p2pmr add` repairs "
+                    f"corrupt blocks it rewrites), and run `p2pmr repo verify --repo "
+                    f"{self.node.repo}` to find any other damage")
+                self._signal()
+                return
+
+    def _attempt_failed(self, task: Task, attempt: Attempt, exc: _AttemptFailed, *,
+                        charge: bool = True) -> None:
+        """Record one failed attempt; with ``charge``, charge its peer (if at fault).
+
+        Callers that fail several attempts for one event (a stream that
+        broke under eight tasks) pass ``charge=False`` and charge once.
+        """
         log.info("%s task %d attempt %d on %s failed: %s", task.phase, task.index,
                  attempt.number, attempt.peer, exc.message)
         self.scheduler.fail(task, attempt, exc.kind, exc.message, exc.traceback,
-                            blame_peer=False)
-        if exc.blame:
-            self._blame(attempt.peer)
-        if exc.exclude:
-            self.scheduler.peers[attempt.peer].excluded = True
-            log.warning("excluding peer %s: %s", attempt.peer, exc.message)
+                            blame_peer=False, now=trio.current_time())
+        if charge:
+            self._charge_for(attempt.peer, exc)
         self._signal()
+
+    def _charge_for(self, peer: Any, exc: _AttemptFailed) -> None:
+        if exc.exclude:
+            self._exclude(peer, self._exclusion_reason(exc.message))
+        elif exc.blame:
+            self._charge(peer, exc.message)
+
+    def _exclusion_reason(self, message: str) -> str:
+        if message.startswith("NOT_AUTHORISED"):
+            return (f"it does not trust this master (peer ID {self.node.peer_id}). Restart it "
+                    f"with `p2pmr peer --trust {self.node.peer_id} ...`, or add that ID to "
+                    f"the trusted_masters file in its repo (it is re-read on change)")
+        if message.startswith("UNSUPPORTED_VERSION"):
+            return f"it speaks another version of {PROTOCOL_ID}: {message}"
+        return message
 
     async def _watch_peers(self) -> None:
         """Track workers: who joined, who left, who went silent."""
@@ -661,7 +743,7 @@ class Master:
         if attempts:
             log.warning("peer %s lost (%s); %d task(s) return to idle", peer, reason,
                         len(attempts))
-            self._blame(peer)
+            self._charge(peer, reason)
         for attempt in attempts:
             attempt.abort("lost", reason)
         self._last_seen[peer] = trio.current_time()
@@ -669,28 +751,31 @@ class Master:
 
     def _exclude_liar(self, peer: Any, task: Task) -> None:
         """A peer whose result disagreed with the verified majority."""
-        record = self.scheduler.peers[peer]
-        if record.excluded:
-            return
-        record.excluded = True
-        log.warning("excluding peer %s: its result for %s task %d disagreed with %d other "
-                    "peer(s)", peer, task.phase, task.index, self.options.verify)
-        for attempt in self._attempts_of(peer):
-            attempt.abort("lost", "its peer was excluded for a wrong result")
+        self._exclude(peer, f"its result for {task.phase} task {task.index} disagreed with "
+                      f"{self.options.verify} other peer(s)")
 
-    def _blame(self, peer: Any) -> None:
-        """Count one failure against a peer, once per failure event.
+    def _exclude(self, peer: Any, reason: str) -> None:
+        """Take a peer out of the job at once, with everything it still owes."""
+        self.scheduler.exclude(peer, reason)
+        self._act_on_exclusions()
 
-        When a peer dies, every task it holds fails at once; that is one
-        strike against the peer, not one per task.
+    def _act_on_exclusions(self) -> None:
+        for record in self.scheduler.take_exclusions():
+            log.warning("excluding peer %s from this job: %s", record.peer,
+                        record.excluded_reason)
+            for attempt in self._attempts_of(record.peer):
+                attempt.abort("lost", "its peer was excluded")
+            self._signal()
+
+    def _charge(self, peer: Any, reason: str) -> None:
+        """Count one failure event against a peer.
+
+        Every event counts: a peer that fails fast gets no free retries. One
+        event is one charge however many tasks it took down (a peer that
+        dies holding eight tasks has failed once).
         """
-        now = trio.current_time()
-        if now - self._last_blame.get(peer, -math.inf) < self.options.peer_timeout:
-            return
-        self._last_blame[peer] = now
-        self.scheduler.peer_failed(peer, now)
-        if self.scheduler.peers[peer].excluded:
-            log.warning("excluding peer %s after repeated failures", peer)
+        self.scheduler.peer_failed(peer, trio.current_time(), reason=reason)
+        self._act_on_exclusions()
 
     # -- talking to a peer ----------------------------------------------------------------
 
@@ -750,18 +835,17 @@ class Master:
                     def abort(kind: str, reason: str) -> None:
                         if pending.pop(task.index, None) is None:
                             return
-                        if kind == "lost":
-                            self._attempt_failed(task, attempt, _AttemptFailed(
-                                FailureKind.INFRA, reason, blame=False))
-                        elif kind == "superseded":
+                        if kind == "superseded":
                             self.scheduler.fail(task, attempt, FailureKind.CANCELLED, reason)
                             if not attempt.backup:
                                 # A straggler that lost to its backup: it holds
                                 # tasks without finishing them, so it earns less.
-                                self._blame(attempt.peer)
+                                self.scheduler.peer_slow(attempt.peer)
                         else:
+                            # Lost with its peer, or timed out: whoever aborts
+                            # charges the peer, once for the whole event.
                             self._attempt_failed(task, attempt, _AttemptFailed(
-                                FailureKind.INFRA, reason, blame=True))
+                                FailureKind.INFRA, reason), charge=False)
                         if writer is not None:
                             nursery.start_soon(self._send_cancel, writer, task, attempt, reason)
                         if not pending:
@@ -774,11 +858,14 @@ class Master:
                     with trio.fail_after(self.options.connect_timeout):
                         stream = await self.node.host.new_stream(peer, [PROTOCOL_ID])
                 except Exception as exc:
-                    # Unreachable: the peer is gone (or going); the tasks never
-                    # reached it, so they are not charged with a failure.
+                    # Unreachable: if the peer is gone (or going), the tasks
+                    # never reached it and nobody is charged. A peer still
+                    # connected that will not take a stream is at fault.
+                    connected = self.node.is_connected(peer)
                     failure = _AttemptFailed(FailureKind.UNREACHABLE,
-                                             f"cannot open a task stream: {exc}")
-                    if not self.node.is_connected(peer):
+                                             f"cannot open a task stream: {exc}",
+                                             blame=connected)
+                    if not connected:
                         record = self.scheduler.peers.get(peer)
                         if record is not None:
                             record.online = False
@@ -794,11 +881,14 @@ class Master:
                         failure = _AttemptFailed(FailureKind.INFRA, f"task stream failed: {exc}")
                     except _AttemptFailed as exc:
                         failure = exc
-            for task, attempt in list(pending.values()):
-                pending.pop(task.index, None)
-                attempt.aborted = True
-                self._attempt_failed(task, attempt, failure or _AttemptFailed(
-                    FailureKind.INFRA, "assignment abandoned", blame=False))
+            if pending:
+                abandoned = failure or _AttemptFailed(FailureKind.INFRA, "assignment abandoned",
+                                                      blame=False)
+                for task, attempt in list(pending.values()):
+                    pending.pop(task.index, None)
+                    attempt.aborted = True
+                    self._attempt_failed(task, attempt, abandoned, charge=False)
+                self._charge_for(peer, abandoned)  # one stream, one failure
         if stream is not None:
             with trio.CancelScope(shield=True):
                 await close_quietly(stream, reset=failure is not None)

@@ -102,10 +102,14 @@ class Trust:
         if mtime == self._file_mtime:
             return
         entries = set()
-        for line in self._file.read_text().splitlines():
+        for number, line in enumerate(self._file.read_text().splitlines(), 1):
             line = line.split("#", 1)[0].strip()
-            if line:
-                entries.add(line)
+            if not line:
+                continue
+            if not _is_peer_id(line):
+                log.warning("%s line %d: %r is not a peer ID; ignored", self._file, number, line)
+                continue
+            entries.add(line)
         self._from_file = entries
         self._file_mtime = mtime
 
@@ -118,11 +122,22 @@ class Trust:
         self._reload()
         return text in self._from_file
 
+    def count(self) -> int:
+        """How many masters are trusted now (0 with ``trust_any``: it lists none)."""
+        self._reload()
+        return len(self._explicit | self._from_file)
+
     def describe(self) -> str:
         if self.trust_any:
             return "any master"
-        self._reload()
-        return f"{len(self._explicit | self._from_file)} trusted master(s)"
+        return f"{self.count()} trusted master(s)"
+
+
+def _is_peer_id(text: str) -> bool:
+    try:
+        return str(PeerID.from_base58(text)) == text
+    except Exception:
+        return False
 
 
 def usable_cpus() -> int:
@@ -696,4 +711,9 @@ def register_protocol(node: Node, *, trust: Iterable[str | PeerID] = (),
     node.spawn(_announce_protocols, node)
     log.info("serving %s with %d worker(s) for %s", PROTOCOL_ID, config.workers,
              service.trust.describe())
+    if not trust_any and not service.trust.count():
+        log.warning("this peer trusts no master, so it will refuse every job. Restart it "
+                    "with --trust MASTER_PEER_ID (`p2pmr id --repo MASTER_REPO` prints it; "
+                    "trust=[...] in register_protocol), or list master IDs in %s, which is "
+                    "re-read when it changes", node.repo / TRUST_FILE)
     return service

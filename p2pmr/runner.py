@@ -31,8 +31,9 @@ from .journal import find_journal
 from .localswarm import local_swarm
 from .master import Master, MasterOptions
 from .node import Node, open_node
+from .output import write_output
 
-__all__ = ["RunSettings", "run_job", "write_output"]
+__all__ = ["RunSettings", "run_job"]
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,11 @@ class RunSettings:
     reducers: int | None
     local_peers: int = 0
     local_workers: int | None = None
+    local_peer_args: Sequence[str] = ()  # more `p2pmr peer` options for local peers
     bootstrap: Sequence[str] = ()
     listen: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",)
     output: Path | None = None
+    overwrite: bool = False
     resume: bool = False
     peer_timeout: float = 5.0
     wait_for_workers: float = 120.0
@@ -72,65 +75,68 @@ async def _resolve_input(node: Node, text: str, cid_version: int) -> CID:
         raise JobError(f"--input {text!r} is neither an existing path nor a CID") from None
 
 
-async def _progress(master: Master, enabled: bool) -> None:
-    if not enabled:
-        await trio.sleep_forever()
-    tty = sys.stderr.isatty()
-    bars = None
-    if tty:
-        from tqdm import tqdm
+class _Progress:
+    """Phase progress on stderr: bars on a terminal, a line per change elsewhere.
 
-        bars = (tqdm(desc="map   ", unit="task", total=0, file=sys.stderr, leave=True),
-                tqdm(desc="reduce", unit="task", total=0, file=sys.stderr, leave=True))
-    last_line = ""
-    try:
-        while True:
-            m, r = master.get_map_status(), master.get_reduce_status()
-            if bars is not None:
-                for bar, status in zip(bars, (m, r), strict=True):
-                    bar.total = status.total
-                    bar.n = status.complete
-                    bar.set_postfix(running=status.in_progress, failed=status.failed,
-                                    refresh=False)
-                    bar.refresh()
-                await trio.sleep(0.2)
-            else:
-                line = f"map {m.complete}/{m.total}  reduce {r.complete}/{r.total}"
-                if line != last_line:
-                    click.echo(f"progress: {line}", err=True)
-                    last_line = line
-                await trio.sleep(1.0)
-    finally:
-        if bars is not None:
-            for bar in bars:
+    Nothing is shown while the job is still being planned (its task counts
+    are not known yet), and the final state is shown once the job ends, so
+    the last thing on screen is what happened, not a snapshot from before.
+    """
+
+    def __init__(self, master: Master) -> None:
+        self.master = master
+        self.bars: tuple[Any, Any] | None = None
+        self.last_line = ""
+
+    def show(self) -> None:
+        master = self.master
+        if master.phase == "planning":
+            return
+        statuses = (master.get_map_status(), master.get_reduce_status())
+        if sys.stderr.isatty():
+            if self.bars is None:
+                from tqdm import tqdm
+
+                self.bars = (tqdm(desc="map   ", unit="task", total=0, file=sys.stderr),
+                             tqdm(desc="reduce", unit="task", total=0, file=sys.stderr))
+            for bar, status in zip(self.bars, statuses, strict=True):
+                bar.total = status.total
+                bar.n = status.complete
+                bar.set_postfix(running=status.in_progress, failed=status.failed,
+                                refresh=False)
+                bar.refresh()
+            return
+        m, r = statuses
+        line = f"map {m.complete}/{m.total}  reduce {r.complete}/{r.total}"
+        if line != self.last_line:
+            click.echo(f"progress: {line}", err=True)
+            self.last_line = line
+
+    def close(self) -> None:
+        self.show()
+        if self.bars is not None:
+            for bar in self.bars:
                 bar.close()
 
-
-async def write_output(node: Node, root: CID, directory: Path) -> list[Path]:
-    """Copy an output directory's files from IPFS to local disk."""
-    await trio.Path(directory).mkdir(parents=True, exist_ok=True)
-    written = []
-    for entry in await unixfs.list_directory(node.blocks, root):
-        target = directory / entry.name
-        # Streamed block by block: a part may be larger than memory.
-        async with await trio.open_file(target, "wb") as handle:
-
-            async def write(piece: bytes, handle: Any = handle) -> None:
-                await handle.write(piece)
-
-            await unixfs.cat(node.blocks, entry.cid, write)
-        written.append(target)
-    return written
+    async def run(self) -> None:
+        interval = 0.2 if sys.stderr.isatty() else 1.0
+        while True:
+            self.show()
+            await trio.sleep(interval)
 
 
 async def _run_with_progress(master: Master, progress: bool) -> CID:
-    root: CID | None = None
-    with collapsed():
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_progress, master, progress)
-            root = await master.run()
-            nursery.cancel_scope.cancel()
-    assert root is not None
+    if not progress:
+        return await master.run()
+    display = _Progress(master)
+    try:
+        with collapsed():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(display.run)
+                root = await master.run()
+                nursery.cancel_scope.cancel()
+    finally:
+        display.close()
     return root
 
 
@@ -168,10 +174,12 @@ async def run_job(settings: RunSettings) -> CID:
             # Local peers boot while the job is loaded and the input added.
             base = Path(tempfile.mkdtemp(prefix="p2pmr-peers-"))
             stack.callback(shutil.rmtree, base, ignore_errors=True)
-            extra = ["--allow-pickle"] if settings.encoding == "pickle" else []
+            extra = [*settings.local_peer_args]
+            if settings.encoding == "pickle":
+                extra.append("--allow-pickle")
             await stack.enter_async_context(local_swarm(
                 settings.local_peers, base, node.multiaddrs[0], str(node.peer_id),
-                workers=settings.local_workers, extra_args=extra, wait=False))
+                workers=settings.local_workers, extra_args=extra, wait=False, temporary=True))
         code: bytes | None = None
         name: str | None = None
         input_cid: CID | None = None
@@ -227,6 +235,7 @@ async def run_job(settings: RunSettings) -> CID:
                    f"reduce {master.timings.get('reduce', 0):.2f}s); "
                    f"{master.resumed_tasks} task(s) resumed from the journal", err=True)
         if settings.output is not None:
-            files = await write_output(node, root, settings.output)
+            files = await write_output(node, root, settings.output,
+                                       overwrite=settings.overwrite)
             click.echo(f"wrote {len(files)} file(s) to {settings.output}", err=True)
         return root

@@ -16,6 +16,20 @@ Peers earn work by experience. A new peer gets one task at a time; each
 success doubles its window (the number of tasks it holds at once, within
 ``min_batch``..``max_batch``, handed over as one assignment); each failure
 halves it; and a run of failures excludes the peer for the rest of the job.
+
+One broken or hostile peer must never fail a job that honest peers could
+finish. Three rules see to that:
+
+* every failure of a peer counts, one per failure event (a peer that dies
+  holding eight tasks has failed once, not eight times);
+* a task that failed on a peer goes to another peer whenever one that has
+  not failed it is usable, so a peer that fails fast cannot keep a task;
+* a peer is excluded after ``exclude_after`` faults in a row, or when its
+  share of failures is far above the rest of the swarm's (a binomial test
+  against the swarm's rate), which catches a peer that fails often but not
+  always. Failures that look like the task's own (its code raised, its
+  worker died, its input could not be fetched) are charged to the peer only
+  once another peer has run the same task successfully.
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ from __future__ import annotations
 import bisect
 import enum
 import heapq
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +76,17 @@ class Policy:
     backup_min_age: float = 3.0   # …and at least this many seconds
     max_attempts_running: int = 2  # per task, including the original
     verify: int = 1               # identical results from this many distinct peers
+    # Exclude a peer whose failures are this unlikely under the swarm's failure
+    # rate (one-sided binomial test), once it has at least this many, fails at
+    # least this share of its attempts, and this many times the swarm's share.
+    # Strict, because every check is another chance of a false alarm: in
+    # simulation a swarm whose workers all die a third of the time loses a
+    # peer in about one job of 300; one peer that fails everything is out
+    # after 5 to 8 failures.
+    exclude_significance: float = 1e-6
+    exclude_min_failures: int = 5
+    exclude_min_rate: float = 0.5
+    exclude_rate_factor: float = 3.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_batch <= self.max_batch:
@@ -133,6 +159,10 @@ class Task:
     # With verification: each distinct result (by signature) and who gave it.
     votes: dict[Any, set[Any]] = field(default_factory=dict)
     vote_outputs: dict[Any, Any] = field(default_factory=dict)
+    # Peers this task failed on (how often); the task avoids them while it can.
+    failed_on: dict[Any, int] = field(default_factory=dict)
+    # Failures not charged to their peer yet: charged if another peer succeeds.
+    unproven: dict[Any, int] = field(default_factory=dict)
 
     def tried_by(self, peer: Any) -> bool:
         return any(peer in voters for voters in self.votes.values()) or \
@@ -161,8 +191,10 @@ class PeerRecord:
     consecutive_failures: int = 0
     in_flight: int = 0
     excluded: bool = False
+    excluded_reason: str = ""
     online: bool = True
     not_before: float = 0.0  # after a failure, no new work until then
+    busy_streak: int = 0     # BUSY answers in a row
     progress: float = 0.0    # when it last started or finished a task
     completed: dict[str, int] = field(default_factory=dict)
 
@@ -175,6 +207,7 @@ class PeerStatus:
     window: int
     excluded: bool
     online: bool
+    excluded_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -211,9 +244,11 @@ class Scheduler:
         self.peers: dict[Any, PeerRecord] = {}
         self._counts: dict[str, dict[State, int]] = {}
         self._idle: dict[str, list[int]] = {}        # heaps of possibly idle, ready tasks
+        self._retry: dict[str, dict[int, None]] = {}  # idle, ready tasks that failed before
         self._failed: dict[str, list[Task]] = {}
         self._durations: dict[str, list[float]] = {}  # sorted
         self.running_attempts: dict[str, dict[tuple[int, int], tuple[Task, Attempt]]] = {}
+        self._exclusions: list[PeerRecord] = []
 
     # -- tasks -----------------------------------------------------------------------
 
@@ -221,6 +256,7 @@ class Scheduler:
         phase_list = self.tasks.setdefault(phase, [])
         counts = self._counts.setdefault(phase, {state: 0 for state in State})
         heap = self._idle.setdefault(phase, [])
+        self._retry.setdefault(phase, {})
         self._failed.setdefault(phase, [])
         self._durations.setdefault(phase, [])
         self.running_attempts.setdefault(phase, {})
@@ -241,16 +277,27 @@ class Scheduler:
         counts[state] += 1
         task.state = state
         if state is State.IDLE and task.ready:
-            heapq.heappush(self._idle[task.phase], task.index)
+            self._queue(task)
         elif state is State.FAILED:
             self._failed[task.phase].append(task)
+
+    def _queue(self, task: Task) -> None:
+        """Make an idle, ready task findable by :meth:`next_idle`.
+
+        Tasks that failed before wait apart, in a short list that is checked
+        against the asking peer; all others in a heap by index.
+        """
+        if task.failed_on:
+            self._retry[task.phase][task.index] = None
+        else:
+            heapq.heappush(self._idle[task.phase], task.index)
 
     def mark_ready(self, task: Task) -> None:
         """A task whose inputs now exist (a boundary task) may be assigned."""
         if not task.ready:
             task.ready = True
             if task.state is State.IDLE:
-                heapq.heappush(self._idle[task.phase], task.index)
+                self._queue(task)
 
     def restore(self, task: Task, output: Any) -> None:
         """Mark a task completed from a journal, without running it."""
@@ -292,18 +339,31 @@ class Scheduler:
         """
         if self.policy.verify > 1:
             return self._next_to_verify(phase, peer)
-        heap = self._idle.get(phase, [])
         tasks = self.phase_tasks(phase)
+        retry = self._retry.get(phase, {})
+        for index in list(retry):
+            task = tasks[index]
+            if task.state is not State.IDLE or not task.ready:
+                del retry[index]  # stale: taken or finished since
+            elif peer is None or self.may_take(task, peer):
+                return task
+        heap = self._idle.get(phase, [])
         while heap:
             task = tasks[heap[0]]
-            if task.state is State.IDLE and task.ready:
+            if task.state is State.IDLE and task.ready and not task.failed_on:
                 return task
-            heapq.heappop(heap)  # stale: it has been taken or finished since
+            heapq.heappop(heap)  # stale: taken, finished or failed since
         return None
+
+    def may_take(self, task: Task, peer: Any) -> bool:
+        """A peer may take a task unless it failed it and another usable peer has not."""
+        if peer not in task.failed_on:
+            return True
+        return not any(r.peer not in task.failed_on for r in self.usable_peers())
 
     def _next_to_verify(self, phase: str, peer: Any) -> Task | None:
         for task in self.phase_tasks(phase):
-            if peer is not None and task.tried_by(peer):
+            if peer is not None and (task.tried_by(peer) or not self.may_take(task, peer)):
                 continue
             if task.state is State.IDLE and task.ready:
                 return task
@@ -347,6 +407,7 @@ class Scheduler:
         record.progress = now
         record.successes += 1
         record.consecutive_failures = 0
+        record.busy_streak = 0
         # Slow start: one task at first, then double with each success.
         record.window = min(self.policy.max_batch, record.window * 2)
         if task.state is State.COMPLETED:
@@ -360,6 +421,13 @@ class Scheduler:
                 return False, set()
         task.output = output
         task.completed_by = attempt.peer
+        # The task works, so its earlier failures were their peers' own.
+        for other, count in task.unproven.items():
+            if other != attempt.peer and other in self.peers:
+                self.peer_failed(other, now, hard=False, count=count,
+                                 reason=f"failed {task.phase} task {task.index}, which another "
+                                        f"peer then ran without error")
+        task.unproven.clear()
         # Run time, not time queued on the peer: backups compare against it.
         began = attempt.running_since if attempt.running_since is not None else attempt.started
         task.duration = now - began
@@ -373,12 +441,20 @@ class Scheduler:
         return True, liars
 
     def fail(self, task: Task, attempt: Attempt, kind: FailureKind, message: str,
-             traceback: str = "", *, blame_peer: bool = True) -> None:
-        """Record a failed attempt and move the task back to IDLE (or FAILED)."""
+             traceback: str = "", *, blame_peer: bool = True, now: float = 0.0) -> None:
+        """Record a failed attempt and move the task back to IDLE (or FAILED).
+
+        With ``blame_peer``, an INFRA failure is charged to the peer here;
+        the master passes False and charges once per failure event instead.
+        """
         self._finish_attempt(task, attempt)
+        peer = attempt.peer
         if kind is not FailureKind.CANCELLED:
             task.last_error = message
             task.last_traceback = traceback or task.last_traceback
+            task.failed_on[peer] = task.failed_on.get(peer, 0) + 1
+        if kind in (FailureKind.USER, FailureKind.WORKER, FailureKind.INPUT):
+            task.unproven[peer] = task.unproven.get(peer, 0) + 1
         if kind is FailureKind.UNREACHABLE:
             pass
         elif kind is FailureKind.USER:
@@ -386,12 +462,11 @@ class Scheduler:
         elif kind is FailureKind.INPUT:
             task.input_failures += 1
         elif kind is FailureKind.BUSY:
-            record = self.peers[attempt.peer]
-            record.window = max(self.policy.min_batch, record.window // 2)
+            self.peer_busy(peer, now)
         elif kind in (FailureKind.INFRA, FailureKind.WORKER):
             task.failures += 1
             if blame_peer and kind is FailureKind.INFRA:
-                self.peer_failed(attempt.peer)
+                self.peer_failed(peer, now, reason=message)
         if task.state is State.COMPLETED:
             return
         if task.user_errors >= self.policy.max_user_errors or \
@@ -411,15 +486,80 @@ class Scheduler:
         record.online = True
         return record
 
-    def peer_failed(self, peer: Any, now: float = 0.0) -> None:
+    def peer_failed(self, peer: Any, now: float = 0.0, *, hard: bool = True, count: int = 1,
+                    reason: str = "") -> None:
+        """Charge ``count`` failures to a peer.
+
+        A *hard* failure is one the peer caused for certain (a protocol
+        violation, an error of its own, silence, a hang): it halves the
+        window, backs the peer off, and counts towards ``exclude_after`` in a
+        row. A soft one (charged after the fact, when another peer ran the
+        task fine) only counts towards the failure-rate test.
+        """
         record = self.peers[peer]
-        record.failures += 1
-        record.consecutive_failures += 1
+        record.failures += count
+        if hard:
+            record.consecutive_failures += count
+            record.window = max(self.policy.min_batch, record.window // 2)
+            # Back off before trusting it with work again: 0.5 s, 1 s, 2 s… up to 10 s.
+            record.not_before = now + min(10.0, 0.25 * 2 ** record.consecutive_failures)
+            if record.consecutive_failures >= self.policy.exclude_after:
+                self.exclude(peer, f"{record.consecutive_failures} failures in a row"
+                             + (f"; the last: {reason}" if reason else ""))
+                return
+        self._check_rate(record, reason)
+
+    def peer_busy(self, peer: Any, now: float) -> None:
+        """The peer had no room: no fault, but fewer tasks and a pause."""
+        record = self.peers[peer]
+        record.busy_streak += 1
         record.window = max(self.policy.min_batch, record.window // 2)
-        # Back off before trusting it with work again: 0.5 s, 1 s, 2 s… up to 10 s.
-        record.not_before = now + min(10.0, 0.25 * 2 ** record.consecutive_failures)
-        if record.consecutive_failures >= self.policy.exclude_after:
+        record.not_before = now + min(10.0, 0.25 * 2 ** record.busy_streak)
+
+    def peer_slow(self, peer: Any) -> None:
+        """The peer lost a backup race: it gets fewer tasks, but no fault."""
+        record = self.peers[peer]
+        record.window = max(self.policy.min_batch, record.window // 2)
+
+    def exclude(self, peer: Any, reason: str) -> None:
+        record = self.peers[peer]
+        if not record.excluded:
             record.excluded = True
+            record.excluded_reason = reason
+            self._exclusions.append(record)
+
+    def take_exclusions(self) -> list[PeerRecord]:
+        """Peers excluded since the last call, for the caller to act on.
+
+        Exclusion can follow from any recorded event (a success elsewhere
+        proves earlier failures were a peer's own), so rather than call back
+        into its owner, the scheduler lists them here.
+        """
+        out, self._exclusions = self._exclusions, []
+        return out
+
+    def _check_rate(self, record: PeerRecord, reason: str) -> None:
+        """Exclude a peer that fails far more often than the rest of the swarm."""
+        policy = self.policy
+        attempts = record.failures + record.successes
+        if record.excluded or record.failures < policy.exclude_min_failures or \
+                record.failures < policy.exclude_min_rate * attempts:
+            return
+        others = [r for r in self.peers.values() if r is not record]
+        other_failures = sum(r.failures for r in others)
+        other_attempts = sum(r.failures + r.successes for r in others)
+        if not other_attempts or not any(r.online and not r.excluded for r in others):
+            return  # nothing to compare with, or no one left to do the work
+        # The swarm's rate, with a prior of one failure in two attempts so
+        # that a few lucky attempts elsewhere do not make the bar zero.
+        swarm_rate = (other_failures + 1) / (other_attempts + 2)
+        if record.failures < policy.exclude_rate_factor * swarm_rate * attempts:
+            return
+        p_value = _binomial_tail(record.failures, attempts, swarm_rate)
+        if p_value < policy.exclude_significance:
+            self.exclude(record.peer, f"failed {record.failures} of {attempts} attempts, "
+                         f"against {other_failures} of {other_attempts} for the other peers"
+                         + (f"; the last: {reason}" if reason else ""))
 
     def available_peers(self, now: float = 0.0) -> Iterator[PeerRecord]:
         """Peers that can take another task now, least loaded first."""
@@ -434,7 +574,7 @@ class Scheduler:
 
     def peer_status(self) -> dict[str, PeerStatus]:
         return {str(r.peer): PeerStatus(sum(r.completed.values()), r.failures, r.in_flight,
-                                        r.window, r.excluded, r.online)
+                                        r.window, r.excluded, r.online, r.excluded_reason)
                 for r in self.peers.values()}
 
     # -- stragglers --------------------------------------------------------------------------
@@ -486,3 +626,20 @@ class Scheduler:
         if len(durations) % 2:
             return durations[middle]
         return (durations[middle - 1] + durations[middle]) / 2
+
+
+def _binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed in log space."""
+    if k <= 0:
+        return 1.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    total = 0.0
+    for i in range(k, n + 1):
+        log_term = (math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+                    + i * log_p + (n - i) * log_q)
+        total += math.exp(log_term)
+    return min(1.0, total)

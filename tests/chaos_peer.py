@@ -15,6 +15,17 @@ Modes:
 * ``forgetful``: answers map tasks correctly, then deletes the outputs it
   named before the master could fetch them (as a peer whose disk fails).
 
+Peers that fail fast, each in its own way, on every task they are given:
+
+* ``error-fast``: answers every task at once with ``Error{INTERNAL}``.
+* ``refuse``: refuses every whole assignment (``Error{BAD_REQUEST}``, no id).
+* ``oversize``: answers with a frame whose length prefix exceeds the limit.
+* ``garbage``: answers with bytes that are no frame at all.
+* ``bad-cid``: answers map tasks with partitions that are not CIDs.
+* ``fake-user-error``: claims the job's code raised, with a made-up traceback.
+* ``no-input``: claims it could not fetch any task's input.
+* ``busy``: says it is busy, always.
+
 It prints the same "Peer ID / Listening on / Ready." lines as ``p2pmr peer``.
 """
 
@@ -29,11 +40,15 @@ from typing import Any
 import trio
 
 from p2pmr import unixfs
-from p2pmr.cid import CID
+from p2pmr.cid import CID, encode_uvarint
 from p2pmr.encoding import MSGPACK
 from p2pmr.node import open_node
 from p2pmr.peer import TRUST_FILE, PeerConfig, PeerService, Trust
-from p2pmr.protocol import PROTOCOL_ID, pb
+from p2pmr.protocol import PROTOCOL_ID, error_frame, pb
+
+# Fail every task at once with this error code.
+FAST_ERRORS = {"error-fast": pb.INTERNAL, "fake-user-error": pb.USER_CODE_ERROR,
+               "no-input": pb.INPUT_NOT_FOUND}
 
 
 class ChaosService(PeerService):
@@ -49,9 +64,29 @@ class ChaosService(PeerService):
         if self.mode == "hang-silent":
             await reader.read(10)
             await trio.sleep_forever()
+        if self.mode in ("refuse", "busy", "oversize", "garbage"):
+            await reader.read(10)
+            if self.mode == "refuse":
+                await self._refuse(writer, pb.BAD_REQUEST, "chaos: I refuse everything")
+            elif self.mode == "busy":
+                await self._refuse(writer, pb.BUSY, "chaos: always busy")
+            else:
+                junk = encode_uvarint(64 * 1024 * 1024) if self.mode == "oversize" else b""
+                await writer.stream.write(junk + self.rng.randbytes(200))
+                await trio.sleep(1)
+            return
         await super()._serve(remote, reader, writer)
 
-    async def _run_one(self, kind: str, task: Any, *args: Any) -> None:
+    async def _run_one(self, kind: str, task: Any, assignment: Any, remote: Any, state: Any,
+                       writer: Any, *args: Any) -> None:
+        code = FAST_ERRORS.get(self.mode)
+        if code is not None:
+            await writer.write(error_frame(code, f"chaos: {self.mode}",
+                                           "Traceback (made up)\n", task.id))
+            return
+        await self._behave(kind, task, assignment, remote, state, writer, *args)
+
+    async def _behave(self, kind: str, task: Any, *args: Any) -> None:
         if self.mode == "hang-after-accept":
             await trio.sleep_forever()
         if self.mode == "exit-random" and self.rng.random() < self.rate:
@@ -63,6 +98,12 @@ class ChaosService(PeerService):
         frame = await super()._map(task, assignment, remote, state)
         if self.mode == "forgetful":
             await self._forget(frame.map_result)
+        if self.mode == "bad-cid":
+            result = frame.map_result
+            reducers = assignment.job.reducers
+            del result.partitions[:]
+            result.partitions.extend([b"\x01\x02 not a CID"] * reducers)
+            return frame
         if self.mode != "liar":
             return frame
         # Replace the partitions with plausible but wrong ones.
@@ -115,7 +156,8 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["good", "exit-now", "exit-random", "hang-after-accept",
-                                         "hang-silent", "liar", "forgetful"])
+                                         "hang-silent", "liar", "forgetful", "refuse", "busy",
+                                         "oversize", "garbage", "bad-cid", *FAST_ERRORS])
     parser.add_argument("--repo", required=True)
     parser.add_argument("--bootstrap", action="append", default=[])
     parser.add_argument("--trust", action="append", default=[])

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -66,7 +67,12 @@ def test_run_with_local_peers_output_and_cat(tmp_path: Path) -> None:
                      "--output", str(out), timeout=300)
     output_cid = result.stdout.decode().splitlines()[-1]
     assert output_cid.startswith("Qm")
-    assert b"progress: map" in result.stderr
+    progress = [line for line in result.stderr.decode().splitlines()
+                if line.startswith("progress: ")]
+    # Nothing before the plan is known (no "map 0/0"), and the end is shown.
+    assert progress and not progress[0].startswith("progress: map 0/0")
+    final = re.fullmatch(r"progress: map (\d+)/(\d+)  reduce 3/3", progress[-1])
+    assert final and final[1] == final[2] != "0", progress[-1]
     assert sorted(p.name for p in out.iterdir()) == \
         ["_manifest.json", "part-00000", "part-00001", "part-00002"]
     manifest = json.loads((out / "_manifest.json").read_text())
@@ -117,3 +123,19 @@ def test_same_job_file_same_input_same_output_cid(tmp_path: Path) -> None:
                          "--no-progress", timeout=300, env={"PYTHONHASHSEED": seed})
         outputs.append(result.stdout.decode().splitlines()[-1])
     assert outputs[0] == outputs[1]
+
+
+def test_fetching_gives_up_once_every_peer_says_it_has_nothing(tmp_path: Path) -> None:
+    """cat, ls and block get with --bootstrap: a peer that says it does not
+    have the block twice, asked a few seconds apart, ends the wait long before
+    --timeout."""
+    ghost = "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"
+    with PeerProcess(tmp_path / "peer") as peer:
+        for command in (["cat", ghost], ["ls", ghost], ["block", "get", ghost]):
+            started = time.monotonic()
+            result = run_cli(*command, "--repo", str(tmp_path / "repo"), "--bootstrap",
+                             peer.addr, "--timeout", "60", check=False)
+            elapsed = time.monotonic() - started
+            assert result.returncode == 1
+            assert b"none of the 1 peer(s) asked has it" in result.stderr
+            assert elapsed < 20, f"{command[0]} took {elapsed:.0f}s"

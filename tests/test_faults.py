@@ -317,3 +317,80 @@ def test_master_killed_mid_map_and_mid_reduce_resumes(tmp_path: Path) -> None:
     assert len(executions) == map_tasks
     assert redone <= map_tasks - done_before_kill
     print(f"master kill: {done_before_kill} tasks done before the first kill, {redone} redone")
+
+
+# -- one peer that fails fast ------------------------------------------------------------
+
+
+FAST_FAILERS = ["error-fast", "refuse", "oversize", "garbage", "bad-cid", "fake-user-error",
+                "no-input", "busy"]
+
+
+async def _with_a_fast_failer(master: Node, swarm: Swarm, tmp_path: Path, mode: str,
+                              **options: object) -> None:
+    """Two honest peers and one that fails every task at once, in ``mode``'s way.
+
+    Failing fast, the bad peer is always the least loaded, so it is asked
+    first: on the old scheduler it took the same task back ~25 times in a
+    second and failed the job while the honest peers sat idle.
+    """
+    files = gutenberg_files()[:4]
+    cid = await master.add_path(copy_into(tmp_path / "in", files))
+    bad = await trio.to_thread.run_sync(lambda: swarm.start(mode, name="bad"))
+    async with trio.open_nursery() as nursery:
+        for _ in range(2):
+            nursery.start_soon(trio.to_thread.run_sync, swarm.start)
+    await _until_workers(master, 3)
+    wordcount = load_job_file(Path(__file__).parent.parent / "examples" / "wordcount.py")
+    job = InitMaster(master, cid, wordcount, 3, **options)
+    with trio.fail_after(120):
+        root = await job.run()
+    assert await output_counts(master, root) == reference_counts(files)
+    status = job.get_peer_status()
+    honest = [s for p, s in status.items() if p != bad.peer_id]
+    assert len(honest) == 2 and not any(s.excluded for s in honest)
+    tasks = [t for phase in ("map", "reduce") for t in job.scheduler.phase_tasks(phase)]
+    failed_on_bad = [t.failed_on.get(_pid(bad.peer_id), 0) for t in tasks]
+    # It never got back a task it had failed, while an honest peer could take it…
+    assert max(failed_on_bad) == 1
+    # …and every failure counted against it: none was forgiven as a repeat.
+    record = status[bad.peer_id]
+    if mode == "busy":  # no fault: it only gets no work it cannot take
+        assert record.failed == 0 and not record.excluded
+    else:
+        assert record.failed == sum(failed_on_bad)
+        # A peer that keeps failing is excluded, with the reason given: after
+        # three faults in a row, or once its claims of errors that other peers
+        # do not meet make its failure rate stand out from the swarm's.
+        if record.failed >= (8 if mode in ("fake-user-error", "no-input") else 3):
+            assert record.excluded and record.excluded_reason, record
+
+
+async def _until_workers(master: Node, n: int) -> None:
+    """Wait until ``n`` connected peers are known to speak the protocol."""
+    from p2pmr._libp2p import protocols_of
+    from p2pmr.protocol import PROTOCOL_ID
+
+    with trio.fail_after(30):
+        while sum(PROTOCOL_ID in protocols_of(master.host, p)  # noqa: ASYNC110
+                  for p in master.connected_peers()) < n:
+            await trio.sleep(0.05)
+
+
+def _pid(text: str) -> object:
+    from libp2p.peer.id import ID
+
+    return ID.from_base58(text)
+
+
+@pytest.mark.parametrize("mode", FAST_FAILERS)
+async def test_one_fast_failing_peer_cannot_fail_the_job(master: Node, swarm: Swarm,
+                                                        tmp_path: Path, mode: str) -> None:
+    await _with_a_fast_failer(master, swarm, tmp_path, mode)
+
+
+@pytest.mark.parametrize("mode", ["error-fast", "fake-user-error"])
+async def test_one_fast_failing_peer_cannot_fail_a_verified_job(master: Node, swarm: Swarm,
+                                                               tmp_path: Path,
+                                                               mode: str) -> None:
+    await _with_a_fast_failer(master, swarm, tmp_path, mode, verify=2)

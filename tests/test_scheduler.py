@@ -162,3 +162,79 @@ def test_an_abort_before_the_attempt_is_wired_is_kept_not_lost() -> None:
     assert attempt.aborted and seen == [("superseded", "another attempt finished first")]
     attempt.abort("lost", "again")  # once only
     assert len(seen) == 1
+
+
+def test_a_task_that_failed_on_a_peer_goes_elsewhere_while_it_can() -> None:
+    sched = make(3)
+    for peer in ("bad", "good"):
+        sched.add_peer(peer)
+    task = sched.next_idle("map", "bad")
+    assert task is not None and task.index == 0
+    sched.fail(task, sched.start(task, "bad", 0.0), FailureKind.INFRA, "INTERNAL: boom")
+    assert sched.next_idle("map", "bad").index == 1       # not task 0 again…
+    assert sched.next_idle("map", "good") is task         # …which waits for another peer
+    sched.exclude("good", "gone")
+    assert sched.next_idle("map", "bad") is task          # no one else left: back it goes
+
+
+def test_every_failure_counts_and_three_in_a_row_exclude() -> None:
+    sched = make(6, exclude_after=3)
+    sched.add_peer("bad")
+    sched.add_peer("good")
+    for i in range(3):
+        task = sched.next_idle("map", "bad")
+        assert task is not None
+        sched.fail(task, sched.start(task, "bad", float(i)), FailureKind.INFRA, "refused",
+                   now=float(i))
+    record = sched.peers["bad"]
+    assert record.failures == 3 and record.excluded
+    assert "3 failures in a row" in record.excluded_reason and "refused" in record.excluded_reason
+    assert [r.peer for r in sched.take_exclusions()] == ["bad"]
+    assert sched.take_exclusions() == []
+
+
+def test_claimed_user_errors_count_once_another_peer_runs_the_task() -> None:
+    """A peer that claims every task's code raised is found out by the peers
+    that run the same tasks fine, and excluded on its failure rate."""
+    sched = make(20)
+    for peer in ("liar", "a", "b"):
+        sched.add_peer(peer)
+    for _ in range(10):
+        task = sched.next_idle("map", "liar")
+        assert task is not None
+        before = sched.peers["liar"].failures
+        sched.fail(task, sched.start(task, "liar", 0.0), FailureKind.USER, "raised", "tb")
+        assert sched.peers["liar"].failures == before  # not yet: it might be the code
+        other = "a" if task.index % 2 else "b"
+        assert sched.next_idle("map", other) is task
+        sched.succeed(task, sched.start(task, other, 0.0), "ok", 1.0)
+        if sched.peers["liar"].excluded:
+            break
+    record = sched.peers["liar"]
+    assert record.excluded and "attempts" in record.excluded_reason
+    assert record.failures <= 8
+    assert not sched.peers["a"].excluded and not sched.peers["b"].excluded
+
+
+def test_a_swarm_that_fails_alike_excludes_nobody() -> None:
+    """Worker deaths spread evenly (a job that crashes a third of the time)
+    are the job's doing, not any one peer's."""
+    import random
+
+    rng = random.Random(4)
+    sched = make(300)
+    peers = ["a", "b", "c"]
+    for peer in peers:
+        sched.add_peer(peer)
+    while (task := sched.next_idle("map")) is not None:
+        for peer in rng.sample(peers, 3):
+            if not sched.may_take(task, peer):
+                continue
+            attempt = sched.start(task, peer, 0.0)
+            if rng.random() < 0.33:
+                sched.fail(task, attempt, FailureKind.WORKER, "worker died")
+            else:
+                sched.succeed(task, attempt, "ok", 1.0)
+            break
+    assert not any(r.excluded for r in sched.peers.values())
+    assert all(r.failures > 10 for r in sched.peers.values())

@@ -65,7 +65,7 @@ async def test_untrusted_master_is_refused_and_nothing_runs(master: Node, tmp_pa
         assert "not a trusted master" in frame.error.message
         # And as a job: the peer is excluded, the job fails, the code never ran.
         job = InitMaster(master, cid, marker_job(marker), 1, wait_for_workers=3)
-        with trio.fail_after(30), pytest.raises(JobFailed, match="no usable worker"):
+        with trio.fail_after(30), pytest.raises(JobFailed, match="does not trust this master"):
             await job.run()
         assert all(s.excluded for s in job.get_peer_status().values())
     finally:
@@ -100,6 +100,35 @@ async def test_trust_file_in_repo(master: Node, tmp_path: Path) -> None:
         peer.kill()
     assert await output_counts(master, root) == \
         reference_counts([GUTENBERG / "pg-metamorphosis.txt"])
+
+
+async def test_a_peer_that_does_not_trust_the_master_costs_seconds(master: Node,
+                                                                    tmp_path: Path) -> None:
+    """The master says at once which peer refused it and how to fix that, and
+    fails in seconds, not after waiting out wait_for_workers (120 s)."""
+    cid = await master.add_path(GUTENBERG / "pg-metamorphosis.txt")
+    peer = await trio.to_thread.run_sync(lambda: PeerProcess(
+        tmp_path / "peer", ["--bootstrap", master.multiaddrs[0]]))
+    try:
+        job = InitMaster(master, cid, load_job_file(WORDCOUNT), 1)
+        started = trio.current_time()
+        with trio.fail_after(40), pytest.raises(JobFailed) as info:
+            await job.run()
+        elapsed = trio.current_time() - started
+    finally:
+        peer.kill()
+    message = str(info.value)
+    assert f"peer {peer.peer_id} was excluded: it does not trust this master" in message
+    assert f"--trust {master.peer_id}" in message and "trusted_masters" in message
+    assert elapsed < 30, f"took {elapsed:.0f}s"
+    # The peer said at start that it would refuse everyone, and how to fix it.
+    assert "trusts no master" in peer.stderr and "--trust MASTER_PEER_ID" in peer.stderr
+
+
+def test_trust_takes_only_peer_ids(tmp_path: Path) -> None:
+    result = run_cli("peer", "--repo", str(tmp_path), "--trust", "my-master", check=False)
+    assert result.returncode == 2
+    assert b"'my-master' is not a peer ID" in result.stderr and b"p2pmr id" in result.stderr
 
 
 def test_trust_any_warns_loudly(tmp_path: Path) -> None:
@@ -270,7 +299,7 @@ async def test_peer_still_runs_jobs_after_fuzzing(target: tuple[PeerProcess, Pat
 
 
 @pytest.mark.parametrize(("job", "args", "message"), [
-    ("hog_memory.py", ["--max-task-memory", "600"], "exceeded its memory limit"),
+    ("hog_memory.py", ["--max-task-memory", "600"], "exceeded the worker memory limit of 600 MiB"),
     ("spin.py", ["--max-task-cpu", "2"], "exceeded its CPU time limit"),
     ("sleep_forever.py", ["--max-task-time", "3"], "wall-clock limit"),
 ])
