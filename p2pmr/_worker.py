@@ -206,7 +206,6 @@ def _load_job(code_cid: bytes, code: bytes) -> Job:
     # block against its CID; here they are only ever unpickled, once per CID.
     obj = cloudpickle.loads(code)
     job = Job.from_object(obj) if not isinstance(obj, Job) else obj
-    _register_job_modules(job)
     _CODE_CACHE[code_cid] = job
     while len(_CODE_CACHE) > _CODE_CACHE_SIZE:
         _CODE_CACHE.popitem(last=False)
@@ -222,38 +221,43 @@ def _register_job_modules(job: Job) -> None:
     stand-in module holding them makes pickling by reference work, and a
     worker that decodes those records has loaded the same code, so it holds
     the same stand-in. Real, importable modules are never shadowed.
+
+    A worker serves several jobs, and two runs of one job file may carry
+    distinct class objects of the same name, so this runs before every task
+    and the running job's objects replace whatever the stand-in held.
     """
     seen: set[int] = set()
     pending: list[Any] = [fn for fn in (job.map, job.map_batch, job.reduce, job.combine)
                           if fn is not None]
     while pending:
         obj = pending.pop()
-        if id(obj) in seen:
+        if id(obj) in seen or not isinstance(obj, (types.FunctionType, type)):
             continue
         seen.add(id(obj))
-        if isinstance(obj, type):
-            pending.extend(v for v in vars(obj).values()
-                           if isinstance(v, (types.FunctionType, type)))
-        elif isinstance(obj, types.FunctionType):
-            pending.extend(v for v in obj.__globals__.values()
-                           if isinstance(v, (types.FunctionType, type)))
-        else:
-            continue
-        module_name = getattr(obj, "__module__", None)
-        name = getattr(obj, "__qualname__", "")
-        if not module_name or "." in name or "<" in name:
-            continue
-        module = sys.modules.get(module_name)
+        module = _standin(getattr(obj, "__module__", None))
         if module is None:
-            try:
-                __import__(module_name)
-            except Exception:
-                module = sys.modules[module_name] = types.ModuleType(module_name)
-                module.__dict__["__p2pmr_standin__"] = True
-            else:
-                continue
-        if module.__dict__.get("__p2pmr_standin__"):
-            module.__dict__.setdefault(name, obj)
+            continue  # from an importable module: pickle finds it, and so do we
+        name = obj.__qualname__
+        if "." not in name and "<" not in name:
+            module.__dict__[name] = obj
+        members = vars(obj).values() if isinstance(obj, type) else obj.__globals__.values()
+        pending.extend(members)
+
+
+def _standin(module_name: str | None) -> types.ModuleType | None:
+    """The stand-in module for a module no file provides here; None if importable."""
+    if not module_name:
+        return None
+    module = sys.modules.get(module_name)
+    if module is None:
+        try:
+            __import__(module_name)
+        except Exception:
+            module = sys.modules[module_name] = types.ModuleType(module_name)
+            module.__dict__["__p2pmr_standin__"] = True
+        else:
+            return None
+    return module if module.__dict__.get("__p2pmr_standin__") else None
 
 
 def _remote_traceback(exc: BaseException, *, user_only: bool = False) -> str:
@@ -347,6 +351,7 @@ def _prepare(code_cid: bytes, code: bytes, encoding: str, allow_pickle: bool,
         return failure or Failure(BAD_JOB, f"cannot load the job's code: "
                                   f"{type(exc).__name__}: {exc}", _remote_traceback(exc))
     show_sources(job)
+    _register_job_modules(job)
     return job, codec
 
 

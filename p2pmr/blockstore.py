@@ -137,16 +137,28 @@ class FlatFS:
         that does not hash to ``cid``, once it has been moved aside.
         """
         path = self.path_of(cid)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        if not cid.verify(data):
-            raise self.set_aside(cid, path)
-        return data
+        for _ in range(2):
+            try:
+                with open(path, "rb") as handle:
+                    inode = os.fstat(handle.fileno()).st_ino
+                    data = handle.read()
+            except FileNotFoundError:
+                return None
+            if cid.verify(data):
+                return data
+            error = self.set_aside(cid, path, inode)
+            if error is not None:
+                raise error
+            # An intact copy replaced the bad one as we read it: read that.
+        return None
 
-    def set_aside(self, cid: CID, path: Path) -> CorruptBlock:
-        """Move a corrupt copy out of the store; return the error that says so."""
+    def set_aside(self, cid: CID, path: Path, inode: int | None = None
+                  ) -> CorruptBlock | None:
+        """Move a corrupt copy out of the store; return the error that says so.
+
+        With ``inode``, only that file is moved: if another has taken its
+        place meanwhile (a repair), nothing is moved and None is returned.
+        """
         self.corrupt_dir.mkdir(exist_ok=True)
         target = self.corrupt_dir / path.name
         n = 0
@@ -154,6 +166,8 @@ class FlatFS:
             n += 1
             target = self.corrupt_dir / f"{path.name}.{n}"
         try:
+            if inode is not None and os.stat(path).st_ino != inode:
+                return None
             os.replace(path, target)
         except FileNotFoundError:  # another reader moved it first
             return CorruptBlock(cid, path)

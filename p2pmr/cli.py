@@ -81,23 +81,32 @@ async def _stop_on_signal(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     SIGTERM is what ``kill``, ``timeout``, CI cancellation and ``docker stop``
     send, so it must shut down as cleanly as Ctrl-C: local peers stopped,
     temporary directories removed, the journal closed. The receiver is
-    installed before ``fn`` starts, so a signal during start-up counts too.
+    installed before ``fn`` starts, so a signal during start-up counts too. A
+    second signal while it cleans up ends the process at once (local peers
+    still stop: they watch this process).
     """
     result: list[T] = []
     stopped: int | None = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
+            work = trio.CancelScope()
 
-            async def main() -> None:
+            async def watch() -> None:
+                nonlocal stopped
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if stopped is None:
+                        log.info("received %s; stopping", name)
+                        stopped = signum
+                        work.cancel()
+                    else:
+                        click.echo(f"received {name} again: stopping at once", err=True)
+                        os._exit(128 + signum)
+
+            nursery.start_soon(watch)
+            with work:
                 result.append(await fn(*args))
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(main)
-            async for signum in signals:
-                log.info("received %s; stopping", signal.Signals(signum).name)
-                stopped = signum
-                nursery.cancel_scope.cancel()
-                break
+            nursery.cancel_scope.cancel()
     if stopped is not None and not result:
         raise _Stopped(stopped)
     return result[0]
@@ -360,7 +369,8 @@ def repo_verify(ctx: click.Context, set_aside: bool, repo: str | None,
         corrupt += 1
         where = str(path)
         if set_aside:
-            where += f" (moved to {fs.set_aside(cid, path).moved_to})"
+            moved = fs.set_aside(cid, path)
+            where += f" (moved to {moved.moved_to})" if moved else " (replaced meanwhile)"
         click.echo(f"corrupt {cid} {where}")
     click.echo(f"{checked} block(s) checked, {corrupt} corrupt", err=True)
     if corrupt:

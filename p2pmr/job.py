@@ -108,25 +108,27 @@ def load_job_file(path: str | Path) -> Job:
                                sources=((file.name, source),))
 
 
-def _by_value(fn: Callable[..., Any] | None) -> None:
+def _by_value(fn: Callable[..., Any] | None) -> types.ModuleType | None:
     """Make cloudpickle carry the function's module by value, not by name.
 
     Functions from a job file, a script or any non-installed module must
     arrive with their code; library modules (the standard library,
-    site-packages) are left to be imported on the peer.
+    site-packages) are left to be imported on the peer. Returns the module
+    if it now travels by value.
     """
     if fn is None:
-        return
+        return None
     module_name = getattr(fn, "__module__", None)
     module = sys.modules.get(module_name or "")
     if module is None or module_name in ("__main__", "builtins"):
-        return
+        return None
     file = getattr(module, "__file__", None) or ""
     if module_name in sys.stdlib_module_names or "site-packages" in file:
-        return
+        return None
     if module_name == "p2pmr" or (module_name or "").startswith("p2pmr."):
-        return
+        return None
     cloudpickle.register_pickle_by_value(module)
+    return module
 
 
 def _restore_code(ctor: Callable[..., types.CodeType], args: tuple[Any, ...],
@@ -147,9 +149,9 @@ class _JobPickler(cloudpickle.Pickler):  # type: ignore[misc]
     cloudpickle release we allow, and cloudpickle 3.1.3 started rewriting
     every pickled ``co_filename`` to ``"<dynamic-code>"``. So the file name
     travels beside the code and is put back when the code is rebuilt. It is
-    the file's base name, not its path: the same job file then pickles to
-    the same bytes (the same code CID) wherever it lives. The text of every
-    such file is collected in :attr:`sources`, for :class:`Job` to carry.
+    the file's base name, not its path, so where the file lies does not
+    change the bytes (the code CID). The text of every such file is
+    collected in :attr:`sources`, for :class:`Job` to carry.
     """
 
     def __init__(self, file: io.BytesIO, known: dict[str, str]) -> None:
@@ -197,9 +199,22 @@ def _pickle(obj: Job) -> tuple[bytes, dict[str, str]]:
 
 
 def dump_job(job: Job) -> bytes:
-    """The job's code as bytes a peer's worker can load, with its sources."""
+    """The job's code as bytes a peer's worker can load, with its sources.
+
+    The bytes depend on the job's content only (with :data:`STABLE_HASH_ENV`
+    set when the job iterates over sets): not on where its file lies, nor on
+    which process pickles it.
+    """
+    known = dict(job.sources)
     for fn in (job.map, job.map_batch, job.reduce, job.combine):
-        _by_value(fn)
+        module = _by_value(fn)
+        if module is not None:
+            path = Path(getattr(module, "__file__", None) or "")
+            source = known.get(path.name)
+            if source is None and path.is_file():
+                source = path.read_text(encoding="utf-8", errors="replace")
+            if source is not None:
+                _stable_class_ids(module, source.encode())
     try:
         data, sources = _pickle(job)
         carried = tuple(sorted(sources.items()))
@@ -285,10 +300,10 @@ def _stable_class_ids(module: types.ModuleType, source: bytes) -> None:
     """Name the job module's classes after their code, not at random.
 
     cloudpickle tags each class it sends by value with a uuid4, which would
-    make every pickling of a job file that defines a class different. In the
-    fresh process that pickles a job file, tag them instead with a digest of
-    the file's source and the class's name: stable across runs, and
-    different for different code (a worker caches classes by this tag).
+    make every pickling of a job file that defines a class different. Tag
+    them instead, before cloudpickle first sees them, with a digest of the
+    file's source and the class's name: stable across runs and processes,
+    and different for different code (a worker reuses classes by this tag).
     """
     impl = getattr(cloudpickle, "cloudpickle", None)
     by_class = getattr(impl, "_DYNAMIC_CLASS_TRACKER_BY_CLASS", None)
@@ -313,7 +328,4 @@ def pickle_job_file(path: str) -> tuple[bytes, str]:
     :data:`STABLE_HASH_ENV`), so the master's own process never executes job
     code and the bytes depend only on the file."""
     job = load_job_file(path)
-    module = sys.modules.get(_module_name(Path(path).resolve()))
-    if module is not None:
-        _stable_class_ids(module, Path(path).read_bytes())
     return dump_job(job), job.name

@@ -25,6 +25,7 @@ from typing import IO, Any
 import trio
 
 from .cid import CID
+from .errors import JobFailed
 from .job import JobDescriptor
 
 __all__ = ["Journal", "find_journal"]
@@ -92,7 +93,6 @@ class Journal:
                     "writing it again with the %d records so far", self.path,
                     len(self.records))
         assert self._handle is not None
-        self._handle.close()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{_NAME}.tmp")
         with open(tmp, "w", encoding="utf-8") as handle:
@@ -102,6 +102,8 @@ class Journal:
             os.fsync(handle.fileno())
         os.replace(tmp, self.path)
         _fsync_dir(self.path.parent)
+        # Only now, with the new journal in place, give up the old handle.
+        self._handle.close()
         self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         self.recreated += 1
 
@@ -121,7 +123,13 @@ class Journal:
         """Durably append; returns once the record is on disk."""
         with trio.CancelScope(shield=True):  # a half-written record helps nobody
             async with self._lock:  # one writer at a time: whole lines, in order
-                await trio.to_thread.run_sync(self._write, record)
+                try:
+                    await trio.to_thread.run_sync(self._write, record)
+                except OSError as exc:
+                    raise JobFailed(
+                        f"cannot write the job journal {self.path}: {exc}. Completed tasks "
+                        f"up to here are journaled; make room (or fix the repo's disk) and "
+                        f"run again with --resume") from exc
 
     def close(self) -> None:
         if self._handle is not None:

@@ -49,12 +49,19 @@ async def _start_peer(repo: Path, args: Sequence[str], timeout: float,
     spawned.append(peer)  # from here on, closing the swarm stops it, started or not
     assert process.stdout is not None
     buffer = b""
-    with trio.move_on_after(timeout) as scope:
-        while b"Ready.\n" not in buffer:
-            chunk = await process.stdout.receive_some(4096)
-            if not chunk:
-                break
-            buffer += chunk
+    try:
+        with trio.move_on_after(timeout) as scope:
+            while b"Ready.\n" not in buffer:
+                chunk = await process.stdout.receive_some(4096)
+                if not chunk:
+                    break
+                buffer += chunk
+    except BaseException:
+        # Cancelled while starting, perhaps after the swarm's closing stopped
+        # what it knew of (opening the process cannot be interrupted): stop it.
+        with trio.CancelScope(shield=True):
+            await _stop(peer, grace=1)
+        raise
     for line in buffer.decode(errors="replace").splitlines():
         line = line.strip()
         if line.startswith("Peer ID:"):

@@ -159,8 +159,9 @@ def _classify(code: int) -> tuple[FailureKind, bool, bool]:
         return FailureKind.INPUT, False, False
     if code == pb.BUSY:
         return FailureKind.BUSY, False, False
-    if code == pb.CANCELLED:
-        return FailureKind.CANCELLED, False, False
+    # Anything else, CANCELLED included: the master drops a task it cancels
+    # and never reads an answer for it, so a CANCELLED it does read is the
+    # peer giving up on its own.
     return FailureKind.INFRA, True, False
 
 
@@ -204,7 +205,9 @@ class Master:
         self._fatal: JobFailed | None = None
         self.phase = "planning"  # then "map", "reduce", "assembling", "done" or "failed"
         self._settling = 0  # completions still being journaled and unlocked
-        self._last_seen: dict[Any, float] = {}
+        self._last_seen: dict[Any, float] = {}     # for silence: last sign of life
+        self._last_heard: dict[Any, float] = {}    # its last frame, or assignment to it
+        self._last_charged: dict[Any, float] = {}  # when a failure was last charged to it
         self._journal: Journal | None = None
         self._nursery: trio.Nursery | None = None
         self._started_at: float | None = None
@@ -615,8 +618,8 @@ class Master:
             self._attempt_failed(task, attempt, _AttemptFailed(
                 failure, f"{error_code_name(message.code)}: {message.message}",
                 message.traceback, blame=blame, exclude=exclude))
-            if failure is FailureKind.INPUT:
-                await self._check_corruption()
+            if failure is FailureKind.INPUT and self._nursery is not None:
+                self._nursery.start_soon(self._check_corruption, task)
             return
         try:
             if task.phase == MAP:
@@ -640,29 +643,50 @@ class Master:
             await self._completed(task)
         self._signal()
 
-    async def _check_corruption(self) -> None:
+    async def _check_corruption(self, task: Task) -> None:
         """A peer could not fetch a task's input: is this repo's copy bad?
 
         The master is where inputs, records files and map outputs come
-        from. A block of its own that turned out corrupt has been set aside
-        and is being fetched from peers; if none has an intact copy, no
-        retry can succeed, and the job says so now rather than after every
-        attempt has timed out.
+        from. A block of the task's inputs that turned out corrupt here has
+        been set aside; an intact copy is fetched from peers, and if none has
+        one, no retry can succeed: the job says so now, naming the block,
+        rather than after every attempt has timed out.
         """
         local = self.node.local
-        if local is None:
+        if local is None or not local.corrupt:
             return
-        for cid in list(local.corrupt):
+        bad: set[CID] = set()
+        for root in self._inputs_of(task):
+            async for cid in local.missing(root):
+                if cid in local.corrupt:
+                    bad.add(cid)
+        for cid in sorted(bad):
             try:
                 await self.node.blocks.get(cid, timeout=self.options.fetch_timeout)
             except BlockNotFound as exc:
                 self._fatal = JobFailed(
-                    f"the job needs a block that is corrupt in the master's repo, and no peer "
-                    f"has an intact copy: {exc}. Add the input again (`p2pmr add` repairs "
-                    f"corrupt blocks it rewrites), and run `p2pmr repo verify --repo "
-                    f"{self.node.repo}` to find any other damage")
+                    f"{task.phase} task {task.index} needs a block that is corrupt in the "
+                    f"master's repo, and no peer has an intact copy: {exc}. Add the input "
+                    f"again (`p2pmr add` repairs corrupt blocks it rewrites), and run `p2pmr "
+                    f"repo verify --repo {self.node.repo}` to find any other damage")
                 self._signal()
                 return
+
+    def _inputs_of(self, task: Task) -> list[CID]:
+        """The roots of every DAG a task's peer fetches from this master."""
+        roots = [self.code_cid] if self.code_cid is not None else []
+        payload = task.payload
+        if isinstance(payload, SplitPayload):
+            roots.append(payload.cid)
+        elif isinstance(payload, BoundaryPayload):
+            if payload.records is not None:
+                roots.append(payload.records)
+        else:
+            _, inputs, listing = payload
+            roots += inputs
+            if listing is not None:
+                roots.append(listing)
+        return roots
 
     def _attempt_failed(self, task: Task, attempt: Attempt, exc: _AttemptFailed, *,
                         charge: bool = True) -> None:
@@ -684,6 +708,8 @@ class Master:
             self._exclude(peer, self._exclusion_reason(exc.message))
         elif exc.blame:
             self._charge(peer, exc.message)
+        elif exc.kind is FailureKind.BUSY:
+            self.scheduler.peer_busy(peer, trio.current_time())
 
     def _exclusion_reason(self, message: str) -> str:
         if message.startswith("NOT_AUTHORISED"):
@@ -771,10 +797,17 @@ class Master:
         """Count one failure event against a peer.
 
         Every event counts: a peer that fails fast gets no free retries. One
-        event is one charge however many tasks it took down (a peer that
-        dies holding eight tasks has failed once).
+        event is one charge however many tasks it took down: a peer that dies
+        or falls silent holding five streams has failed once, not five times.
+        So a failure counts only if the peer has been heard from (a frame, or
+        a new assignment to it) since it was last charged; otherwise it is
+        the same event seen again, on another stream.
         """
-        self.scheduler.peer_failed(peer, trio.current_time(), reason=reason)
+        now = trio.current_time()
+        if self._last_heard.get(peer, -math.inf) <= self._last_charged.get(peer, -math.inf):
+            return
+        self._last_charged[peer] = now
+        self.scheduler.peer_failed(peer, now, reason=reason)
         self._act_on_exclusions()
 
     # -- talking to a peer ----------------------------------------------------------------
@@ -824,7 +857,7 @@ class Master:
         still pending on it fails.
         """
         pending: dict[int, tuple[Task, Attempt]] = {t.index: (t, a) for t, a in items}
-        self._last_seen[peer] = trio.current_time()
+        self._last_seen[peer] = self._last_heard[peer] = trio.current_time()
         stream = None
         writer: FrameWriter | None = None
         failure: _AttemptFailed | None = None
@@ -900,7 +933,7 @@ class Master:
         while pending:
             frame = await reader.read(self.options.peer_timeout)
             now = trio.current_time()
-            self._last_seen[peer] = now
+            self._last_seen[peer] = self._last_heard[peer] = now
             if frame is None:
                 raise _AttemptFailed(FailureKind.INFRA, "peer closed the stream without results")
             kind, message = body(frame)

@@ -84,16 +84,42 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def _swap_in(staging: Path, target: Path) -> None:
-    """Put ``staging`` where ``target`` is; the old contents end up in ``staging``."""
-    if not target.exists():
-        os.rename(staging, target)
-        return
-    if _exchange(staging, target):
-        return
-    aside = target.with_name(f".{target.name}.old-{secrets.token_hex(4)}")
-    os.rename(target, aside)
-    os.rename(staging, target)
-    os.rename(aside, staging)
+    """Put ``staging`` where ``target`` is; the old contents end up in ``staging``.
+
+    A directory that cannot be renamed (a mount point, say, as with
+    ``docker run -v $PWD/out:/out``, or the working directory) has its
+    contents replaced instead, file by file: not in one step, but never
+    leaving old parts beside new ones.
+    """
+    # A mount point cannot move, and the working directory must not.
+    fixed = target.exists() and (os.path.ismount(target) or target.samefile(Path.cwd()))
+    try:
+        if not target.exists():
+            os.rename(staging, target)
+            return
+        if not fixed and _exchange(staging, target):
+            return
+        if not fixed:
+            aside = target.with_name(f".{target.name}.old-{secrets.token_hex(4)}")
+            os.rename(target, aside)
+            os.rename(staging, target)
+            os.rename(aside, staging)
+            return
+    except OSError as exc:
+        if exc.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES,
+                             errno.EINVAL):
+            raise
+    _replace_contents(staging, target)
+
+
+def _replace_contents(staging: Path, target: Path) -> None:
+    old = staging / f".old-{secrets.token_hex(4)}"
+    old.mkdir()
+    for entry in list(target.iterdir()):
+        shutil.move(entry, old / entry.name)
+    for entry in list(staging.iterdir()):
+        if entry != old:
+            shutil.move(entry, target / entry.name)
 
 
 async def write_output(node: Node, root: CID, directory: Path, *,
@@ -116,6 +142,9 @@ async def write_output(node: Node, root: CID, directory: Path, *,
                 await unixfs.cat(node.blocks, entry.cid, write)
             names.append(entry.name)
         await trio.to_thread.run_sync(_swap_in, staging, directory)
+    except OSError as exc:
+        raise JobError(f"cannot write the output to {directory}: {exc} (the output is "
+                       f"still in the repo: `p2pmr cat {root}`)") from exc
     finally:
         with trio.CancelScope(shield=True), contextlib.suppress(OSError):
             await trio.to_thread.run_sync(shutil.rmtree, staging)

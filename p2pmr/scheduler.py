@@ -356,10 +356,13 @@ class Scheduler:
         return None
 
     def may_take(self, task: Task, peer: Any) -> bool:
-        """A peer may take a task unless it failed it and another usable peer has not."""
+        """A peer may take a task unless it failed it and another usable peer,
+        one that could take it (not having failed it, nor already run it for a
+        verification), has not."""
         if peer not in task.failed_on:
             return True
-        return not any(r.peer not in task.failed_on for r in self.usable_peers())
+        return not any(r.peer not in task.failed_on and not task.tried_by(r.peer)
+                       for r in self.usable_peers())
 
     def _next_to_verify(self, phase: str, peer: Any) -> Task | None:
         for task in self.phase_tasks(phase):
@@ -444,8 +447,9 @@ class Scheduler:
              traceback: str = "", *, blame_peer: bool = True, now: float = 0.0) -> None:
         """Record a failed attempt and move the task back to IDLE (or FAILED).
 
-        With ``blame_peer``, an INFRA failure is charged to the peer here;
-        the master passes False and charges once per failure event instead.
+        With ``blame_peer``, an INFRA failure is charged to the peer here
+        (and a BUSY one narrows its window); the master passes False and does
+        that once per failure event instead.
         """
         self._finish_attempt(task, attempt)
         peer = attempt.peer
@@ -462,7 +466,8 @@ class Scheduler:
         elif kind is FailureKind.INPUT:
             task.input_failures += 1
         elif kind is FailureKind.BUSY:
-            self.peer_busy(peer, now)
+            if blame_peer:
+                self.peer_busy(peer, now)
         elif kind in (FailureKind.INFRA, FailureKind.WORKER):
             task.failures += 1
             if blame_peer and kind is FailureKind.INFRA:

@@ -24,6 +24,7 @@ Peers that fail fast, each in its own way, on every task they are given:
 * ``bad-cid``: answers map tasks with partitions that are not CIDs.
 * ``fake-user-error``: claims the job's code raised, with a made-up traceback.
 * ``no-input``: claims it could not fetch any task's input.
+* ``cancel-fast``: answers every task with ``Error{CANCELLED}``, unasked.
 * ``busy``: says it is busy, always.
 
 It prints the same "Peer ID / Listening on / Ready." lines as ``p2pmr peer``.
@@ -48,7 +49,7 @@ from p2pmr.protocol import PROTOCOL_ID, error_frame, pb
 
 # Fail every task at once with this error code.
 FAST_ERRORS = {"error-fast": pb.INTERNAL, "fake-user-error": pb.USER_CODE_ERROR,
-               "no-input": pb.INPUT_NOT_FOUND}
+               "no-input": pb.INPUT_NOT_FOUND, "cancel-fast": pb.CANCELLED}
 
 
 class ChaosService(PeerService):

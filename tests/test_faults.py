@@ -323,7 +323,7 @@ def test_master_killed_mid_map_and_mid_reduce_resumes(tmp_path: Path) -> None:
 
 
 FAST_FAILERS = ["error-fast", "refuse", "oversize", "garbage", "bad-cid", "fake-user-error",
-                "no-input", "busy"]
+                "no-input", "cancel-fast", "busy"]
 
 
 async def _with_a_fast_failer(master: Node, swarm: Swarm, tmp_path: Path, mode: str,
@@ -358,7 +358,9 @@ async def _with_a_fast_failer(master: Node, swarm: Swarm, tmp_path: Path, mode: 
     if mode == "busy":  # no fault: it only gets no work it cannot take
         assert record.failed == 0 and not record.excluded
     else:
-        assert record.failed == sum(failed_on_bad)
+        # (An attempt it still held when it was excluded is not a failure of its own.)
+        held = record.window if record.excluded else 0
+        assert sum(failed_on_bad) - held <= record.failed <= sum(failed_on_bad)
         # A peer that keeps failing is excluded, with the reason given: after
         # three faults in a row, or once its claims of errors that other peers
         # do not meet make its failure rate stand out from the swarm's.

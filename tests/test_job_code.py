@@ -4,6 +4,7 @@ lines, and the code must not depend on where the file lies."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -48,18 +49,47 @@ async def test_remote_traceback_names_the_job_file_and_shows_its_lines(master: N
     assert "_worker.py" not in message  # p2pmr's own frames say nothing to the user
 
 
-def test_code_does_not_depend_on_where_the_job_file_lies(tmp_path: Path) -> None:
+def _dump_elsewhere(path: Path) -> bytes:
+    """The job file's code, pickled in a process of its own."""
+    probe = (f"import sys; from p2pmr.job import dump_job, load_job_file; "
+             f"sys.stdout.buffer.write(dump_job(load_job_file({str(path)!r})))")
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, check=True,
+                          env={"PYTHONHASHSEED": "0", "PATH": ""}).stdout
+
+
+@pytest.mark.parametrize("name", ["setclass.py", "pickled_classes.py"])
+def test_code_does_not_depend_on_where_the_job_file_lies(tmp_path: Path, name: str) -> None:
+    """Nor on which process pickles it: classes are tagged after their code."""
     codes = []
     for where in ("a", "b/c"):
-        target = tmp_path / where / "setclass.py"
+        target = tmp_path / where / name
         target.parent.mkdir(parents=True)
-        shutil.copy(JOBS / "setclass.py", target)
-        probe = (f"import sys; from p2pmr.job import pickle_job_file; "
-                 f"sys.stdout.buffer.write(pickle_job_file({str(target)!r})[0])")
-        codes.append(subprocess.run([sys.executable, "-c", probe], capture_output=True,
-                                    check=True, env={"PYTHONHASHSEED": "0", "PATH": ""}).stdout)
+        shutil.copy(JOBS / name, target)
+        codes.append(_dump_elsewhere(target))
     assert codes[0] == codes[1]
     assert str(tmp_path).encode() not in codes[0]  # no machine path travels
+
+
+def test_one_worker_carries_the_classes_of_two_versions_of_a_job(tmp_path: Path) -> None:
+    """A peer's worker lives across runs; a job file edited between two runs
+    defines a class of the same name anew. Under the pickle encoding, each
+    run's records must pickle with that run's class."""
+    from p2pmr import _worker
+
+    codes = []
+    for version in ("1", "2"):
+        target = tmp_path / version / "pickled_classes.py"
+        target.parent.mkdir()
+        target.write_text((JOBS / "pickled_classes.py").read_text() + f"\nVERSION = {version}\n")
+        codes.append(_dump_elsewhere(target))
+    assert codes[0] != codes[1]
+    for code in (codes[0], codes[1], codes[0]):
+        outcome = _worker.run_map(_worker.MapRequest(
+            code_cid=hashlib.sha256(code).digest(), code=code, encoding="pickle",
+            allow_pickle=True, reducers=2, cid_version=0,
+            limits=_worker.WorkerLimits(cpu_seconds=None),
+            records=_worker.encode_records([("f", 0, b"Hans and Gretel", True)])))
+        assert outcome.failure is None, outcome.failure
 
 
 def _rewriting(filename: str | None) -> Callable[[types.CodeType], Any]:

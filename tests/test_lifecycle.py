@@ -164,6 +164,11 @@ def test_output_replaces_an_earlier_output_and_refuses_anything_else(tmp_path: P
                                                      "part-00001"]  # no stale part-00002
     assert json.loads((out / "_manifest.json").read_text())["reducers"] == 2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    # The working directory cannot be swapped away: it is replaced in place.
+    subprocess.run([sys.executable, "-m", "p2pmr", "run", wordcount, "--reducers", "1",
+                    *common[:-1], "."], cwd=out, check=True, capture_output=True, timeout=120)
+    assert sorted(p.name for p in out.iterdir()) == ["_manifest.json", "part-00000"]
+    assert json.loads((out / "_manifest.json").read_text())["reducers"] == 1
     # A directory holding anything else is refused before the job runs…
     other = tmp_path / "notes"
     other.mkdir()

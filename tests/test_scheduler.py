@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import trio
+
 from p2pmr.scheduler import FailureKind, Policy, Scheduler, State, Task
 
 
@@ -238,3 +240,38 @@ def test_a_swarm_that_fails_alike_excludes_nobody() -> None:
             break
     assert not any(r.excluded for r in sched.peers.values())
     assert all(r.failures > 10 for r in sched.peers.values())
+
+
+def test_under_verify_a_task_failed_by_one_peer_can_still_be_verified() -> None:
+    """A fails the task, B runs it: the second opinion can only come from A,
+    since B has given its own. It must not be stuck between the two rules."""
+    sched = make(1, verify=2, max_attempts_running=3)
+    for peer in ("a", "b"):
+        sched.add_peer(peer)
+    task = sched.phase_tasks("map")[0]
+    sched.fail(task, sched.start(task, "a", 0.0), FailureKind.INFRA, "stream broke",
+               blame_peer=False)
+    assert sched.next_idle("map", "a") is None       # b has not failed it: b first
+    sched.succeed(task, sched.start(task, "b", 1.0), "out", 2.0, signature="S")
+    assert sched.next_idle("map", "b") is None       # b already gave its opinion
+    assert sched.next_idle("map", "a") is task       # so a may try again
+    done, _ = sched.succeed(task, sched.start(task, "a", 3.0), "out", 4.0, signature="S")
+    assert done
+
+
+async def test_one_event_is_one_charge_however_many_streams_saw_it() -> None:
+    """A peer holding several streams that dies or falls silent fails each
+    stream at once: that is one failure, not one per stream. A peer that
+    fails again after being heard from again is charged again."""
+    from p2pmr.cid import CID
+    from p2pmr.master import Master
+
+    master = Master(None, CID.hash(b"input"), None, 1)  # type: ignore[arg-type]
+    record = master.scheduler.add_peer("p")
+    master._last_heard["p"] = 1.0
+    for stream in range(5):
+        master._charge("p", f"stream {stream} broke")
+    assert record.failures == 1 and not record.excluded
+    master._last_heard["p"] = trio.current_time() + 1  # a frame came in since
+    master._charge("p", "refused an assignment")
+    assert record.failures == 2
