@@ -529,11 +529,15 @@ class PeerService:
             started = trio.current_time()
             timing.queue += started - queued
             assignment.start(index)
+            oom_kills = _cgroup_oom_kills()
             try:
                 return await self._ctx.run_sync(fn, request, kill_on_cancel=True)
             except trio_parallel.BrokenWorkerError as exc:
                 self.stats.worker_deaths += 1
-                code, message = _death_reason(exc)
+                after = _cgroup_oom_kills()
+                oom = oom_kills is not None and after is not None and after > oom_kills
+                code, message = _death_reason(exc, oom_killed=oom,
+                                              limits=self.config.limits)
                 raise _TaskFailed(code, message) from None
             finally:
                 assignment.running.discard(index)
@@ -667,11 +671,71 @@ class _ProvidedSource:
         return data
 
 
-def _death_reason(exc: BaseException) -> tuple[int, str]:
+def _memory_cgroup() -> tuple[Path, Path] | None:
+    """This process's memory cgroup: (its OOM-kill counter, its limit), v2 or v1."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hierarchy, controllers, path = line.split(":", 2)
+        if hierarchy == "0" and not controllers:  # cgroup v2
+            files = ("memory.events", "memory.max")
+            bases = [Path("/sys/fs/cgroup") / path.lstrip("/"), Path("/sys/fs/cgroup")]
+        elif "memory" in controllers.split(","):  # cgroup v1
+            files = ("memory.oom_control", "memory.limit_in_bytes")
+            bases = [Path("/sys/fs/cgroup/memory") / path.lstrip("/"),
+                     Path("/sys/fs/cgroup/memory")]
+        else:
+            continue
+        for base in bases:
+            if (base / files[0]).exists():
+                return base / files[0], base / files[1]
+    return None
+
+
+_MEMORY_CGROUP = _memory_cgroup()
+
+
+def _cgroup_oom_kills() -> int | None:
+    """How often the kernel's OOM killer has struck in our memory cgroup, if known."""
+    if _MEMORY_CGROUP is None:
+        return None
+    try:
+        for line in _MEMORY_CGROUP[0].read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _cgroup_memory_limit() -> str:
+    if _MEMORY_CGROUP is not None:
+        try:
+            value = _MEMORY_CGROUP[1].read_text().strip()
+            if value.isdigit() and int(value) < 2**60:
+                return f" of {int(value) // 2**20} MiB"
+        except OSError:
+            pass
+    return ""
+
+
+def _death_reason(exc: BaseException, *, oom_killed: bool = False,
+                  limits: _worker.WorkerLimits | None = None) -> tuple[int, str]:
     proc = exc.args[1] if len(exc.args) > 1 else None
     code = getattr(proc, "exitcode", None)
     if code == -signal.SIGXCPU:
         return pb.LIMIT_EXCEEDED, "the worker process exceeded its CPU time limit"
+    if code == -signal.SIGKILL and oom_killed:
+        own = f"{limits.memory_bytes // 2**20} MiB" if limits and limits.memory_bytes else "none"
+        return pb.LIMIT_EXCEEDED, (
+            f"the kernel's out-of-memory killer ended the worker process: the peer's memory "
+            f"(its cgroup's limit{_cgroup_memory_limit()}) ran out before the worker's own "
+            f"limit (--max-task-memory: {own}). Ways out: give the peer more memory, set "
+            f"--max-task-memory below what it has (then the task fails cleanly), use more "
+            f"reducers, or add a combine function")
     if code == -signal.SIGKILL:
         return pb.WORKER_DIED, "the worker process was killed (SIGKILL; out of memory?)"
     if code is not None and code < 0:

@@ -36,7 +36,8 @@ class PeerProcess:
     """A ``p2pmr peer`` child process; its stdout tells its addresses."""
 
     def __init__(self, repo: Path, args: Sequence[str] = (), *, timeout: float = 60.0,
-                 env: dict[str, str] | None = None, chaos: str | None = None) -> None:
+                 env: dict[str, str] | None = None, chaos: str | None = None,
+                 cgroup: Path | None = None) -> None:
         self.repo = repo
         if chaos is None:
             cmd = [sys.executable, "-m", "p2pmr", "peer", "--repo", str(repo), *args]
@@ -44,8 +45,14 @@ class PeerProcess:
             cmd = [sys.executable, str(Path(__file__).parent / "chaos_peer.py"), chaos,
                    "--repo", str(repo), *args]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+
+        def enter_cgroup() -> None:  # in the child, before it runs anything
+            if cgroup is not None:
+                (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=full_env, start_new_session=True)
+                                     text=True, env=full_env, start_new_session=True,
+                                     preexec_fn=enter_cgroup if cgroup is not None else None)
         self.peer_id = ""
         self.addrs: list[str] = []
         self.stderr_lines: list[str] = []

@@ -4,17 +4,23 @@ with local peers."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import random
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
-from p2pmr import _worker
+from p2pmr import InitMaster, JobFailed, _worker
 from p2pmr.blockstore import FlatFS
 from p2pmr.job import dump_job, load_job_file
+from p2pmr.node import Node
 
-from .helpers import GUTENBERG, ROOT, run_cli
+from .helpers import GUTENBERG, ROOT, PeerProcess, run_cli
 
 JOBS = Path(__file__).parent / "jobs"
 
@@ -96,3 +102,57 @@ def test_a_full_disk_is_a_limit_that_names_the_fix(tmp_path: Path,
         records=_worker.encode_records([("f", 0, b"some words here", True)])))
     assert outcome.failure is not None and outcome.failure.code == _worker.LIMIT_EXCEEDED
     assert "disk is full" in outcome.failure.message and str(tmp_path) in outcome.failure.message
+
+
+@contextlib.contextmanager
+def _memory_cgroup(limit: int) -> Iterator[Path]:
+    """A memory cgroup of its own (v1 or v2) holding at most ``limit`` bytes,
+    as a container gives a peer; removed afterwards."""
+    entries = [entry.split(":", 2) for entry in
+               Path("/proc/self/cgroup").read_text().splitlines()]
+    v1 = [e for e in entries if "memory" in e[1].split(",")]
+    path = (v1 or [e for e in entries if e[0] == "0"] or [["", "", ""]])[0][2]
+    v2 = not v1
+    base = Path("/sys/fs/cgroup") if v2 else Path("/sys/fs/cgroup/memory")
+    group = base / path.lstrip("/") / f"p2pmr-test-{os.getpid()}"
+    try:
+        group.mkdir()
+        if v2:
+            (group / "memory.max").write_text(str(limit))
+            (group / "memory.swap.max").write_text("0")
+        else:
+            (group / "memory.limit_in_bytes").write_text(str(limit))
+            with contextlib.suppress(OSError):  # no swap accounting: no swap limit
+                (group / "memory.memsw.limit_in_bytes").write_text(str(limit))
+    except OSError as exc:
+        pytest.skip(f"cannot make a memory cgroup here ({exc}); this test needs root")
+    try:
+        yield group
+    finally:
+        for _ in range(50):
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+async def test_the_kernels_oom_killer_is_a_limit_too(master: Node, tmp_path: Path) -> None:
+    """In a container the kernel may kill a worker before its own limit is
+    reached: that is the memory limit too, not a worker that died for no
+    reason (which would be retried 25 times)."""
+    cid = await master.add_path(GUTENBERG / "pg-metamorphosis.txt")
+    with _memory_cgroup(400 * 1024 * 1024) as group:
+        peer = await trio.to_thread.run_sync(lambda: PeerProcess(
+            tmp_path / "peer", ["--bootstrap", master.multiaddrs[0], "--trust",
+                                str(master.peer_id), "--workers", "1", "--max-task-memory", "0"],
+            cgroup=group))
+        try:
+            job = InitMaster(master, cid, load_job_file(JOBS / "hog_memory.py"), 1)
+            with trio.fail_after(120), pytest.raises(JobFailed) as info:
+                await job.run()
+        finally:
+            peer.kill()
+    message = str(info.value)
+    assert "failed 3 times: LIMIT_EXCEEDED" in message
+    assert "out-of-memory killer" in message and "limit of 400 MiB" in message
