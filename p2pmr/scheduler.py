@@ -194,7 +194,7 @@ class PeerRecord:
     excluded_reason: str = ""
     online: bool = True
     not_before: float = 0.0  # after a failure, no new work until then
-    busy_streak: int = 0     # BUSY answers in a row
+    setbacks: int = 0        # BUSY answers or uncharged failures since its last success
     progress: float = 0.0    # when it last started or finished a task
     completed: dict[str, int] = field(default_factory=dict)
 
@@ -410,7 +410,7 @@ class Scheduler:
         record.progress = now
         record.successes += 1
         record.consecutive_failures = 0
-        record.busy_streak = 0
+        record.setbacks = 0
         # Slow start: one task at first, then double with each success.
         record.window = min(self.policy.max_batch, record.window * 2)
         if task.state is State.COMPLETED:
@@ -459,6 +459,9 @@ class Scheduler:
             task.failed_on[peer] = task.failed_on.get(peer, 0) + 1
         if kind in (FailureKind.USER, FailureKind.WORKER, FailureKind.INPUT):
             task.unproven[peer] = task.unproven.get(peer, 0) + 1
+            # Not charged yet, but not rewarded with the next task at once
+            # either: a peer that claims failures fast must not sweep the job.
+            self._pause(self.peers[peer], now)
         if kind is FailureKind.UNREACHABLE:
             pass
         elif kind is FailureKind.USER:
@@ -517,9 +520,13 @@ class Scheduler:
     def peer_busy(self, peer: Any, now: float) -> None:
         """The peer had no room: no fault, but fewer tasks and a pause."""
         record = self.peers[peer]
-        record.busy_streak += 1
         record.window = max(self.policy.min_batch, record.window // 2)
-        record.not_before = now + min(10.0, 0.25 * 2 ** record.busy_streak)
+        self._pause(record, now)
+
+    def _pause(self, record: PeerRecord, now: float) -> None:
+        """No new work for a while after a setback: 0.5 s, doubling, at most 10 s."""
+        record.setbacks += 1
+        record.not_before = max(record.not_before, now + min(10.0, 0.25 * 2 ** record.setbacks))
 
     def peer_slow(self, peer: Any) -> None:
         """The peer lost a backup race: it gets fewer tasks, but no fault."""
