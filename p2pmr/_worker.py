@@ -277,23 +277,35 @@ def _remote_traceback(exc: BaseException, *, user_only: bool = False) -> str:
     return "".join(summary.format())
 
 
-def _memory_failure(what: str, limits: WorkerLimits, largest_record: int = 0) -> Failure:
+@dataclass
+class _Doing:
+    """What a task is doing, as far as its error messages need to know."""
+
+    what: str                    # "map", "reduce of partition 3"
+    limits: WorkerLimits
+    largest_record: int = 0      # bytes of the longest record handed to map
+    combine: bool | None = None  # whether the job has a combiner (None: not loaded)
+
+
+def _memory_failure(doing: _Doing) -> Failure:
     """Running out of memory, with the limit named and the ways out."""
     global _RETIRE
     _RETIRE = True
+    limits = doing.limits
     limit = (f"the worker memory limit of {limits.memory_bytes // _MIB} MiB"
              if limits.memory_bytes else "the memory this machine could give it")
     ways = ["raise the limit on the peers (`p2pmr peer --max-task-memory MIB`, or "
             "`p2pmr run --local-peers N --max-task-memory MIB`)"]
-    text = f"{what} exceeded {limit}"
-    if largest_record >= 8 * _MIB:
-        text += (f"; one of its records is {largest_record / _MIB:.1f} MiB, and map is "
+    text = f"{doing.what} exceeded {limit}"
+    if doing.largest_record >= 8 * _MIB:
+        text += (f"; one of its records is {doing.largest_record / _MIB:.1f} MiB, and map is "
                  f"handed each record whole")
         ways += ["break the input into lines: a record is one line, and this one has no "
                  "newline for that long"]
-    elif what.startswith("reduce"):
-        ways += ["use more reducers (`--reducers`), so each holds less",
-                 "add a combine function, so map tasks emit less"]
+    elif doing.what.startswith("reduce"):
+        ways += ["use more reducers (`--reducers`), so each holds less"]
+        if not doing.combine:
+            ways += ["add a combine function, so map tasks emit less"]
     else:
         ways += ["make map hold less of what it emits at once"]
     return Failure(LIMIT_EXCEEDED, f"{text}. Ways out: {'; '.join(ways)}.")
@@ -305,25 +317,25 @@ def _disk_failure(what: str, exc: OSError) -> Failure:
                    f"bigger disk")
 
 
-def _resource_failure(exc: BaseException, what: str, limits: WorkerLimits,
-                      largest_record: int = 0) -> Failure | None:
+def _resource_failure(exc: BaseException, doing: _Doing) -> Failure | None:
     """Resource exhaustion is a limit, never bad data or the peer's fault."""
     if isinstance(exc, MemoryError):
-        return _memory_failure(what, limits, largest_record)
+        return _memory_failure(doing)
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return _disk_failure(what, exc)
+        return _disk_failure(doing.what, exc)
     return None
 
 
-def _user_failure(exc: BaseException, what: str, limits: WorkerLimits,
-                  largest_record: int = 0) -> Failure:
+def _user_failure(exc: BaseException, doing: _Doing) -> Failure:
     global _RETIRE
+    what = doing.what
     if isinstance(exc, _CPULimit):
         _RETIRE = True
-        seconds = f"{limits.cpu_seconds:g} s" if limits.cpu_seconds else "its"
+        cpu = doing.limits.cpu_seconds
+        seconds = f"{cpu:g} s" if cpu else "its"
         return Failure(LIMIT_EXCEEDED, f"{what} exceeded its CPU time limit of {seconds} (the "
                        f"peer's --max-task-cpu)", _remote_traceback(exc))
-    resource_failure = _resource_failure(exc, what, limits, largest_record)
+    resource_failure = _resource_failure(exc, doing)
     if resource_failure is not None:
         # Where the job's own code was when memory ran out, if it was at all.
         resource_failure.traceback = _remote_traceback(exc, user_only=True)
@@ -347,7 +359,7 @@ def _prepare(code_cid: bytes, code: bytes, encoding: str, allow_pickle: bool,
     except BaseException as exc:  # unpickling runs arbitrary code
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        failure = _resource_failure(exc, "loading the job's code", limits)
+        failure = _resource_failure(exc, _Doing("loading the job's code", limits))
         return failure or Failure(BAD_JOB, f"cannot load the job's code: "
                                   f"{type(exc).__name__}: {exc}", _remote_traceback(exc))
     show_sources(job)
@@ -392,29 +404,30 @@ def _input_failure(exc: CorruptBlock) -> Failure:
 
 
 def run_map(req: MapRequest) -> MapOutcome:
-    largest = [0]
+    doing = _Doing("map", req.limits)
     try:
-        return _run_map(req, largest)
+        return _run_map(req, doing)
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        failure = _resource_failure(exc, "map", req.limits, largest[0])
+        failure = _resource_failure(exc, doing)
         if failure is None:
             raise
         return MapOutcome(failure=failure)
 
 
-def _run_map(req: MapRequest, largest: list[int]) -> MapOutcome:
+def _run_map(req: MapRequest, doing: _Doing) -> MapOutcome:
     prepared = _prepare(req.code_cid, req.code, req.encoding, req.allow_pickle, req.limits)
     if isinstance(prepared, Failure):
         return MapOutcome(failure=prepared)
     job, codec = prepared
+    doing.combine = job.combine is not None
     out = MapOutcome()
     store = FlatFS(req.store) if req.store else None
     try:
         if req.records:
             items = _decode_records(req.records)
-            largest[0] = max((len(r) for _, _, r, _ in items), default=0)
+            doing.largest_record = max((len(r) for _, _, r, _ in items), default=0)
             records: Iterable[tuple[Any, str]] = (
                 ((p, o), decode_line(r, t)) for p, o, r, t in items)
             out.records_in = len(items)
@@ -456,7 +469,7 @@ def _run_map(req: MapRequest, largest: list[int]) -> MapOutcome:
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        out.failure = _user_failure(exc, "map", req.limits, largest[0])
+        out.failure = _user_failure(exc, doing)
         return out
     made: list[tuple[bytes, bytes]] = []
     for groups, data in zip(partitions, encoded, strict=True):
@@ -491,22 +504,24 @@ def _sort_key(pair: tuple[Any, Any]) -> Any:
 
 
 def run_reduce(req: ReduceRequest) -> ReduceOutcome:
+    doing = _Doing(f"reduce of partition {req.partition}", req.limits)
     try:
-        return _run_reduce(req)
+        return _run_reduce(req, doing)
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        failure = _resource_failure(exc, f"reduce of partition {req.partition}", req.limits)
+        failure = _resource_failure(exc, doing)
         if failure is None:
             raise
         return ReduceOutcome(failure=failure)
 
 
-def _run_reduce(req: ReduceRequest) -> ReduceOutcome:
+def _run_reduce(req: ReduceRequest, doing: _Doing) -> ReduceOutcome:
     prepared = _prepare(req.code_cid, req.code, req.encoding, req.allow_pickle, req.limits)
     if isinstance(prepared, Failure):
         return ReduceOutcome(failure=prepared)
     job, codec = prepared
+    doing.combine = job.combine is not None
     out = ReduceOutcome()
     store = FlatFS(req.store) if req.store else None
     try:
@@ -550,7 +565,7 @@ def _run_reduce(req: ReduceRequest) -> ReduceOutcome:
         runs.clear()
         results.clear()
         groups.close()
-        out.failure = _user_failure(exc, f"reduce of partition {req.partition}", req.limits)
+        out.failure = _user_failure(exc, doing)
         return out
     out.records_out = len(results)
     out.size = len(text)

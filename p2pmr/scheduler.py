@@ -341,11 +341,15 @@ class Scheduler:
             return self._next_to_verify(phase, peer)
         tasks = self.phase_tasks(phase)
         retry = self._retry.get(phase, {})
-        for index in list(retry):
+        usable: list[PeerRecord] | None = None
+        for index in list(retry):  # few: only tasks that failed before
             task = tasks[index]
             if task.state is not State.IDLE or not task.ready:
                 del retry[index]  # stale: taken or finished since
-            elif peer is None or self.may_take(task, peer):
+                continue
+            if usable is None:
+                usable = self.usable_peers()
+            if peer is None or self.may_take(task, peer, usable):
                 return task
         heap = self._idle.get(phase, [])
         while heap:
@@ -355,14 +359,14 @@ class Scheduler:
             heapq.heappop(heap)  # stale: taken, finished or failed since
         return None
 
-    def may_take(self, task: Task, peer: Any) -> bool:
+    def may_take(self, task: Task, peer: Any, usable: list[PeerRecord] | None = None) -> bool:
         """A peer may take a task unless it failed it and another usable peer,
         one that could take it (not having failed it, nor already run it for a
         verification), has not."""
         if peer not in task.failed_on:
             return True
         return not any(r.peer not in task.failed_on and not task.tried_by(r.peer)
-                       for r in self.usable_peers())
+                       for r in (self.usable_peers() if usable is None else usable))
 
     def _next_to_verify(self, phase: str, peer: Any) -> Task | None:
         for task in self.phase_tasks(phase):
