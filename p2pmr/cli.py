@@ -590,7 +590,7 @@ async def _watch_parent(parent: int) -> None:
         while os.getppid() == parent:  # noqa: ASYNC110
             await trio.sleep(0.5)
         nursery.cancel_scope.cancel()
-    log.warning("parent process %d is gone; stopping", parent)
+        log.warning("parent process %d is gone; stopping", parent)
 
 
 async def _until_stdin_closes(scope: trio.CancelScope) -> None:
@@ -598,6 +598,8 @@ async def _until_stdin_closes(scope: trio.CancelScope) -> None:
     async with stdin:
         while await stdin.receive_some(4096):
             pass
+    # Also how a parent that is still alive says "stop" (after its SIGTERM).
+    log.info("the parent process closed its pipe to this peer; stopping")
     scope.cancel()
 
 

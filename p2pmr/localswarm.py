@@ -85,12 +85,13 @@ async def _drain(peer: LocalPeer) -> None:
 async def _stop(peer: LocalPeer, grace: float = 5.0) -> None:
     """Stop a peer and its worker processes, and wait until they are gone."""
     process = peer.process
-    if process.stdin is not None:
-        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError, OSError):
-            await process.stdin.aclose()
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
+    if process.stdin is not None:  # and should it miss the signal, the pipe ends too
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError, OSError):
+            await process.stdin.aclose()
+    if process.returncode is None:
         with trio.move_on_after(grace):
             await process.wait()
         if process.returncode is None:

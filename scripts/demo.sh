@@ -4,11 +4,8 @@
 # `p2pmr run` (e.g. --local-peers 5 --reducers 8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-pip=(.venv/bin/python -m pip install --quiet --constraint constraints.txt)
-"${pip[@]}" --upgrade pip
-"${pip[@]}" --build-constraint constraints.txt -e .
+source scripts/_venv.sh
+ensure_venv ""
 .venv/bin/p2pmr run examples/wordcount.py --input examples/data/gutenberg \
     --reducers 4 --local-peers 3 --repo .p2pmr-demo --output demo-output "$@"
 echo "The ten most frequent words:" >&2

