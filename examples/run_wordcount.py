@@ -57,7 +57,7 @@ async def run_peer(repo: Path, master_node: p2pmr.Node) -> None:
 
 
 async def top_words(node: p2pmr.Node, output: p2pmr.CID, n: int) -> list[tuple[str, int]]:
-    from p2pmr import unixfs
+    from p2pmr.storage import unixfs
 
     counts = []
     for entry in await unixfs.list_directory(node.blocks, output):

@@ -44,8 +44,8 @@ __all__ = [
 ]
 
 _WHERE = {
-    "CID": "cid",
-    "ImportOptions": "unixfs",
+    "CID": "storage.cid",
+    "ImportOptions": "storage.unixfs",
     "InitMaster": "master",
     "Master": "master",
     "MasterOptions": "master",
@@ -61,7 +61,6 @@ _WHERE = {
 
 if TYPE_CHECKING:
     from ._worker import WorkerLimits
-    from .cid import CID
     from .errors import (
         BlockNotFound,
         BlockVerificationError,
@@ -83,7 +82,8 @@ if TYPE_CHECKING:
     from .node import Node, open_node
     from .peer import PeerConfig, register_protocol
     from .scheduler import PhaseStatus, Policy
-    from .unixfs import ImportOptions
+    from .storage.cid import CID
+    from .storage.unixfs import ImportOptions
 
 
 def __getattr__(name: str) -> Any:

@@ -28,13 +28,13 @@ from typing import Any
 import cloudpickle
 import msgpack
 
-from .blockstore import FlatFS
-from .cid import CID
 from .encoding import Codec, get_codec, group_pairs
 from .errors import CIDError, CorruptBlock, EncodingError, UnixFSError
 from .job import Job, show_sources
 from .records import block_records, decode_line
-from .unixfs import ImportOptions, extract_data, import_bytes, read_file_sync
+from .storage.cid import CID
+from .storage.flatfs import FlatFS
+from .storage.unixfs import ImportOptions, extract_data, import_bytes, read_file_sync
 
 __all__ = ["MapOutcome", "MapRequest", "ReduceOutcome", "ReduceRequest", "WorkerLimits",
            "encode_records", "init_worker", "run_map", "run_reduce", "should_retire"]

@@ -21,11 +21,12 @@ from typing import Any, TypeVar
 import click
 import trio
 
-from . import unixfs
-from .blockstore import BlockStore, FlatFSStore
-from .cid import CID
 from .errors import P2PMRError, collapsed
 from .node import DEFAULT_LISTEN, default_repo, open_node
+from .storage import unixfs
+from .storage.base import BlockStore
+from .storage.cid import CID
+from .storage.flatfs import FlatFSStore
 
 log = logging.getLogger("p2pmr.cli")
 
@@ -176,15 +177,15 @@ async def open_store(settings: Settings, *, network: bool = False,
     the repo lock, so these commands work while a peer runs on the same repo.
     """
     if settings.ipfs_api:
-        from .kubo import KuboStore
+        from .storage.kubo import KuboStore
 
         yield await KuboStore.connect(settings.ipfs_api, timeout=timeout)
         return
     if network and settings.bootstrap:
-        from .bitswap import BitswapStore
+        from .storage.embedded import EmbeddedStore
 
         async with open_node(settings.repo, bootstrap=settings.bootstrap) as node:
-            assert isinstance(node.blocks, BitswapStore)  # no --ipfs-api: the embedded store
+            assert isinstance(node.blocks, EmbeddedStore)  # no --ipfs-api: the embedded store
             node.blocks.default_timeout = timeout
             yield node.blocks
         return
@@ -351,7 +352,7 @@ def repo_verify(ctx: click.Context, set_aside: bool, repo: str | None,
     """
     from tqdm import tqdm
 
-    from .blockstore import FlatFS
+    from .storage.flatfs import FlatFS
 
     settings = _merge(ctx, repo, ipfs_api)
     if settings.ipfs_api:

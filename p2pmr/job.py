@@ -33,8 +33,8 @@ from typing import Any
 
 import cloudpickle
 
-from .cid import CID
 from .errors import JobError
+from .storage.cid import CID
 
 __all__ = ["Job", "JobDescriptor", "dump_job", "load_job_file", "show_sources"]
 

@@ -24,9 +24,9 @@ from typing import IO, Any
 
 import trio
 
-from .cid import CID
 from .errors import JobFailed
 from .job import JobDescriptor
+from .storage.cid import CID
 
 __all__ = ["Journal", "find_journal"]
 

@@ -21,18 +21,15 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgpack
 import trio
 
-from . import unixfs
 from ._libp2p import close_quietly, protocols_of
 from ._worker import encode_records
-from .blockstore import dag_links, fetch_dag
-from .cid import CID
 from .errors import (
     BlockNotFound,
     CIDError,
@@ -56,6 +53,9 @@ from .protocol import (
 )
 from .records import BlockEdges, SplitInfo, stitch_file
 from .scheduler import Attempt, FailureKind, PhaseStatus, Policy, Scheduler, State, Task
+from .storage import unixfs
+from .storage.base import Fetcher, dag_links, fetch_dag
+from .storage.cid import CID
 
 __all__ = ["InitMaster", "Master", "MasterOptions"]
 
@@ -373,19 +373,16 @@ class Master:
                         ours, descriptor.code)
 
     async def _available(self, cid: CID) -> bool:
-        local = self.node.local
-        if local is None:
-            return await self.node.blocks.has(cid)
-        return not [c async for c in local.missing(cid)]
+        return not await self.node.blocks.missing(cid)
 
     async def _resolve_input(self) -> None:
         blocks = self.node.blocks
         try:
             with trio.fail_after(self.options.input_timeout):
-                self.files = await unixfs.walk_files(_Deadline(blocks, self.options.input_timeout),
+                self.files = await unixfs.walk_files(Fetcher(blocks, self.options.input_timeout),
                                                      self.input)
                 segments = [await unixfs.file_segments(
-                    _Deadline(blocks, self.options.input_timeout), cid) for _, cid in self.files]
+                    Fetcher(blocks, self.options.input_timeout), cid) for _, cid in self.files]
         except trio.TooSlowError:
             raise JobFailed(f"input {self.input} could not be resolved within "
                             f"{self.options.input_timeout:g}s") from None
@@ -480,17 +477,8 @@ class Master:
 
     async def _outputs_available(self, output: MapOutput | ReduceOutput) -> bool:
         cids = output.partitions if isinstance(output, MapOutput) else [output.cid]
-        local = self.node.local
         for cid in cids:
-            if cid is None:
-                continue
-            if local is not None:
-                if [c async for c in local.missing(cid)]:
-                    return False
-                data = await local.get_local(cid)
-                if data is None or not cid.verify(data):
-                    return False
-            elif not await self.node.blocks.has(cid):
+            if cid is not None and await self.node.blocks.missing(cid):
                 return False
         return True
 
@@ -652,14 +640,12 @@ class Master:
         one, no retry can succeed: the job says so now, naming the block,
         rather than after every attempt has timed out.
         """
-        local = self.node.local
-        if local is None or not local.corrupt:
+        blocks = self.node.blocks
+        if not blocks.corrupt:
             return
         bad: set[CID] = set()
         for root in self._inputs_of(task):
-            async for cid in local.missing(root):
-                if cid in local.corrupt:
-                    bad.add(cid)
+            bad.update(cid for cid in await blocks.missing(root) if cid in blocks.corrupt)
         for cid in sorted(bad):
             try:
                 await self.node.blocks.get(cid, timeout=self.options.fetch_timeout)
@@ -984,15 +970,11 @@ class Master:
             if not cid.verify(block.data):
                 raise _AttemptFailed(FailureKind.INFRA, f"peer sent bytes that are not {cid}")
             checked.append((cid, bytes(block.data)))
-        if self.node.local is not None:
-            await self.node.local.put_many(checked)
-        else:
-            for cid, data in checked:
-                await self.node.blocks.put(cid, data)
+        await self.node.blocks.put_many(checked)
 
     async def _replicate(self, cid: CID, peer: Any) -> None:
         try:
-            await fetch_dag(_Deadline(self.node.blocks, self.options.fetch_timeout, [peer]), cid,
+            await fetch_dag(Fetcher(self.node.blocks, self.options.fetch_timeout, [peer]), cid,
                             timeout=self.options.fetch_timeout)
         except BlockNotFound as exc:
             raise _AttemptFailed(FailureKind.INFRA, f"could not fetch the output {cid} from "
@@ -1083,7 +1065,7 @@ class Master:
             # Long fragments are not sent inline: read them from the block.
             providers = [task.completed_by] if task.completed_by is not None else []
             try:
-                block = await _Deadline(self.node.blocks, self.options.fetch_timeout,
+                block = await Fetcher(self.node.blocks, self.options.fetch_timeout,
                                         providers).get(payload.cid)
                 data = unixfs.extract_data(payload.cid, block)
             except (BlockNotFound, UnixFSError) as exc:
@@ -1221,20 +1203,6 @@ class Master:
             await self._journal.append({"t": "output", "cid": str(root),
                                         "timings": self.timings})
         return root
-
-
-class _Deadline:
-    """A block source that applies one deadline and provider hints to every get."""
-
-    def __init__(self, blocks: Any, timeout: float, providers: Sequence[Any] = ()) -> None:
-        self._blocks = blocks
-        self._timeout = timeout
-        self._providers = list(providers)
-
-    async def get(self, cid: CID, *, timeout: float | None = None) -> bytes:
-        data: bytes = await self._blocks.get(cid, timeout=timeout or self._timeout,
-                                             providers=self._providers)
-        return data
 
 
 def _signature(output: MapOutput | ReduceOutput) -> Any:

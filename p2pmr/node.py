@@ -31,11 +31,13 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-from .bitswap import Bitswap, BitswapStore
-from .blockstore import BlockStore, FlatFSStore
-from .cid import CID
 from .errors import P2PMRError, collapsed
-from .unixfs import ImportOptions, add_bytes, add_path
+from .storage.base import BlockStore
+from .storage.bitswap import Bitswap
+from .storage.cid import CID
+from .storage.embedded import EmbeddedStore
+from .storage.flatfs import FlatFSStore
+from .storage.unixfs import ImportOptions, add_bytes, add_path
 
 __all__ = ["DEFAULT_LISTEN", "Node", "default_repo", "open_node", "parse_peer_addr"]
 
@@ -252,9 +254,9 @@ async def open_node(repo: str | os.PathLike[str] | None = None, *,
                 local = FlatFSStore(repo_path)
                 bitswap = Bitswap(host, local)
                 await nursery.start(bitswap.run)
-                blocks: BlockStore = BitswapStore(local, bitswap)
+                blocks: BlockStore = EmbeddedStore(local, bitswap)
             else:
-                from .kubo import KuboStore
+                from .storage.kubo import KuboStore
 
                 kubo = await KuboStore.connect(ipfs_api)
                 blocks = kubo

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from . import unixfs
-from .cid import CID
 from .errors import JobError
+from .storage import unixfs
+from .storage.cid import CID
 
 if TYPE_CHECKING:
     from .node import Node

@@ -34,10 +34,8 @@ import trio_parallel
 from libp2p.abc import INetStream
 from libp2p.peer.id import ID as PeerID
 
-from . import _worker, unixfs
+from . import _worker
 from ._libp2p import close_quietly
-from .blockstore import fetch_dag
-from .cid import CID
 from .errors import (
     BlockNotFound,
     CIDError,
@@ -57,6 +55,9 @@ from .protocol import (
     error_frame,
     pb,
 )
+from .storage import unixfs
+from .storage.base import Fetcher, fetch_dag
+from .storage.cid import CID
 
 __all__ = ["PeerConfig", "PeerService", "Trust", "register_protocol"]
 
@@ -249,7 +250,8 @@ class PeerService:
         self._ctx: Any = None
         self._ready = trio.Event()
         # Workers read and write blocks in place when the store is on local disk.
-        self._store_path = str(node.local.root) if node.local is not None else None
+        root = node.blocks.local_root
+        self._store_path = str(root) if root is not None else None
 
     async def run(self) -> None:
         """Own the worker processes for the node's lifetime.
@@ -498,7 +500,7 @@ class PeerService:
         timeout = self.config.fetch_timeout
         try:
             with trio.fail_after(timeout * 2):
-                source = _ProvidedSource(blocks, providers, timeout)
+                source = Fetcher(blocks, timeout, providers)
                 segments = await unixfs.file_segments(source, cid)
                 budget.take(sum(s.size for s in segments), what)
                 await fetch_dag(source, cid, timeout=timeout)
@@ -547,13 +549,11 @@ class PeerService:
         """Store (or announce) a task's output blocks; return the ones to send inline."""
         started = trio.current_time()
         if output.stored:
-            if self.node.bitswap is not None:
-                for raw in output.cids:
-                    self.node.bitswap.announce(CID.from_bytes(raw))
+            await self.node.blocks.written([CID.from_bytes(raw) for raw in output.cids])
             inline = output.blocks
         else:
-            for raw, data in output.blocks:
-                await self.node.blocks.put(CID.from_bytes(raw), data)
+            await self.node.blocks.put_many([(CID.from_bytes(raw), data)
+                                             for raw, data in output.blocks])
             inline = output.blocks if sum(len(d) for _, d in output.blocks) <= 256 * 1024 else []
         timing.store += trio.current_time() - started
         return [pb.Block(cid=raw, data=data) for raw, data in inline]
@@ -655,20 +655,6 @@ class PeerService:
             id=task.id, output=outcome.cid, records_in=outcome.records_in, keys=outcome.keys,
             records_out=outcome.records_out, bytes=outcome.size, timings=timing.timings(),
             blocks=inline))
-
-
-class _ProvidedSource:
-    """A block source that passes provider hints and a deadline to the store."""
-
-    def __init__(self, blocks: Any, providers: Sequence[PeerID], timeout: float) -> None:
-        self._blocks = blocks
-        self._providers = providers
-        self._timeout = timeout
-
-    async def get(self, cid: CID, *, timeout: float | None = None) -> bytes:
-        data: bytes = await self._blocks.get(cid, timeout=timeout or self._timeout,
-                                             providers=self._providers)
-        return data
 
 
 def _memory_cgroup() -> tuple[Path, Path] | None:

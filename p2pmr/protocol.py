@@ -17,8 +17,8 @@ from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 
 from ._pb import mapreduce_pb2 as pb
-from .cid import decode_uvarint, encode_uvarint
 from .errors import ProtocolError
+from .storage.varint import decode_uvarint, encode_uvarint
 
 __all__ = ["FrameReader", "FrameWriter", "MAX_FRAME_SIZE", "PROTOCOL_ID", "VERSION", "pb"]
 

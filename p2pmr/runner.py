@@ -23,8 +23,6 @@ import click
 import trio
 import trio_parallel
 
-from . import unixfs
-from .cid import CID
 from .errors import JobError, P2PMRError, collapsed
 from .job import STABLE_HASH_ENV, pickle_job_file, retire_after_one_job
 from .journal import find_journal
@@ -32,6 +30,8 @@ from .localswarm import local_swarm
 from .master import Master, MasterOptions
 from .node import Node, open_node
 from .output import write_output
+from .storage import unixfs
+from .storage.cid import CID
 
 __all__ = ["RunSettings", "run_job"]
 

@@ -293,10 +293,10 @@ async def fetch_child(repo: Path, addr: str, cid_text: str, timeout: float,
 
     import trio
 
-    from p2pmr import unixfs
-    from p2pmr.blockstore import fetch_dag
-    from p2pmr.cid import CID
     from p2pmr.node import open_node, parse_peer_addr
+    from p2pmr.storage import unixfs
+    from p2pmr.storage.base import fetch_dag
+    from p2pmr.storage.cid import CID
 
     root = CID.parse(cid_text)
     peer_id, _ = parse_peer_addr(addr)

@@ -65,9 +65,9 @@ from typing import Any
 import trio
 from _benchutil import loadavg, system_busy_seconds, wait_quiet
 
-from p2pmr.blockstore import FlatFSStore
-from p2pmr.cid import CID
-from p2pmr.unixfs import FileBuilder, ImportOptions, add_file, add_stream
+from p2pmr.storage.cid import CID
+from p2pmr.storage.flatfs import FlatFSStore
+from p2pmr.storage.unixfs import FileBuilder, ImportOptions, add_file, add_stream
 
 MIB = 1024 * 1024
 HASH_CHUNK = 256 * 1024

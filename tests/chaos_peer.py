@@ -40,12 +40,13 @@ from typing import Any
 
 import trio
 
-from p2pmr import unixfs
-from p2pmr.cid import CID, encode_uvarint
 from p2pmr.encoding import MSGPACK
 from p2pmr.node import open_node
 from p2pmr.peer import TRUST_FILE, PeerConfig, PeerService, Trust
 from p2pmr.protocol import PROTOCOL_ID, error_frame, pb
+from p2pmr.storage import unixfs
+from p2pmr.storage.cid import CID
+from p2pmr.storage.varint import encode_uvarint
 
 # Fail every task at once with this error code.
 FAST_ERRORS = {"error-fast": pb.INTERNAL, "fake-user-error": pb.USER_CODE_ERROR,

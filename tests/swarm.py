@@ -12,10 +12,10 @@ from typing import Any
 
 import trio
 
-from p2pmr import unixfs
-from p2pmr.cid import CID
 from p2pmr.job import load_job_file
 from p2pmr.node import Node
+from p2pmr.storage import unixfs
+from p2pmr.storage.cid import CID
 
 from .helpers import PeerProcess
 

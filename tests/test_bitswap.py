@@ -13,11 +13,12 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
-from p2pmr.blockstore import FlatFSStore
-from p2pmr.cid import CID, RAW, encode_uvarint
 from p2pmr.errors import BlockNotFound
 from p2pmr.node import open_node
-from p2pmr.unixfs import file_segments, read_range
+from p2pmr.storage.cid import CID, RAW
+from p2pmr.storage.flatfs import FlatFSStore
+from p2pmr.storage.unixfs import file_segments, read_range
+from p2pmr.storage.varint import encode_uvarint
 
 from .helpers import PeerProcess, random_bytes, run_cli
 
@@ -122,7 +123,7 @@ async def test_stock_peer_can_fetch_via_wantlist(tmp_path) -> None:
                 if not chunk:
                     break
                 buf += chunk
-                from p2pmr.cid import decode_uvarint
+                from p2pmr.storage.varint import decode_uvarint
 
                 length, pos = decode_uvarint(buf)
                 if len(buf) - pos >= length:

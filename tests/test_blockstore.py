@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from p2pmr import unixfs
-from p2pmr.blockstore import FlatFSStore, fetch_dag
-from p2pmr.cid import CID, RAW
 from p2pmr.errors import BlockNotFound, BlockVerificationError, StorageError
+from p2pmr.storage import unixfs
+from p2pmr.storage.base import fetch_dag
+from p2pmr.storage.cid import CID, RAW
+from p2pmr.storage.flatfs import FlatFSStore
 
 from .helpers import random_bytes
 
@@ -41,11 +42,11 @@ async def test_recursive_pin_requires_whole_dag(tmp_path) -> None:
     root = await unixfs.add_bytes(store, random_bytes(3 * 262144))
     await store.pin(root)
     assert store.pins() == {root: "recursive"}
-    missing = [c async for c in store.missing(root)]
+    missing = await store.missing(root)
     assert missing == []
     leaf = next(c for c in [s.cid for s in await unixfs.file_segments(store, root)])
     await store.delete(leaf)
-    assert [c async for c in store.missing(root)] == [leaf]
+    assert await store.missing(root) == [leaf]
     await store.unpin(root)
     with pytest.raises(BlockNotFound):
         await store.pin(root)

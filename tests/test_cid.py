@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pmr.cid import CID, DAG_PB, RAW, decode_uvarint, encode_uvarint
 from p2pmr.errors import CIDError
+from p2pmr.storage.cid import CID, DAG_PB, RAW
+from p2pmr.storage.varint import decode_uvarint, encode_uvarint
 
 V0 = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
 V1_RAW_EMPTY = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"

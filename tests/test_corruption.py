@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pmr import InitMaster, JobFailed, unixfs
-from p2pmr.blockstore import FlatFS
-from p2pmr.cid import CID
+from p2pmr import InitMaster, JobFailed
 from p2pmr.job import load_job_file
 from p2pmr.node import Node
+from p2pmr.storage import unixfs
+from p2pmr.storage.cid import CID
+from p2pmr.storage.flatfs import FlatFS
 
 from .helpers import GUTENBERG, ROOT, PeerProcess, run_cli
 from .swarm import Swarm, output_counts, reference_counts

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import trio
 
-from p2pmr.cid import CID
 from p2pmr.errors import BlockNotFound, JobFailed, StorageError, UnixFSError, collapsed
 from p2pmr.localswarm import local_swarm
 from p2pmr.node import open_node
+from p2pmr.storage.cid import CID
 
 
 async def _fail(exc: BaseException) -> None:

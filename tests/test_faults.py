@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pmr import InitMaster, unixfs
-from p2pmr.cid import CID
+from p2pmr import InitMaster
 from p2pmr.job import load_job_file
 from p2pmr.node import Node
+from p2pmr.storage import unixfs
+from p2pmr.storage.cid import CID
 
 from .conftest import peers
 from .helpers import GUTENBERG, PeerProcess, copy_into, gutenberg_files
@@ -143,7 +144,7 @@ async def test_early_exit_run_returns_only_when_output_is_final(master: Node, sw
 
 async def node_has_dag(node: Node, root: CID) -> bool:
     assert node.local is not None
-    return not [c async for c in node.local.missing(root)]
+    return not await node.blocks.missing(root)
 
 
 @pytest.mark.parametrize("mix", [

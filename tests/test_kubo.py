@@ -14,14 +14,15 @@ import ipfshttpclient
 import pytest
 import trio
 
-from p2pmr import InitMaster, unixfs
-from p2pmr.blockstore import fetch_dag
-from p2pmr.cid import CID, RAW
+from p2pmr import InitMaster
 from p2pmr.errors import BlockNotFound, KuboError
 from p2pmr.job import load_job_file
-from p2pmr.kubo import KuboStore
 from p2pmr.node import open_node
-from p2pmr.unixfs import ImportOptions
+from p2pmr.storage import unixfs
+from p2pmr.storage.base import fetch_dag
+from p2pmr.storage.cid import CID, RAW
+from p2pmr.storage.kubo import KuboStore
+from p2pmr.storage.unixfs import ImportOptions
 
 from .conftest import peers
 from .daemons import JsIpfsDaemon, KuboNode

@@ -16,9 +16,9 @@ import pytest
 import trio
 
 from p2pmr import InitMaster, JobFailed, _worker
-from p2pmr.blockstore import FlatFS
 from p2pmr.job import dump_job, load_job_file
 from p2pmr.node import Node
+from p2pmr.storage.flatfs import FlatFS
 
 from .helpers import GUTENBERG, ROOT, PeerProcess, run_cli
 

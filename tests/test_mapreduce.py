@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pmr import InitMaster, JobFailed, unixfs
-from p2pmr.cid import CID
+from p2pmr import InitMaster, JobFailed
 from p2pmr.job import load_job_file
 from p2pmr.node import Node
+from p2pmr.storage import unixfs
+from p2pmr.storage.cid import CID
 
 from .conftest import peers
 from .helpers import GUTENBERG, ROOT, copy_into, gutenberg_files

@@ -76,3 +76,11 @@ def test_the_command_table_matches_the_command_line() -> None:
             assert option in usage, f"{option} is not an option of p2pmr {command[1]}"
     run_row = next(r for r in table.splitlines() if r.startswith("| `p2pmr run "))
     assert "[--reducers R]" in run_row and "--listen" in run_row
+
+
+def test_every_public_name_resolves() -> None:
+    """The public API is re-exported lazily; each name must lead somewhere."""
+    import p2pmr
+
+    for name in p2pmr.__all__:
+        assert getattr(p2pmr, name) is not None, name

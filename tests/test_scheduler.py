@@ -263,8 +263,8 @@ async def test_one_event_is_one_charge_however_many_streams_saw_it() -> None:
     """A peer holding several streams that dies or falls silent fails each
     stream at once: that is one failure, not one per stream. A peer that
     fails again after being heard from again is charged again."""
-    from p2pmr.cid import CID
     from p2pmr.master import Master
+    from p2pmr.storage.cid import CID
 
     master = Master(None, CID.hash(b"input"), None, 1)  # type: ignore[arg-type]
     record = master.scheduler.add_peer("p")

@@ -14,14 +14,16 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2pmr import InitMaster, JobFailed, unixfs
-from p2pmr.cid import CID, encode_uvarint
+from p2pmr import InitMaster, JobFailed
 from p2pmr.encoding import MSGPACK, get_codec
 from p2pmr.errors import EncodingError, P2PMRError
 from p2pmr.job import Job, load_job_file
 from p2pmr.node import Node, open_node
 from p2pmr.peer import PeerConfig, register_protocol
 from p2pmr.protocol import PROTOCOL_ID, FrameReader, pb
+from p2pmr.storage import unixfs
+from p2pmr.storage.cid import CID
+from p2pmr.storage.varint import encode_uvarint
 
 from .helpers import GUTENBERG, ROOT, PeerProcess, run_cli
 from .swarm import Swarm, output_counts, reference_counts
@@ -435,7 +437,7 @@ def test_a_split_that_names_an_inner_node_is_refused_not_mapped() -> None:
     """A split whose block is not the leaf it claims (here the file's root,
     whose children hold the data) is a bad request, not an empty map."""
     from p2pmr._worker import BAD_REQUEST, MapRequest, WorkerLimits, run_map
-    from p2pmr.unixfs import ImportOptions, import_bytes
+    from p2pmr.storage.unixfs import ImportOptions, import_bytes
 
     data = b"a line\n" * 100_000
     root, blocks = import_bytes(data, ImportOptions())

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2pmr import unixfs
-from p2pmr.blockstore import FlatFSStore
-from p2pmr.cid import CID, RAW
-from p2pmr.dagpb import PBLink, decode_node, encode_node
 from p2pmr.errors import BlockNotFound, UnixFSError
-from p2pmr.unixfs import ImportOptions, import_bytes
+from p2pmr.storage import unixfs
+from p2pmr.storage.cid import CID, RAW
+from p2pmr.storage.dagpb import PBLink, decode_node, encode_node
+from p2pmr.storage.flatfs import FlatFSStore
+from p2pmr.storage.unixfs import ImportOptions, import_bytes
 
 from .helpers import random_bytes
 

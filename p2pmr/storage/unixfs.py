@@ -18,13 +18,15 @@ import stat as stat_mod
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final
 
 import trio
 
-from .cid import CID, DAG_PB, RAW, decode_uvarint, encode_uvarint
+from ..errors import UnixFSError, collapsed
+from .base import BlockSink, BlockSource
+from .cid import CID, DAG_PB, RAW
 from .dagpb import PBLink, decode_node, encode_node, iter_fields
-from .errors import UnixFSError, collapsed
+from .varint import decode_uvarint, encode_uvarint
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -68,14 +70,6 @@ _TYPE_NAMES: Final = {T_RAW: "raw", T_DIRECTORY: "directory", T_FILE: "file",
                       T_METADATA: "metadata", T_SYMLINK: "symlink", T_HAMT_SHARD: "hamt-shard"}
 
 _EMPTY_DIR_DATA: Final = b"\x08\x01"
-
-
-class BlockSource(Protocol):
-    async def get(self, cid: CID) -> bytes: ...
-
-
-class BlockSink(Protocol):
-    async def put(self, cid: CID, data: bytes) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

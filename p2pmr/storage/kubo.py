@@ -24,14 +24,22 @@ import io
 import logging
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import trio
 
-from .blockstore import MAX_BLOCK_SIZE
+from ..errors import (
+    BlockNotFound,
+    BlockTooLarge,
+    BlockVerificationError,
+    CIDError,
+    CorruptBlock,
+    KuboError,
+)
+from .base import MAX_BLOCK_SIZE, missing_blocks
 from .cid import CID, DAG_PB, RAW
-from .errors import BlockNotFound, BlockTooLarge, BlockVerificationError, CIDError, KuboError
 
 __all__ = ["KuboStore", "MIN_VERSION"]
 
@@ -82,15 +90,24 @@ def _gave_up(exc: KuboError) -> bool:
 
 
 class KuboStore:
-    """A :class:`~p2pmr.blockstore.BlockStore` backed by an IPFS daemon."""
+    """A :class:`~p2pmr.storage.base.BlockStore` backed by an IPFS daemon.
+
+    The daemon keeps its own blocks: no local directory for workers to use
+    (they get their blocks through the peer), and no corrupt copies of ours.
+    """
 
     def __init__(self, client: Any, api: str, *, default_timeout: float = 60.0) -> None:
         self._client = client
         self.api = api
         self.default_timeout = default_timeout
         self.version = ""
+        self.local_root: Path | None = None
         self._limiter = trio.CapacityLimiter(16)
         self._introduced: set[str] = set()
+
+    @property
+    def corrupt(self) -> Mapping[CID, CorruptBlock]:
+        return {}
 
     @classmethod
     async def connect(cls, api: str, *, timeout: float = 60.0) -> KuboStore:
@@ -171,6 +188,16 @@ class KuboStore:
             raise KuboError(f"unexpected block.put reply {reply!r}") from exc
         if got.multihash != cid.multihash:
             raise KuboError(f"the daemon stored the block as {got}, expected {cid}")
+
+    async def put_many(self, blocks: Sequence[tuple[CID, bytes]]) -> None:
+        for cid, data in blocks:
+            await self.put(cid, data)
+
+    async def written(self, cids: Sequence[CID]) -> None:
+        """Nothing to do: no other process writes into a daemon's store."""
+
+    async def missing(self, root: CID) -> list[CID]:
+        return await missing_blocks(self, root)
 
     async def has(self, cid: CID) -> bool:
         opts = {"offline": "true", "timeout": "1s"}

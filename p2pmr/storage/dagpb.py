@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from .cid import CID, decode_uvarint, encode_uvarint
-from .errors import CIDError, UnixFSError
+from ..errors import CIDError, UnixFSError
+from .cid import CID
+from .varint import decode_uvarint, encode_uvarint
 
 __all__ = ["PBLink", "PBNode", "decode_node", "encode_node", "iter_fields"]
 

@@ -11,7 +11,7 @@ send, when and on which stream, because upstream (0.8.1) gets these wrong:
 * It writes an empty CID prefix for CIDv0 blocks in Bitswap 1.1/1.2 block
   messages. Kubo then cannot rebuild the CID. The prefix of a CIDv0 is
   ``00 70 12 20`` (version 0, dag-pb, sha2-256, 32 bytes); see
-  :attr:`p2pmr.cid.CID.prefix`.
+  :attr:`p2pmr.storage.cid.CID.prefix`.
 * It stores any block a peer sends, wanted or not. Here a received block is
   hashed, matched against our own wants by multihash, and dropped unless it
   is wanted, so a peer can neither fill our disk nor slip in wrong bytes.
@@ -47,12 +47,14 @@ from libp2p.bitswap.pb.bitswap_pb2 import Message
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID as PeerID
 
-from ._libp2p import close_quietly, protocols_of
-from .blockstore import MAX_BLOCK_SIZE, FlatFSStore, fetch_dag
-from .cid import CID, DAG_PB, SHA2_256, decode_uvarint, encode_uvarint
-from .errors import BlockNotFound, CIDError, CorruptBlock
+from .._libp2p import close_quietly, protocols_of
+from ..errors import BlockNotFound, CIDError
+from .base import MAX_BLOCK_SIZE
+from .cid import CID, DAG_PB, SHA2_256
+from .flatfs import FlatFSStore
+from .varint import decode_uvarint, encode_uvarint
 
-__all__ = ["Bitswap", "BitswapStats", "BitswapStore"]
+__all__ = ["Bitswap", "BitswapStats"]
 
 log = logging.getLogger(__name__)
 
@@ -628,45 +630,3 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
                 if peer_id in want.have:
                     want.have.remove(peer_id)
             want.signal()
-
-
-class BitswapStore:
-    """The embedded backend: blocks on local disk, missing ones over Bitswap."""
-
-    def __init__(self, local: FlatFSStore, exchange: Bitswap, *,
-                 default_timeout: float = 30.0) -> None:
-        self.local = local
-        self.exchange = exchange
-        self.default_timeout = default_timeout
-
-    async def get(self, cid: CID, *, timeout: float | None = None,
-                  providers: Sequence[PeerID] = ()) -> bytes:
-        data = await self.local.get_local(cid)
-        if data is not None:
-            return data
-        try:
-            return await self.exchange.get(
-                cid, timeout=self.default_timeout if timeout is None else timeout,
-                providers=providers)
-        except BlockNotFound as exc:
-            bad = self.local.corrupt.get(cid)
-            if bad is None:
-                raise
-            raise CorruptBlock(cid, bad.path, bad.moved_to,
-                               also=f"no peer supplied an intact copy ({exc})") from None
-
-    async def put(self, cid: CID, data: bytes) -> None:
-        await self.local.put(cid, data)
-        self.exchange.announce(cid)
-
-    async def has(self, cid: CID) -> bool:
-        return await self.local.has(cid)
-
-    async def pin(self, cid: CID, *, recursive: bool = True,
-                  timeout: float | None = None) -> None:
-        """Fetch whatever of the DAG is missing, then record the pin."""
-        if recursive:
-            await fetch_dag(self, cid, timeout=timeout)
-        else:
-            await self.get(cid, timeout=timeout)
-        await self.local.pin(cid, recursive=recursive)

@@ -1,13 +1,9 @@
-"""The block-store interface and the on-disk store.
+"""The on-disk block store, in Kubo's flatfs layout.
 
-Every part of p2pmr reads and writes IPFS blocks through :class:`BlockStore`,
-whichever backend sits behind it: the embedded node (this on-disk store plus
-Bitswap) or a Kubo daemon.
-
-The on-disk layout is Kubo's flatfs ``next-to-last/2``: a block lives at
-``blocks/<XX>/<KEY>.data`` where KEY is the unpadded base32 of its multihash
-and XX are KEY's next-to-last two characters. Keying by multihash, as Kubo
-does, means a raw block and a dag-pb block with the same bytes share a file.
+A block lives at ``blocks/<XX>/<KEY>.data`` where KEY is the unpadded
+base32 of its multihash and XX are KEY's next-to-last two characters
+(flatfs ``next-to-last/2``). Keying by multihash, as Kubo does, means a raw
+block and a dag-pb block with the same bytes share a file.
 """
 
 from __future__ import annotations
@@ -17,91 +13,25 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any
 
 import trio
 
-from .cid import CID, DAG_PB, RAW
-from .dagpb import decode_node
-from .errors import (
+from ..errors import (
     BlockNotFound,
     BlockTooLarge,
     BlockVerificationError,
     CorruptBlock,
     P2PMRError,
-    StorageError,
-    collapsed,
 )
+from .base import MAX_BLOCK_SIZE, dag_links
+from .cid import CID, RAW
 
-__all__ = ["BlockStore", "FlatFS", "FlatFSStore", "MAX_BLOCK_SIZE", "dag_links", "fetch_dag"]
+__all__ = ["FlatFS", "FlatFSStore"]
 
 log = logging.getLogger(__name__)
-
-# Bitswap's specification requires peers to handle blocks of up to 2 MiB.
-MAX_BLOCK_SIZE: Final = 2 * 1024 * 1024
-
-
-@runtime_checkable
-class BlockStore(Protocol):
-    """What the rest of the system needs from storage.
-
-    ``get`` may go to the network (embedded node with peers, or a daemon) and
-    raises :class:`BlockNotFound` when nothing produced the block before the
-    deadline. Backends verify every block that crosses a network against its
-    CID before returning or storing it.
-    """
-
-    async def get(self, cid: CID, *, timeout: float | None = None,
-                  providers: Sequence[Any] = ()) -> bytes: ...
-
-    async def put(self, cid: CID, data: bytes) -> None: ...
-
-    async def has(self, cid: CID) -> bool: ...
-
-    async def pin(self, cid: CID, *, recursive: bool = True,
-                  timeout: float | None = None) -> None: ...
-
-
-def dag_links(cid: CID, block: bytes) -> list[CID]:
-    """The CIDs a block links to (dag-pb only; raw blocks have none)."""
-    if cid.codec == RAW:
-        return []
-    if cid.codec == DAG_PB:
-        return [link.cid for link in decode_node(block).links]
-    raise StorageError(f"cannot follow links of a {cid.codec_name} block")
-
-
-class BlockGetter(Protocol):
-    async def get(self, cid: CID, *, timeout: float | None = None) -> bytes: ...
-
-
-async def fetch_dag(store: BlockGetter, root: CID, *, timeout: float | None = None,
-                    concurrency: int = 32) -> int:
-    """Make every block of a DAG available through ``store``; return the count.
-
-    Siblings are fetched concurrently, which is what makes pulling a large
-    file over Bitswap fast: one round trip per tree level, not per block.
-    """
-    seen: set[CID] = {root}
-    count = 0
-    limiter = trio.CapacityLimiter(concurrency)
-
-    async def visit(cid: CID, nursery: trio.Nursery) -> None:
-        nonlocal count
-        async with limiter:
-            block = await store.get(cid, timeout=timeout)
-        count += 1
-        for child in dag_links(cid, block):
-            if child not in seen:
-                seen.add(child)
-                nursery.start_soon(visit, child, nursery)
-
-    with collapsed():
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(visit, root, nursery)
-    return count
 
 
 def _key(cid: CID) -> str:
@@ -229,6 +159,7 @@ class FlatFSStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self.local_root: Path | None = self.root
         self.fs = FlatFS(self.root)
         self._blocks = self.fs.blocks
         self._pins = self.root / "pins"
@@ -267,7 +198,7 @@ class FlatFSStore:
         await trio.to_thread.run_sync(self.fs.write, cid, data, limiter=self._limiter)
         self.corrupt.pop(cid, None)
 
-    async def put_many(self, blocks: list[tuple[CID, bytes]]) -> None:
+    async def put_many(self, blocks: Sequence[tuple[CID, bytes]]) -> None:
         """Store several blocks with one trip to a worker thread."""
         for _, data in blocks:
             if len(data) > MAX_BLOCK_SIZE:
@@ -304,7 +235,7 @@ class FlatFSStore:
                   timeout: float | None = None) -> None:
         """Record a pin. A recursive pin requires the whole DAG to be local."""
         if recursive:
-            missing = [c async for c in self.missing(cid)]
+            missing = await self.missing(cid)
             if missing:
                 raise BlockNotFound(missing[0], f"cannot pin {cid}: DAG is incomplete")
         elif not await self.has(cid):
@@ -326,8 +257,14 @@ class FlatFSStore:
             out[CID.parse(entry.name)] = entry.read_text().strip()
         return out
 
-    async def missing(self, root: CID) -> AsyncIterator[CID]:
-        """Blocks of the DAG under ``root`` that are not stored here."""
+    async def written(self, cids: Sequence[CID]) -> None:
+        """Blocks another process wrote here: nobody else to tell."""
+        for cid in cids:
+            self.corrupt.pop(cid, None)
+
+    async def missing(self, root: CID) -> list[CID]:
+        """Blocks of the DAG under ``root`` that are not stored here intact."""
+        out = []
         stack = [root]
         seen: set[CID] = set()
         while stack:
@@ -337,6 +274,7 @@ class FlatFSStore:
             seen.add(cid)
             data = await self.get_local(cid)
             if data is None:
-                yield cid
+                out.append(cid)
                 continue
             stack.extend(dag_links(cid, data))
+        return out
