@@ -31,20 +31,15 @@ import msgpack
 from .encoding import Codec, get_codec, group_pairs
 from .errors import CIDError, CorruptBlock, EncodingError, UnixFSError
 from .job import Job, show_sources
-from .records import block_records, decode_line
+from .records import block_records, decode_line, decode_records
 from .storage.cid import CID
 from .storage.flatfs import FlatFS
 from .storage.unixfs import ImportOptions, extract_data, import_bytes, read_file_sync
+from .wire.codes import ErrorCode
 
 __all__ = ["MapOutcome", "MapRequest", "ReduceOutcome", "ReduceRequest", "WorkerLimits",
-           "encode_records", "init_worker", "run_map", "run_reduce", "should_retire"]
+           "init_worker", "run_map", "run_reduce", "should_retire"]
 
-# Error codes, mirrored from protocols/mapreduce.proto (ErrorCode).
-BAD_JOB = 11
-USER_CODE_ERROR = 5
-LIMIT_EXCEEDED = 7
-BAD_REQUEST = 1
-INPUT_NOT_FOUND = 4
 
 _CODE_CACHE: OrderedDict[bytes, Job] = OrderedDict()
 _CODE_CACHE_SIZE = 8
@@ -104,7 +99,7 @@ def _cpu_budget(seconds: float | None) -> Iterator[None]:
 
 @dataclass
 class Failure:
-    code: int
+    code: ErrorCode
     message: str
     traceback: str = ""
 
@@ -308,11 +303,11 @@ def _memory_failure(doing: _Doing) -> Failure:
             ways += ["add a combine function, so map tasks emit less"]
     else:
         ways += ["make map hold less of what it emits at once"]
-    return Failure(LIMIT_EXCEEDED, f"{text}. Ways out: {'; '.join(ways)}.")
+    return Failure(ErrorCode.LIMIT_EXCEEDED, f"{text}. Ways out: {'; '.join(ways)}.")
 
 
 def _disk_failure(what: str, exc: OSError) -> Failure:
-    return Failure(LIMIT_EXCEEDED, f"{what}: this peer's disk is full ({exc.strerror}: "
+    return Failure(ErrorCode.LIMIT_EXCEEDED, f"{what}: this peer's disk is full ({exc.strerror}: "
                    f"{exc.filename or 'its repo'}); free space on it, or give it a --repo on a "
                    f"bigger disk")
 
@@ -333,17 +328,17 @@ def _user_failure(exc: BaseException, doing: _Doing) -> Failure:
         _RETIRE = True
         cpu = doing.limits.cpu_seconds
         seconds = f"{cpu:g} s" if cpu else "its"
-        return Failure(LIMIT_EXCEEDED, f"{what} exceeded its CPU time limit of {seconds} (the "
-                       f"peer's --max-task-cpu)", _remote_traceback(exc))
+        return Failure(ErrorCode.LIMIT_EXCEEDED, f"{what} exceeded its CPU time limit of "
+                       f"{seconds} (the peer's --max-task-cpu)", _remote_traceback(exc))
     resource_failure = _resource_failure(exc, doing)
     if resource_failure is not None:
         # Where the job's own code was when memory ran out, if it was at all.
         resource_failure.traceback = _remote_traceback(exc, user_only=True)
         return resource_failure
     if isinstance(exc, EncodingError):
-        return Failure(USER_CODE_ERROR, f"{what} produced data that cannot be sent: {exc}",
-                       _remote_traceback(exc))
-    return Failure(USER_CODE_ERROR, f"{what} raised {type(exc).__name__}: {exc}",
+        return Failure(ErrorCode.USER_CODE_ERROR,
+                       f"{what} produced data that cannot be sent: {exc}", _remote_traceback(exc))
+    return Failure(ErrorCode.USER_CODE_ERROR, f"{what} raised {type(exc).__name__}: {exc}",
                    _remote_traceback(exc))
 
 
@@ -353,35 +348,18 @@ def _prepare(code_cid: bytes, code: bytes, encoding: str, allow_pickle: bool,
         codec = get_codec(encoding, allow_pickle=allow_pickle)
     except EncodingError as exc:
         # A property of the job (its encoding), not of the request or peer.
-        return Failure(BAD_JOB, str(exc))
+        return Failure(ErrorCode.BAD_JOB, str(exc))
     try:
         job = _load_job(code_cid, code)
     except BaseException as exc:  # unpickling runs arbitrary code
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         failure = _resource_failure(exc, _Doing("loading the job's code", limits))
-        return failure or Failure(BAD_JOB, f"cannot load the job's code: "
+        return failure or Failure(ErrorCode.BAD_JOB, f"cannot load the job's code: "
                                   f"{type(exc).__name__}: {exc}", _remote_traceback(exc))
     show_sources(job)
     _register_job_modules(job)
     return job, codec
-
-
-def encode_records(records: Iterable[tuple[str, int, bytes, bool]]) -> bytes:
-    """The records file of a boundary task: framework data, always msgpack."""
-    data: bytes = msgpack.packb([[p, o, r, t] for p, o, r, t in records], use_bin_type=True)
-    return data
-
-
-def _decode_records(data: bytes) -> list[tuple[str, int, bytes, bool]]:
-    items = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
-    out = []
-    for item in items:
-        path, offset, raw, terminated = item
-        if not (isinstance(path, str) and isinstance(offset, int) and isinstance(raw, bytes)):
-            raise ValueError("malformed records file")
-        out.append((path, offset, raw, bool(terminated)))
-    return out
 
 
 def _import(data: bytes, cid_version: int, blocks: list[tuple[bytes, bytes]]) -> bytes:
@@ -400,7 +378,7 @@ def _read_block(store: FlatFS, cid: CID) -> bytes:
 def _input_failure(exc: CorruptBlock) -> Failure:
     # The peer's own disk went bad: the copy is gone now and a retry fetches
     # it again, here or elsewhere. Not the input's fault, nor the master's.
-    return Failure(INPUT_NOT_FOUND, f"input {exc}")
+    return Failure(ErrorCode.INPUT_NOT_FOUND, f"input {exc}")
 
 
 def run_map(req: MapRequest) -> MapOutcome:
@@ -426,7 +404,7 @@ def _run_map(req: MapRequest, doing: _Doing) -> MapOutcome:
     store = FlatFS(req.store) if req.store else None
     try:
         if req.records:
-            items = _decode_records(req.records)
+            items = decode_records(req.records)
             doing.largest_record = max((len(r) for _, _, r, _ in items), default=0)
             records: Iterable[tuple[Any, str]] = (
                 ((p, o), decode_line(r, t)) for p, o, r, t in items)
@@ -451,7 +429,7 @@ def _run_map(req: MapRequest, doing: _Doing) -> MapOutcome:
         out.failure = _input_failure(exc)
         return out
     except (UnixFSError, ValueError, msgpack.UnpackException) as exc:
-        out.failure = Failure(BAD_REQUEST, f"malformed map input: {exc}")
+        out.failure = Failure(ErrorCode.BAD_REQUEST, f"malformed map input: {exc}")
         return out
     try:
         with _cpu_budget(req.limits.cpu_seconds):
@@ -535,7 +513,7 @@ def _run_reduce(req: ReduceRequest, doing: _Doing) -> ReduceOutcome:
         out.failure = _input_failure(exc)
         return out
     except (EncodingError, UnixFSError, CIDError) as exc:
-        out.failure = Failure(BAD_REQUEST, f"malformed map output: {exc}")
+        out.failure = Failure(ErrorCode.BAD_REQUEST, f"malformed map output: {exc}")
         return out
     out.records_in = sum(len(group[1]) for run in runs for group in run)
     results: list[tuple[Any, Any]] = []

@@ -456,6 +456,7 @@ def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...]
     """Run a peer that executes tasks for trusted masters, until SIGINT or SIGTERM."""
     from ._worker import WorkerLimits
     from .peer import PeerConfig, register_protocol, usable_cpus
+    from .ready import announce_ready
 
     settings = _merge(ctx, repo, ipfs_api, bootstrap)
     defaults = PeerConfig(workers=1)
@@ -476,14 +477,7 @@ def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...]
                              bootstrap=settings.bootstrap, ipfs_api=settings.ipfs_api,
                              psk=psk) as node:
             service = register_protocol(node, trust=trust, trust_any=trust_any, config=config)
-            click.echo(f"Peer ID: {node.peer_id}")
-            click.echo("Listening on:")
-            for addr in node.multiaddrs:
-                click.echo(f"  {addr}")
-            click.echo(f"Serving {service.config.workers} worker(s) for "
-                       f"{service.trust.describe()}.")
-            click.echo("Ready.")
-            sys.stdout.flush()
+            announce_ready(node, service)
             if exit_with_parent:
                 await _watch_parent(parent)
             else:

@@ -23,17 +23,24 @@ __all__ = [
     "JobFailed",
     "KuboError",
     "LimitExceeded",
+    "NodeError",
     "NotAuthorised",
     "P2PMRError",
     "ProtocolError",
     "RemoteTaskError",
     "StorageError",
     "UnixFSError",
+    "UnsupportedVersion",
 ]
 
 
 class P2PMRError(Exception):
     """Root of every error p2pmr raises deliberately."""
+
+
+class NodeError(P2PMRError):
+    """A node could not start, reach a peer or serve: a repo in use, a bad
+    address or key, a peer that cannot be dialled or did not start."""
 
 
 class CIDError(P2PMRError, ValueError):
@@ -96,6 +103,10 @@ class EncodingError(P2PMRError, TypeError):
 
 class ProtocolError(P2PMRError):
     """A remote peer sent something the wire protocol does not allow."""
+
+
+class UnsupportedVersion(ProtocolError):
+    """A frame of another major version of the protocol."""
 
 
 class LimitExceeded(P2PMRError):

@@ -15,15 +15,14 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
-from .errors import P2PMRError, collapsed
+from .errors import collapsed
+from .ready import peer_command, start_peer
 
 __all__ = ["LocalPeer", "local_swarm"]
 
@@ -40,37 +39,9 @@ class LocalPeer:
 
 async def _start_peer(repo: Path, args: Sequence[str], timeout: float,
                       spawned: list[LocalPeer]) -> LocalPeer:
-    cmd = [sys.executable, "-m", "p2pmr", "peer", "--repo", str(repo), *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = await trio.lowlevel.open_process(cmd, stdin=subprocess.PIPE,
-                                               stdout=subprocess.PIPE, stderr=None, env=env,
-                                               start_new_session=True)
-    peer = LocalPeer(process, repo)
-    spawned.append(peer)  # from here on, closing the swarm stops it, started or not
-    assert process.stdout is not None
-    buffer = b""
-    try:
-        with trio.move_on_after(timeout) as scope:
-            while b"Ready.\n" not in buffer:
-                chunk = await process.stdout.receive_some(4096)
-                if not chunk:
-                    break
-                buffer += chunk
-    except BaseException:
-        # Cancelled while starting, perhaps after the swarm's closing stopped
-        # what it knew of (opening the process cannot be interrupted): stop it.
-        with trio.CancelScope(shield=True):
-            await _stop(peer, grace=1)
-        raise
-    for line in buffer.decode(errors="replace").splitlines():
-        line = line.strip()
-        if line.startswith("Peer ID:"):
-            peer.peer_id = line.split(":", 1)[1].strip()
-        elif "/p2p/" in line and not peer.addr:
-            peer.addr = line
-    if scope.cancelled_caught or not peer.addr:
-        await _stop(peer, grace=1)
-        raise P2PMRError(f"local peer in {repo} did not start within {timeout:g}s")
+    process, ready = await start_peer(peer_command(repo, args), timeout=timeout)
+    peer = LocalPeer(process, repo, ready.peer_id, ready.addr)
+    spawned.append(peer)  # from here on, closing the swarm stops it
     return peer
 
 

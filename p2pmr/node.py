@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import multiaddr
 import trio
@@ -31,13 +31,17 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-from .errors import P2PMRError, collapsed
+from .errors import NodeError, P2PMRError, collapsed
+from .network import Libp2pNetwork, Network
 from .storage.base import BlockStore
 from .storage.bitswap import Bitswap
 from .storage.cid import CID
 from .storage.embedded import EmbeddedStore
 from .storage.flatfs import FlatFSStore
 from .storage.unixfs import ImportOptions, add_bytes, add_path
+
+if TYPE_CHECKING:
+    from .storage.kubo import KuboStore
 
 __all__ = ["DEFAULT_LISTEN", "Node", "default_repo", "open_node", "parse_peer_addr"]
 
@@ -61,7 +65,7 @@ def parse_peer_addr(addr: str | multiaddr.Multiaddr) -> tuple[PeerID, multiaddr.
         ma = addr if isinstance(addr, multiaddr.Multiaddr) else multiaddr.Multiaddr(addr)
         info = info_from_p2p_addr(ma)
     except Exception as exc:
-        raise P2PMRError(f"not a peer multiaddr (need …/p2p/PEER_ID): {addr}") from exc
+        raise NodeError(f"not a peer multiaddr (need …/p2p/PEER_ID): {addr}") from exc
     return info.peer_id, ma
 
 
@@ -87,7 +91,7 @@ def _repo_lock(repo: Path) -> Any:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise P2PMRError(f"repo {repo} is in use by another running node") from None
+            raise NodeError(f"repo {repo} is in use by another running node") from None
         yield
 
 
@@ -108,22 +112,36 @@ def _build_host(key_pair: Any, psk: str | None) -> IHost:
 
 
 class Node:
-    """A running node. Create it with :func:`open_node`."""
+    """A running node: a network, a block store and a repo.
 
-    def __init__(self, host: IHost, repo: Path, blocks: BlockStore,
-                 local: FlatFSStore | None, bitswap: Bitswap | None,
-                 nursery: trio.Nursery) -> None:
-        self.host = host
+    Create it with :func:`open_node` (libp2p; :mod:`p2pmr.testing` makes
+    nodes in memory). The master and the peer use only :attr:`network`,
+    :attr:`blocks` and :attr:`repo`; the libp2p host, the local store and
+    the Bitswap engine are here for the tools around them.
+    """
+
+    def __init__(self, network: Network, repo: Path, blocks: BlockStore,
+                 nursery: trio.Nursery, *, host: IHost | None = None,
+                 local: FlatFSStore | None = None, bitswap: Bitswap | None = None,
+                 kubo: KuboStore | None = None) -> None:
+        self.network = network
         self.repo = repo
         self.blocks = blocks
+        self._nursery = nursery
+        self._host = host
         self.local = local
         self.bitswap = bitswap
-        self._nursery = nursery
-        self.kubo: Any = None
+        self.kubo = kubo
+
+    @property
+    def host(self) -> IHost:
+        if self._host is None:
+            raise NodeError("this node has no libp2p host (it is an in-memory node)")
+        return self._host
 
     @property
     def peer_id(self) -> PeerID:
-        return self.host.get_id()
+        return self.network.local_peer
 
     @property
     def multiaddrs(self) -> list[str]:
@@ -156,31 +174,15 @@ class Node:
             with trio.fail_after(timeout):
                 await self.host.connect(info)
         except trio.TooSlowError:
-            raise P2PMRError(f"could not connect to {addr} within {timeout:g}s") from None
+            raise NodeError(f"could not connect to {addr} within {timeout:g}s") from None
         except P2PMRError:
             raise
         except Exception as exc:
-            raise P2PMRError(f"could not connect to {addr}: {exc}") from exc
+            raise NodeError(f"could not connect to {addr}: {exc}") from exc
         if self.kubo is not None:
             # Let the daemon exchange blocks with this peer directly.
             await self.kubo.swarm_connect(str(ma))
         return peer_id
-
-    async def introduce(self, peer: PeerID) -> None:
-        """With the Kubo backend, have the daemon dial a peer we talk to, so the
-        two can exchange blocks directly; a no-op for the embedded store."""
-        if self.kubo is None:
-            return
-        try:
-            addrs = self.host.get_peerstore().addrs(peer)
-        except Exception:
-            addrs = []
-        for addr in addrs:
-            text = str(addr)
-            if "/p2p/" not in text:
-                text += f"/p2p/{peer}"
-            if await self.kubo.swarm_connect(text):
-                return
 
     def connected_peers(self) -> list[PeerID]:
         return list(self.host.get_network().connections.keys())
@@ -235,7 +237,7 @@ async def open_node(repo: str | os.PathLike[str] | None = None, *,
     if psk is not None:
         psk = psk.strip().lower()
         if len(psk) != 64 or any(c not in "0123456789abcdef" for c in psk):
-            raise P2PMRError("a pre-shared key is 32 bytes written as 64 hex digits "
+            raise NodeError("a pre-shared key is 32 bytes written as 64 hex digits "
                              "(make one with: python -c 'import secrets; "
                              "print(secrets.token_hex(32))')")
     repo_path.mkdir(parents=True, exist_ok=True)
@@ -260,8 +262,8 @@ async def open_node(repo: str | os.PathLike[str] | None = None, *,
 
                 kubo = await KuboStore.connect(ipfs_api)
                 blocks = kubo
-            node = Node(host, repo_path, blocks, local, bitswap, nursery)
-            node.kubo = kubo
+            node = Node(Libp2pNetwork(host, kubo), repo_path, blocks, nursery, host=host,
+                        local=local, bitswap=bitswap, kubo=kubo)
             log.info("node %s listening on %s", node.peer_id, ", ".join(node.multiaddrs))
             for addr in bootstrap:
                 with contextlib.suppress(P2PMRError):

@@ -24,14 +24,22 @@ with bad bytes replaced.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import accumulate, repeat
+from typing import TYPE_CHECKING
+
+import msgpack
+
+if TYPE_CHECKING:
+    from .storage.cid import CID
 
 __all__ = [
     "BlockEdges",
     "block_records",
     "SplitInfo",
     "decode_line",
+    "decode_records",
+    "encode_records",
     "iter_block_lines",
     "iter_records",
     "stitch_file",
@@ -130,7 +138,12 @@ def block_records(path: str, data: bytes, base: int, first: bool, last: bool
 
 @dataclass(slots=True)
 class SplitInfo:
-    """What the master knows about one split of a file, in file order."""
+    """One split: a leaf block of a file, in file order, and its edges once mapped.
+
+    The master plans a map task per split with this as its payload; the
+    split's map task reports ``edges`` and the fragment bytes, which
+    :func:`stitch_file` joins into the lines that cross block boundaries.
+    """
 
     offset: int
     size: int
@@ -139,7 +152,9 @@ class SplitInfo:
     edges: BlockEdges | None = None
     head: bytes | None = None   # the fragment bytes, once known
     tail: bytes | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    block: CID | None = None    # the leaf block
+    path: str = ""              # the file's path in the input
+    file: int = 0               # the file's index in the input
 
 
 def stitch_file(splits: list[SplitInfo], *, partial: bool = False
@@ -189,4 +204,22 @@ def stitch_file(splits: list[SplitInfo], *, partial: bool = False
     if carry is not None and not partial:
         # Only reachable if the last split was missing its `last` flag.
         raise ValueError("file ended inside a line: splits are incomplete")
+    return out
+
+
+def encode_records(records: Iterable[tuple[str, int, bytes, bool]]) -> bytes:
+    """A records file: the lines a boundary task maps, as (path, offset, raw
+    line, terminated). Framework data, so always msgpack (spec section 6.4)."""
+    data: bytes = msgpack.packb([[p, o, r, t] for p, o, r, t in records], use_bin_type=True)
+    return data
+
+
+def decode_records(data: bytes) -> list[tuple[str, int, bytes, bool]]:
+    items = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+    out = []
+    for item in items:
+        path, offset, raw, terminated = item
+        if not (isinstance(path, str) and isinstance(offset, int) and isinstance(raw, bytes)):
+            raise ValueError("malformed records file")
+        out.append((path, offset, raw, bool(terminated)))
     return out

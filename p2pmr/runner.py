@@ -25,9 +25,9 @@ import trio_parallel
 
 from .errors import JobError, P2PMRError, collapsed
 from .job import STABLE_HASH_ENV, pickle_job_file, retire_after_one_job
-from .journal import find_journal
 from .localswarm import local_swarm
 from .master import Master, MasterOptions
+from .master.journal import find_journal
 from .node import Node, open_node
 from .output import write_output
 from .storage import unixfs

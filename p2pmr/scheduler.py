@@ -38,11 +38,10 @@ import bisect
 import enum
 import heapq
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
-__all__ = ["Attempt", "FailureKind", "PeerRecord", "PhaseStatus", "PeerStatus", "Policy",
+__all__ = ["Abort", "Attempt", "FailureKind", "PeerRecord", "PhaseStatus", "PeerStatus", "Policy",
            "Scheduler", "State", "Task", "TaskInfo"]
 
 
@@ -95,35 +94,48 @@ class Policy:
             raise ValueError("verify must be at least 1")
 
 
+class Abort(enum.Enum):
+    """Why an attempt is stopped before its peer answered."""
+
+    LOST = "lost"              # its peer died, went silent, or was excluded
+    TIMEOUT = "timeout"        # it ran past the task deadline
+    SUPERSEDED = "superseded"  # another attempt of the task finished first
+
+
 @dataclass
 class Attempt:
     number: int
-    peer: Any
+    peer: Hashable
     started: float
     backup: bool = False
     running_since: float | None = None  # when the peer reported it executing
-    on_abort: Callable[[str, str], None] | None = None  # set by the master
     aborted: bool = False
-    requested: tuple[str, str] | None = None  # an abort that came before on_abort
+    _handler: Callable[[Abort, str], None] | None = None
+    _requested: tuple[Abort, str] | None = None  # an abort that came before a handler
 
-    def abort(self, kind: str, reason: str) -> None:
-        """Stop this attempt (kind: lost, timeout, superseded); once only.
+    def abort(self, kind: Abort, reason: str) -> None:
+        """Stop this attempt, once: whoever runs it (see :meth:`arm`) is told.
 
-        An abort that arrives before the master has wired the attempt to its
-        stream is kept, and carried out by :meth:`arm`.
+        An abort that arrives before the attempt has a handler (its stream
+        is still opening) is kept, and carried out by :meth:`arm`.
         """
         if self.aborted:
             return
-        if self.on_abort is None:
-            self.requested = self.requested or (kind, reason)
+        if self._handler is None:
+            self._requested = self._requested or (kind, reason)
             return
         self.aborted = True
-        self.on_abort(kind, reason)
+        self._handler(kind, reason)
 
-    def arm(self, on_abort: Callable[[str, str], None]) -> None:
-        self.on_abort = on_abort
-        if self.requested is not None:
-            self.abort(*self.requested)
+    def arm(self, handler: Callable[[Abort, str], None]) -> None:
+        """Whoever carries the attempt to its peer says how to stop it."""
+        self._handler = handler
+        if self._requested is not None:
+            self.abort(*self._requested)
+
+    @property
+    def abort_pending(self) -> bool:
+        return self._requested is not None
 
     def age(self, now: float, peer_progress: float = 0.0) -> float:
         """How long this attempt has been holding things up.
@@ -143,7 +155,7 @@ class Attempt:
 class Task:
     phase: str
     index: int
-    payload: Any = None
+    payload: object = None
     state: State = State.IDLE
     ready: bool = True
     running: dict[int, Attempt] = field(default_factory=dict)
@@ -153,18 +165,18 @@ class Task:
     input_failures: int = 0
     last_error: str = ""
     last_traceback: str = ""
-    output: Any = None
-    completed_by: Any = None
+    output: object = None
+    completed_by: Hashable = None
     duration: float | None = None
     # With verification: each distinct result (by signature) and who gave it.
-    votes: dict[Any, set[Any]] = field(default_factory=dict)
-    vote_outputs: dict[Any, Any] = field(default_factory=dict)
+    votes: dict[object, set[Hashable]] = field(default_factory=dict)
+    vote_outputs: dict[object, object] = field(default_factory=dict)
     # Peers this task failed on (how often); the task avoids them while it can.
-    failed_on: dict[Any, int] = field(default_factory=dict)
+    failed_on: dict[Hashable, int] = field(default_factory=dict)
     # Failures not charged to their peer yet: charged if another peer succeeds.
-    unproven: dict[Any, int] = field(default_factory=dict)
+    unproven: dict[Hashable, int] = field(default_factory=dict)
 
-    def tried_by(self, peer: Any) -> bool:
+    def tried_by(self, peer: Hashable) -> bool:
         return any(peer in voters for voters in self.votes.values()) or \
             any(a.peer == peer for a in self.running.values())
 
@@ -179,12 +191,12 @@ class TaskInfo:
     peers: tuple[str, ...]
     attempts: int
     started_at: float | None
-    output: Any
+    output: object
 
 
 @dataclass
 class PeerRecord:
-    peer: Any
+    peer: Hashable
     window: int
     successes: int = 0
     failures: int = 0
@@ -241,7 +253,7 @@ class Scheduler:
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()
         self.tasks: dict[str, list[Task]] = {}
-        self.peers: dict[Any, PeerRecord] = {}
+        self.peers: dict[Hashable, PeerRecord] = {}
         self._counts: dict[str, dict[State, int]] = {}
         self._idle: dict[str, list[int]] = {}        # heaps of possibly idle, ready tasks
         self._retry: dict[str, dict[int, None]] = {}  # idle, ready tasks that failed before
@@ -299,7 +311,7 @@ class Scheduler:
             if task.state is State.IDLE:
                 self._queue(task)
 
-    def restore(self, task: Task, output: Any) -> None:
+    def restore(self, task: Task, output: object) -> None:
         """Mark a task completed from a journal, without running it."""
         task.output = output
         self._set_state(task, State.COMPLETED)
@@ -331,7 +343,7 @@ class Scheduler:
     def idle_count(self, phase: str) -> int:
         return self._counts[phase][State.IDLE] if phase in self._counts else 0
 
-    def next_idle(self, phase: str, peer: Any = None) -> Task | None:
+    def next_idle(self, phase: str, peer: Hashable = None) -> Task | None:
         """The next task that wants an attempt (on ``peer``, when given).
 
         Under verification a task wants attempts on distinct peers until
@@ -359,7 +371,7 @@ class Scheduler:
             heapq.heappop(heap)  # stale: taken, finished or failed since
         return None
 
-    def may_take(self, task: Task, peer: Any, usable: list[PeerRecord] | None = None) -> bool:
+    def may_take(self, task: Task, peer: Hashable, usable: list[PeerRecord] | None = None) -> bool:
         """A peer may take a task unless it failed it and another usable peer,
         one that could take it (not having failed it, nor already run it for a
         verification), has not."""
@@ -368,7 +380,7 @@ class Scheduler:
         return not any(r.peer not in task.failed_on and not task.tried_by(r.peer)
                        for r in (self.usable_peers() if usable is None else usable))
 
-    def _next_to_verify(self, phase: str, peer: Any) -> Task | None:
+    def _next_to_verify(self, phase: str, peer: Hashable) -> Task | None:
         for task in self.phase_tasks(phase):
             if peer is not None and (task.tried_by(peer) or not self.may_take(task, peer)):
                 continue
@@ -382,7 +394,7 @@ class Scheduler:
         agreeing = max((len(v) for v in task.votes.values()), default=0)
         return agreeing + len(task.running) < self.policy.verify
 
-    def start(self, task: Task, peer: Any, now: float, *, backup: bool = False) -> Attempt:
+    def start(self, task: Task, peer: Hashable, now: float, *, backup: bool = False) -> Attempt:
         attempt = Attempt(task.attempts, peer, now, backup)
         task.attempts += 1
         task.running[attempt.number] = attempt
@@ -400,8 +412,8 @@ class Scheduler:
     def any_running(self, phase: str) -> bool:
         return bool(self.running_attempts.get(phase))
 
-    def succeed(self, task: Task, attempt: Attempt, output: Any, now: float,
-                signature: Any = None) -> tuple[bool, set[Any]]:
+    def succeed(self, task: Task, attempt: Attempt, output: object, now: float,
+                signature: object = None) -> tuple[bool, set[Hashable]]:
         """Record a result; return (it completed the task, peers proven wrong).
 
         Without verification the first result completes the task. With
@@ -441,7 +453,7 @@ class Scheduler:
         bisect.insort(self._durations[task.phase], task.duration)
         self._set_state(task, State.COMPLETED)
         record.completed[task.phase] = record.completed.get(task.phase, 0) + 1
-        liars: set[Any] = set()
+        liars: set[Hashable] = set()
         for other, voters in task.votes.items():
             if other != signature:
                 liars |= voters
@@ -491,14 +503,14 @@ class Scheduler:
 
     # -- peers -----------------------------------------------------------------------------
 
-    def add_peer(self, peer: Any) -> PeerRecord:
+    def add_peer(self, peer: Hashable) -> PeerRecord:
         record = self.peers.get(peer)
         if record is None:
             record = self.peers[peer] = PeerRecord(peer, window=self.policy.min_batch)
         record.online = True
         return record
 
-    def peer_failed(self, peer: Any, now: float = 0.0, *, hard: bool = True, count: int = 1,
+    def peer_failed(self, peer: Hashable, now: float = 0.0, *, hard: bool = True, count: int = 1,
                     reason: str = "") -> None:
         """Charge ``count`` failures to a peer.
 
@@ -521,7 +533,11 @@ class Scheduler:
                 return
         self._check_rate(record, reason)
 
-    def peer_busy(self, peer: Any, now: float) -> None:
+    def peer_offline(self, peer: Hashable) -> None:
+        """The peer disconnected; it is back once it reconnects (:meth:`add_peer`)."""
+        self.peers[peer].online = False
+
+    def peer_busy(self, peer: Hashable, now: float) -> None:
         """The peer had no room: no fault, but fewer tasks and a pause."""
         record = self.peers[peer]
         record.window = max(self.policy.min_batch, record.window // 2)
@@ -532,12 +548,12 @@ class Scheduler:
         record.setbacks += 1
         record.not_before = max(record.not_before, now + min(10.0, 0.25 * 2 ** record.setbacks))
 
-    def peer_slow(self, peer: Any) -> None:
+    def peer_slow(self, peer: Hashable) -> None:
         """The peer lost a backup race: it gets fewer tasks, but no fault."""
         record = self.peers[peer]
         record.window = max(self.policy.min_batch, record.window // 2)
 
-    def exclude(self, peer: Any, reason: str) -> None:
+    def exclude(self, peer: Hashable, reason: str) -> None:
         record = self.peers[peer]
         if not record.excluded:
             record.excluded = True
@@ -595,7 +611,7 @@ class Scheduler:
 
     # -- stragglers --------------------------------------------------------------------------
 
-    def backup_candidate(self, phase: str, peer: Any, now: float) -> Task | None:
+    def backup_candidate(self, phase: str, peer: Hashable, now: float) -> Task | None:
         """An in-progress task worth duplicating on ``peer``, if the phase is nearly done.
 
         Only once no task of the phase is waiting to start, and only for a

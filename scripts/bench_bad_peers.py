@@ -53,7 +53,7 @@ async def one_run(base: Path, data: Path, expected: dict[str, int], mode: str | 
                 await trio.to_thread.run_sync(swarm.start)
             await trio.sleep(1)  # every peer known to the master before the job
             wait_quiet()
-            job = InitMaster(master, cid, wordcount, 3)
+            job = InitMaster(master, cid, job=wordcount, n_reducers=3)
             started = time.perf_counter()
             root = await job.run()
             took = time.perf_counter() - started
@@ -78,7 +78,7 @@ async def untrusted(base: Path) -> float:
         try:
             started = time.perf_counter()
             try:
-                await InitMaster(master, cid, wordcount, 1).run()
+                await InitMaster(master, cid, job=wordcount, n_reducers=1).run()
             except JobFailed:
                 return time.perf_counter() - started
             raise AssertionError("the job ran on a peer that does not trust its master")

@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from p2pmr import InitMaster, open_node  # noqa: E402
-from p2pmr._libp2p import protocols_of  # noqa: E402
 from p2pmr.job import Job  # noqa: E402
 from p2pmr.node import Node  # noqa: E402
-from p2pmr.protocol import PROTOCOL_ID  # noqa: E402
+from p2pmr.ready import peer_command, start_peer_blocking  # noqa: E402
+from p2pmr.wire.framing import PROTOCOL_ID  # noqa: E402
 
 
 def slow_map(records):  # type: ignore[no-untyped-def]
@@ -54,17 +54,13 @@ JOB = Job(reduce=add, map_batch=slow_map, name="failover")
 
 class Peers:
     def __init__(self, base: Path, master: Node, n: int, workers: int = 1) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[subprocess.Popen[str]] = []
         for i in range(n):
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "p2pmr", "peer", "--repo", str(base / f"peer-{i}"),
-                 "--bootstrap", master.multiaddrs[0], "--trust", str(master.peer_id),
-                 "--workers", str(workers)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                start_new_session=True))
-        for proc in self.procs:
-            assert proc.stdout is not None
-            while b"Ready." not in proc.stdout.readline():
-                pass
+            proc, _ = start_peer_blocking(peer_command(
+                base / f"peer-{i}", ["--bootstrap", master.multiaddrs[0], "--trust",
+                                     str(master.peer_id), "--workers", str(workers)]),
+                stderr=subprocess.DEVNULL)
+            self.procs.append(proc)
 
     def close(self) -> None:
         for proc in self.procs:
@@ -76,9 +72,7 @@ class Peers:
 async def wait_for_workers(master: Node, n: int) -> None:
     with trio.fail_after(60):
         while True:
-            peers = [p for p in master.connected_peers()
-                     if PROTOCOL_ID in protocols_of(master.host, p)]
-            if len(peers) >= n:
+            if len(master.network.peers_speaking(PROTOCOL_ID)) >= n:
                 return
             await trio.sleep(0.05)
 
@@ -90,8 +84,8 @@ async def run_job(base: Path, cid: object, n_peers: int, *, fault: str | None = 
         peers = await trio.to_thread.run_sync(Peers, base, master, n_peers)
         try:
             await wait_for_workers(master, n_peers)
-            job = InitMaster(master, cid if not isinstance(cid, Path) else
-                             await master.add_path(cid), JOB, 2, peer_timeout=peer_timeout,
+            data = cid if not isinstance(cid, Path) else await master.add_path(cid)
+            job = InitMaster(master, data, job=JOB, n_reducers=2, peer_timeout=peer_timeout,
                              journal=journal)
             result: dict[str, float] = {}
 

@@ -2,7 +2,8 @@
 
     python chaos_peer.py MODE --repo DIR --bootstrap MULTIADDR --trust PEER_ID [--seed N]
 
-Modes:
+It is a real peer, made to misbehave through the public fault-injection
+hook (:class:`p2pmr.peer.Faults`). Modes:
 
 * ``good``: a normal peer.
 * ``exit-now``: connects, then exits as soon as it is offered work.
@@ -27,7 +28,7 @@ Peers that fail fast, each in its own way, on every task they are given:
 * ``cancel-fast``: answers every task with ``Error{CANCELLED}``, unasked.
 * ``busy``: says it is busy, always.
 
-It prints the same "Peer ID / Listening on / Ready." lines as ``p2pmr peer``.
+It prints the same ready lines as ``p2pmr peer``.
 """
 
 from __future__ import annotations
@@ -36,99 +37,111 @@ import argparse
 import os
 import random
 import sys
-from typing import Any
 
 import trio
+from libp2p.peer.id import ID as PeerID
 
 from p2pmr.encoding import MSGPACK
-from p2pmr.node import open_node
-from p2pmr.peer import TRUST_FILE, PeerConfig, PeerService, Trust
-from p2pmr.protocol import PROTOCOL_ID, error_frame, pb
+from p2pmr.network import Stream
+from p2pmr.node import Node, open_node
+from p2pmr.peer import Faults, PeerConfig, register_protocol
+from p2pmr.ready import announce_ready
 from p2pmr.storage import unixfs
-from p2pmr.storage.cid import CID
 from p2pmr.storage.varint import encode_uvarint
+from p2pmr.wire._pb import mapreduce_pb2 as pb  # raw frames, for the lies types forbid
+from p2pmr.wire.codes import ErrorCode
+from p2pmr.wire.framing import FrameReader
+from p2pmr.wire.messages import (
+    Error,
+    JobSpec,
+    MapResult,
+    MapTask,
+    ReduceResult,
+    ReduceTask,
+)
 
 # Fail every task at once with this error code.
-FAST_ERRORS = {"error-fast": pb.INTERNAL, "fake-user-error": pb.USER_CODE_ERROR,
-               "no-input": pb.INPUT_NOT_FOUND, "cancel-fast": pb.CANCELLED}
+FAST_ERRORS = {"error-fast": ErrorCode.INTERNAL, "fake-user-error": ErrorCode.USER_CODE_ERROR,
+               "no-input": ErrorCode.INPUT_NOT_FOUND, "cancel-fast": ErrorCode.CANCELLED}
+REFUSALS = {"refuse": ErrorCode.BAD_REQUEST, "busy": ErrorCode.BUSY}
+MODES = ["good", "exit-now", "exit-random", "hang-after-accept", "hang-silent", "liar",
+         "forgetful", "oversize", "garbage", "bad-cid", *FAST_ERRORS, *REFUSALS]
 
 
-class ChaosService(PeerService):
-    def __init__(self, *args: Any, mode: str, rate: float, rng: random.Random) -> None:
-        super().__init__(*args)
+class Chaos(Faults):
+    def __init__(self, node: Node, mode: str, rate: float, rng: random.Random) -> None:
+        self.node = node
         self.mode = mode
         self.rate = rate
         self.rng = rng
 
-    async def _serve(self, remote: Any, reader: Any, writer: Any) -> None:
+    async def on_stream(self, stream: Stream, remote: PeerID) -> bool:
         if self.mode == "exit-now":
             os._exit(3)
         if self.mode == "hang-silent":
-            await reader.read(10)
+            await FrameReader(stream).read(10)
             await trio.sleep_forever()
-        if self.mode in ("refuse", "busy", "oversize", "garbage"):
-            await reader.read(10)
-            if self.mode == "refuse":
-                await self._refuse(writer, pb.BAD_REQUEST, "chaos: I refuse everything")
-            elif self.mode == "busy":
-                await self._refuse(writer, pb.BUSY, "chaos: always busy")
+        if self.mode in ("oversize", "garbage", "bad-cid"):
+            assignment = await FrameReader(stream).read(10)
+            if self.mode == "bad-cid" and assignment is not None:
+                await stream.write(self._bad_results(assignment))
             else:
                 junk = encode_uvarint(64 * 1024 * 1024) if self.mode == "oversize" else b""
-                await writer.stream.write(junk + self.rng.randbytes(200))
-                await trio.sleep(1)
-            return
-        await super()._serve(remote, reader, writer)
+                await stream.write(junk + self.rng.randbytes(200))
+            await trio.sleep(1)
+            return True
+        return False
 
-    async def _run_one(self, kind: str, task: Any, assignment: Any, remote: Any, state: Any,
-                       writer: Any, *args: Any) -> None:
+    def _bad_results(self, assignment: object) -> bytes:
+        out = b""
+        for task in getattr(assignment, "maps", ()):
+            result = pb.MapResult(
+                id=pb.TaskId(job=bytes(task.id.job), phase=pb.MAP, index=task.id.index,
+                             attempt=task.id.attempt),
+                partitions=[b"\x01\x02 not a CID"] * assignment.job.reducers)  # type: ignore[attr-defined]
+            payload = pb.Frame(version=1, map_result=result).SerializeToString()
+            out += encode_uvarint(len(payload)) + payload
+        return out
+
+    async def on_assignment(self, assignment: object, remote: PeerID) -> Error | None:
+        code = REFUSALS.get(self.mode)
+        return Error(code, f"chaos: {self.mode}") if code is not None else None
+
+    async def on_task(self, task: MapTask | ReduceTask, job: JobSpec
+                      ) -> MapResult | ReduceResult | Error | None:
         code = FAST_ERRORS.get(self.mode)
         if code is not None:
-            await writer.write(error_frame(code, f"chaos: {self.mode}",
-                                           "Traceback (made up)\n", task.id))
-            return
-        await self._behave(kind, task, assignment, remote, state, writer, *args)
-
-    async def _behave(self, kind: str, task: Any, *args: Any) -> None:
+            return Error(code, f"chaos: {self.mode}", "Traceback (made up)\n", task.id)
         if self.mode == "hang-after-accept":
             await trio.sleep_forever()
         if self.mode == "exit-random" and self.rng.random() < self.rate:
             await trio.sleep(self.rng.uniform(0, 0.5))
             os._exit(4)
-        await super()._run_one(kind, task, *args)
+        return None
 
-    async def _map(self, task: Any, assignment: Any, remote: Any, state: Any) -> pb.Frame:
-        frame = await super()._map(task, assignment, remote, state)
+    async def on_result(self, task: MapTask | ReduceTask, job: JobSpec,
+                        answer: MapResult | ReduceResult) -> MapResult | ReduceResult:
+        if not isinstance(answer, MapResult):
+            return answer
         if self.mode == "forgetful":
-            await self._forget(frame.map_result)
-        if self.mode == "bad-cid":
-            result = frame.map_result
-            reducers = assignment.job.reducers
-            del result.partitions[:]
-            result.partitions.extend([b"\x01\x02 not a CID"] * reducers)
-            return frame
-        if self.mode != "liar":
-            return frame
-        # Replace the partitions with plausible but wrong ones.
-        result = frame.map_result
-        reducers = assignment.job.reducers
-        fake = MSGPACK.encode_partition([(MSGPACK.dumps("lie"), [self.rng.randrange(10**6)])])
-        cid = await unixfs.add_bytes(self.node.blocks, fake)
-        del result.partitions[:]
-        del result.blocks[:]
-        result.partitions.extend([bytes(cid)] + [b""] * (reducers - 1))
-        del result.partition_records[:]
-        result.partition_records.extend([1] + [0] * (reducers - 1))
-        return frame
+            await self._forget(answer)
+        if self.mode == "liar":
+            # Plausible but wrong partitions.
+            fake = MSGPACK.encode_partition([(MSGPACK.dumps("lie"),
+                                              [self.rng.randrange(10**6)])])
+            cid = await unixfs.add_bytes(self.node.blocks, fake)
+            return MapResult(answer.id, (cid,) + (None,) * (job.reducers - 1),
+                             (1,) + (0,) * (job.reducers - 1), answer.head, answer.tail,
+                             answer.no_newline, answer.records_in, 1, answer.timings)
+        return answer
 
-
-    async def _forget(self, result: Any) -> None:
+    async def _forget(self, result: MapResult) -> None:
         if result.blocks:  # sent inline: nothing left to forget
             return
         local = self.node.local
         assert local is not None
-        for raw in result.partitions:
-            if raw:
-                root = CID.from_bytes(raw)
+        for root in result.partitions:
+            if root is not None:
                 for seg in await unixfs.file_segments(local, root):
                     await local.delete(seg.cid)
                 await local.delete(root)
@@ -137,19 +150,9 @@ class ChaosService(PeerService):
 async def main(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     async with open_node(args.repo, bootstrap=args.bootstrap) as node:
-        config = PeerConfig(workers=args.workers)
-        service = ChaosService(node, config, Trust(args.trust, file=node.repo / TRUST_FILE),
-                               mode=args.mode, rate=args.rate, rng=rng)
-        node.host.set_stream_handler(PROTOCOL_ID, service.handle)
-        node.spawn(service.run)
-        push = getattr(node.host, "_push_identify_to_all_peers", None)
-        if push is not None:
-            node.spawn(push)
-        print(f"Peer ID: {node.peer_id}")
-        print("Listening on:")
-        for addr in node.multiaddrs:
-            print(f"  {addr}")
-        print("Ready.", flush=True)
+        service = register_protocol(node, trust=args.trust, config=PeerConfig(
+            workers=args.workers), faults=Chaos(node, args.mode, args.rate, rng))
+        announce_ready(node, service)
         with trio.open_signal_receiver(15, 2) as signals:
             async for _ in signals:
                 return
@@ -157,9 +160,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["good", "exit-now", "exit-random", "hang-after-accept",
-                                         "hang-silent", "liar", "forgetful", "refuse", "busy",
-                                         "oversize", "garbage", "bad-cid", *FAST_ERRORS])
+    parser.add_argument("mode", choices=MODES)
     parser.add_argument("--repo", required=True)
     parser.add_argument("--bootstrap", action="append", default=[])
     parser.add_argument("--trust", action="append", default=[])

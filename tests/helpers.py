@@ -8,9 +8,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from p2pmr.errors import NodeError
+from p2pmr.ready import peer_command, start_peer_blocking
 
 ROOT = Path(__file__).resolve().parent.parent
 GUTENBERG = ROOT / "examples" / "data" / "gutenberg"
@@ -39,46 +41,31 @@ class PeerProcess:
                  env: dict[str, str] | None = None, chaos: str | None = None,
                  cgroup: Path | None = None) -> None:
         self.repo = repo
-        if chaos is None:
-            cmd = [sys.executable, "-m", "p2pmr", "peer", "--repo", str(repo), *args]
-        else:  # a deliberately misbehaving peer (tests/chaos_peer.py)
-            cmd = [sys.executable, str(Path(__file__).parent / "chaos_peer.py"), chaos,
-                   "--repo", str(repo), *args]
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        script = Path(__file__).parent / "chaos_peer.py" if chaos is not None else None
+        command = peer_command(repo, args, script=script)
+        if chaos is not None:  # a deliberately misbehaving peer (tests/chaos_peer.py)
+            command.insert(2, chaos)
 
         def enter_cgroup() -> None:  # in the child, before it runs anything
             if cgroup is not None:
                 (cgroup / "cgroup.procs").write_text(str(os.getpid()))
 
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=full_env, start_new_session=True,
-                                     preexec_fn=enter_cgroup if cgroup is not None else None)
-        self.peer_id = ""
-        self.addrs: list[str] = []
         self.stderr_lines: list[str] = []
-        threading.Thread(target=self._drain_stderr, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        assert self.proc.stdout is not None
-        while True:
-            if time.monotonic() > deadline:
-                self.kill()
-                raise TimeoutError(f"peer did not start within {timeout}s: {self.stderr}")
-            line = self.proc.stdout.readline()
-            if not line:
-                self.proc.wait(5)
-                raise RuntimeError(f"peer exited ({self.proc.returncode}): {self.stderr}")
-            line = line.strip()
-            if line.startswith("Peer ID:"):
-                self.peer_id = line.split(":", 1)[1].strip()
-            elif "/p2p/" in line:
-                self.addrs.append(line)
-            elif line == "Ready.":
-                break
+        try:
+            self.proc, ready = start_peer_blocking(
+                command, timeout=timeout, env=env, stderr=subprocess.PIPE,
+                preexec=enter_cgroup if cgroup is not None else None,
+                started=lambda proc: threading.Thread(target=self._drain_stderr, args=(proc,),
+                                                      daemon=True).start())
+        except NodeError as exc:
+            raise RuntimeError(f"{exc}: {self.stderr}") from None
+        self.peer_id = ready.peer_id
+        self.addrs = list(ready.addrs)
         threading.Thread(target=self._drain_stdout, daemon=True).start()
 
-    def _drain_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
+    def _drain_stderr(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
             self.stderr_lines.append(line)
 
     def _drain_stdout(self) -> None:

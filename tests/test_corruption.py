@@ -81,7 +81,7 @@ async def test_a_job_on_corrupt_input_fails_fast_naming_the_block(master: Node,
     _, leaves = _leaves(TEXT)
     bad = _flip_a_bit(master.repo, leaves[1])
     await trio.to_thread.run_sync(swarm.start)
-    job = InitMaster(master, cid, load_job_file(WORDCOUNT), 1)
+    job = InitMaster(master, cid, job=load_job_file(WORDCOUNT), n_reducers=1)
     started = trio.current_time()
     with trio.fail_after(60), pytest.raises(JobFailed) as info:
         await job.run()
@@ -99,7 +99,7 @@ async def test_the_master_repairs_its_input_from_a_peer(master: Node, swarm: Swa
     await trio.to_thread.run_sync(lambda: swarm.start(name="seeded"))
     _flip_a_bit(master.repo, cid)
     with trio.fail_after(60):
-        root = await InitMaster(master, cid, load_job_file(WORDCOUNT), 1).run()
+        root = await InitMaster(master, cid, job=load_job_file(WORDCOUNT), n_reducers=1).run()
     assert await output_counts(master, root) == reference_counts([TEXT])
     assert await master.local.verify(cid)  # type: ignore[union-attr]
 
@@ -116,7 +116,7 @@ async def test_a_peer_with_a_corrupt_copy_fetches_a_good_one(master: Node,
         _flip_a_bit(seeded, leaf)
     peer = await trio.to_thread.run_sync(lambda: swarm.start(name="seeded"))
     with trio.fail_after(60):
-        root = await InitMaster(master, cid, load_job_file(WORDCOUNT), 1).run()
+        root = await InitMaster(master, cid, job=load_job_file(WORDCOUNT), n_reducers=1).run()
     assert await output_counts(master, root) == reference_counts([TEXT])
     assert "is corrupt" in peer.stderr
     assert all(FlatFS(seeded).read(leaf) is not None for leaf in leaves)

@@ -45,7 +45,7 @@ async def test_crash(master: Node, swarm: Swarm, tmp_path: Path) -> None:
     job = load_with_env("crash.py", P2PMR_CRASH_MAX_SLEEP="10")
     for i in range(3):
         await trio.to_thread.run_sync(lambda i=i: swarm.start(name=f"crash-{i}"))
-    master_job = InitMaster(master, cid, job, 3, peer_timeout=3)
+    master_job = InitMaster(master, cid, job=job, n_reducers=3, peer_timeout=3)
 
     async def kill_and_restart() -> None:
         for round_ in range(3):
@@ -67,7 +67,7 @@ async def test_job_count_each_map_runs_once(master: Node, swarm: Swarm, tmp_path
     cid = await master.add_path(GUTENBERG)
     for _ in range(2):
         await trio.to_thread.run_sync(swarm.start)
-    master_job = InitMaster(master, cid, job, 2)
+    master_job = InitMaster(master, cid, job=job, n_reducers=2)
     with trio.fail_after(200):
         await master_job.run()
     names = [p.name.rsplit("@", 1)[0] for p in markers.iterdir()]
@@ -103,7 +103,7 @@ async def test_map_and_reduce_parallelism(master: Node, swarm: Swarm, tmp_path: 
     cid = await master.add_path(GUTENBERG)
     for _ in range(2):
         await trio.to_thread.run_sync(swarm.start)
-    timing = InitMaster(master, cid, job, 4)
+    timing = InitMaster(master, cid, job=job, n_reducers=4)
     with trio.fail_after(200):
         await timing.run()
     print(f"parallelism: {redone(timing)} attempt(s) beyond the first")
@@ -119,7 +119,7 @@ async def test_early_exit_run_returns_only_when_output_is_final(master: Node, sw
     cid = await master.add_path(GUTENBERG)
     for _ in range(2):
         await trio.to_thread.run_sync(swarm.start)
-    job = InitMaster(master, cid, load_job_file(JOBS / "slow_reduce.py"), 3)
+    job = InitMaster(master, cid, job=load_job_file(JOBS / "slow_reduce.py"), n_reducers=3)
     started = time.monotonic()
     with trio.fail_after(120):
         root = await job.run()
@@ -163,7 +163,7 @@ async def test_churn(master: Node, swarm: Swarm, tmp_path: Path, mix: dict[str, 
             await trio.to_thread.run_sync(
                 lambda m=mode, s=seed: swarm.start(None if m == "good" else m, seed=s))
     wordcount = load_job_file(Path(__file__).parent.parent / "examples" / "wordcount.py")
-    job = InitMaster(master, cid, wordcount, 3, peer_timeout=2)
+    job = InitMaster(master, cid, job=wordcount, n_reducers=3, peer_timeout=2)
 
     async def churn() -> None:
         await trio.sleep(1.5)
@@ -187,7 +187,8 @@ async def test_outputs_gone_before_the_master_fetched_them(master: Node, swarm: 
     files = gutenberg_files()[:3]
     cid = await master.add_path(copy_into(tmp_path / "in", files))
     forgetful = await trio.to_thread.run_sync(lambda: swarm.start("forgetful", name="forgetful"))
-    job = InitMaster(master, cid, load_job_file(JOBS / "records.py"), 2, fetch_timeout=3)
+    job = InitMaster(master, cid, job=load_job_file(JOBS / "records.py"), n_reducers=2,
+                     fetch_timeout=3)
 
     async def good_peer_after_a_lost_output() -> None:
         # Alone, the forgetful peer gets a whole split first, whose output is
@@ -213,7 +214,8 @@ async def test_resume_keeps_the_journaled_runs_settings(master: Node, tmp_path: 
     cid = await master.add_path(GUTENBERG / "pg-metamorphosis.txt")
     wordcount = load_job_file(Path(__file__).parent.parent / "examples" / "wordcount.py")
     async with peers(master, tmp_path / "peers", 2):
-        first = InitMaster(master, cid, wordcount, 2, cid_version=1, boundary_group=2)
+        first = InitMaster(master, cid, job=wordcount, n_reducers=2, cid_version=1,
+                           boundary_group=2)
         with trio.fail_after(120):
             root = await first.run()
         assert str(root).startswith("bafy")
@@ -222,7 +224,7 @@ async def test_resume_keeps_the_journaled_runs_settings(master: Node, tmp_path: 
         lines = journal.read_text().splitlines(keepends=True)
         assert json.loads(lines[-1])["t"] == "output"
         journal.write_text("".join(lines[:-1]))
-        again = InitMaster(master, cid, wordcount, 2, resume=True)
+        again = InitMaster(master, cid, job=wordcount, n_reducers=2, resume=True)
         with trio.fail_after(120):
             assert await again.run() == root
     tasks = first.get_map_status().total + first.get_reduce_status().total
@@ -343,7 +345,7 @@ async def _with_a_fast_failer(master: Node, swarm: Swarm, tmp_path: Path, mode: 
             nursery.start_soon(trio.to_thread.run_sync, swarm.start)
     await _until_workers(master, 3)
     wordcount = load_job_file(Path(__file__).parent.parent / "examples" / "wordcount.py")
-    job = InitMaster(master, cid, wordcount, 3, **options)
+    job = InitMaster(master, cid, job=wordcount, n_reducers=3, **options)
     with trio.fail_after(120):
         root = await job.run()
     assert await output_counts(master, root) == reference_counts(files)
@@ -371,12 +373,10 @@ async def _with_a_fast_failer(master: Node, swarm: Swarm, tmp_path: Path, mode: 
 
 async def _until_workers(master: Node, n: int) -> None:
     """Wait until ``n`` connected peers are known to speak the protocol."""
-    from p2pmr._libp2p import protocols_of
-    from p2pmr.protocol import PROTOCOL_ID
+    from p2pmr.wire.framing import PROTOCOL_ID
 
     with trio.fail_after(30):
-        while sum(PROTOCOL_ID in protocols_of(master.host, p)  # noqa: ASYNC110
-                  for p in master.connected_peers()) < n:
+        while len(master.network.peers_speaking(PROTOCOL_ID)) < n:  # noqa: ASYNC110
             await trio.sleep(0.05)
 
 

@@ -41,7 +41,7 @@ async def test_remote_traceback_names_the_job_file_and_shows_its_lines(master: N
     cid = await master.add_path(GUTENBERG / "pg-frankenstein.txt")
     async with peers(master, tmp_path / "peers", 1):
         with trio.fail_after(60), pytest.raises(JobFailed) as info:
-            await InitMaster(master, cid, raises, 1).run()
+            await InitMaster(master, cid, job=raises, n_reducers=1).run()
     message = str(info.value)
     assert 'File "raises.py", line 6, in map' in message
     assert '    raise ValueError(f"refusing to map {line!r}")' in message
@@ -75,6 +75,7 @@ def test_one_worker_carries_the_classes_of_two_versions_of_a_job(tmp_path: Path)
     defines a class of the same name anew. Under the pickle encoding, each
     run's records must pickle with that run's class."""
     from p2pmr import _worker
+    from p2pmr.records import encode_records
 
     codes = []
     for version in ("1", "2"):
@@ -88,7 +89,7 @@ def test_one_worker_carries_the_classes_of_two_versions_of_a_job(tmp_path: Path)
             code_cid=hashlib.sha256(code).digest(), code=code, encoding="pickle",
             allow_pickle=True, reducers=2, cid_version=0,
             limits=_worker.WorkerLimits(cpu_seconds=None),
-            records=_worker.encode_records([("f", 0, b"Hans and Gretel", True)])))
+            records=encode_records([("f", 0, b"Hans and Gretel", True)])))
         assert outcome.failure is None, outcome.failure
 
 
@@ -145,5 +146,5 @@ async def test_pickle_encoding_carries_the_job_files_own_classes(master: Node,
     classes = load_job_file(JOBS / "pickled_classes.py")
     async with peers(master, tmp_path / "peers", 2, extra=("--allow-pickle",)):
         with trio.fail_after(120):
-            root = await InitMaster(master, cid, classes, 3, encoding="pickle").run()
+            root = await InitMaster(master, cid, job=classes, n_reducers=3, encoding="pickle").run()
     assert sorted(await output_lines(master, root)) == _reference(sorted(GUTENBERG.iterdir()))

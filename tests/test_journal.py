@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from p2pmr.job import JobDescriptor
-from p2pmr.journal import Journal, find_journal
+from p2pmr.master.journal import Journal, find_journal
 from p2pmr.storage.cid import CID
 
 

@@ -161,7 +161,7 @@ async def test_wordcount_job_through_kubo_backed_master_and_peers(
         cid = await master.add_path(src)
         async with peers(master, tmp_path / "peers", 2, extra=("--ipfs-api", jsipfs.api)):
             with trio.fail_after(120):
-                root = await InitMaster(master, cid, wordcount, 3).run()
+                root = await InitMaster(master, cid, job=wordcount, n_reducers=3).run()
         assert await output_counts(master, root) == reference_counts(files)
     # Neither master nor peers kept a block of their own.
     assert not await trio.to_thread.run_sync(lambda: list(tmp_path.rglob("*.data")))

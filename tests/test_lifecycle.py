@@ -122,7 +122,7 @@ async def test_a_journal_deleted_mid_run_is_written_again(master: Node, tmp_path
     finally:
         del os.environ["P2PMR_MARKERS"], os.environ["P2PMR_JOBCOUNT_SLEEP"]
     cid = await master.add_path(GUTENBERG)
-    job = InitMaster(master, cid, jobcount, 2)
+    job = InitMaster(master, cid, job=jobcount, n_reducers=2)
 
     async def delete_the_journal() -> None:
         while job.get_map_status().complete < 4:  # noqa: ASYNC110 (polling a status API)
@@ -144,7 +144,7 @@ async def test_a_journal_deleted_mid_run_is_written_again(master: Node, tmp_path
         assert sum(r["t"] == "done" for r in records) == tasks
         assert "was deleted or replaced while the job ran" in caplog.text
         # And it is the journal a resumed run trusts: nothing runs again.
-        again = InitMaster(master, cid, jobcount, 2, resume=True)
+        again = InitMaster(master, cid, job=jobcount, n_reducers=2, resume=True)
         with trio.fail_after(60):
             assert await again.run() == root
         assert again.resumed_tasks == tasks

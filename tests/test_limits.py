@@ -18,7 +18,9 @@ import trio
 from p2pmr import InitMaster, JobFailed, _worker
 from p2pmr.job import dump_job, load_job_file
 from p2pmr.node import Node
+from p2pmr.records import encode_records
 from p2pmr.storage.flatfs import FlatFS
+from p2pmr.wire.codes import ErrorCode
 
 from .helpers import GUTENBERG, ROOT, PeerProcess, run_cli
 
@@ -99,8 +101,8 @@ def test_a_full_disk_is_a_limit_that_names_the_fix(tmp_path: Path,
         code_cid=b"c", code=dump_job(load_job_file(ROOT / "examples" / "wordcount.py")),
         encoding="msgpack", allow_pickle=False, reducers=1, cid_version=0,
         limits=_worker.WorkerLimits(cpu_seconds=None), store=str(tmp_path),
-        records=_worker.encode_records([("f", 0, b"some words here", True)])))
-    assert outcome.failure is not None and outcome.failure.code == _worker.LIMIT_EXCEEDED
+        records=encode_records([("f", 0, b"some words here", True)])))
+    assert outcome.failure is not None and outcome.failure.code is ErrorCode.LIMIT_EXCEEDED
     assert "disk is full" in outcome.failure.message and str(tmp_path) in outcome.failure.message
 
 
@@ -148,7 +150,7 @@ async def test_the_kernels_oom_killer_is_a_limit_too(master: Node, tmp_path: Pat
                                 str(master.peer_id), "--workers", "1", "--max-task-memory", "0"],
             cgroup=group))
         try:
-            job = InitMaster(master, cid, load_job_file(JOBS / "hog_memory.py"), 1)
+            job = InitMaster(master, cid, job=load_job_file(JOBS / "hog_memory.py"), n_reducers=1)
             with trio.fail_after(120), pytest.raises(JobFailed) as info:
                 await job.run()
         finally:

@@ -47,7 +47,7 @@ async def test_wordcount_directory_matches_sequential(master: Node, tmp_path: Pa
     assert any(c.startswith(b"e, g|rinds") or b"g|rindst" in c for c in cuts)
 
     async with peers(master, tmp_path / "peers", 3):
-        job = InitMaster(master, cid, wordcount, 5)
+        job = InitMaster(master, cid, job=wordcount, n_reducers=5)
         root = await job.run()
     assert sorted(await output_lines(master, root)) == reference_wordcount(texts)
     status = job.get_map_status()
@@ -66,7 +66,7 @@ async def test_wordcount_concatenated_file_and_per_line_map(master: Node,
     per_line = InitMaster(master, cid, wordcount.map, wordcount.reduce, 3,
                           combine_fn=wordcount.combine)
     async with peers(master, tmp_path / "peers", 3):
-        batch_root = await InitMaster(master, cid, wordcount, 3).run()
+        batch_root = await InitMaster(master, cid, job=wordcount, n_reducers=3).run()
         line_root = await per_line.run()
     expected = reference_wordcount([big])
     assert sorted(await output_lines(master, batch_root)) == expected
@@ -81,7 +81,7 @@ async def test_indexer_matches_sequential(master: Node, tmp_path: Path) -> None:
     cid = await master.add_path(GUTENBERG)
     async with peers(master, tmp_path / "peers", 3):
         indexer = load_job_file(ROOT / "examples" / "indexer.py")
-        root = await InitMaster(master, cid, indexer, 4).run()
+        root = await InitMaster(master, cid, job=indexer, n_reducers=4).run()
     index: dict[str, set[str]] = defaultdict(set)
     for path in sorted(GUTENBERG.iterdir()):
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -104,7 +104,7 @@ async def test_records_are_exact_keys_and_lines(master: Node, tmp_path: Path, gr
     (tree.parent / "empty.txt").write_bytes(b"")
     cid = await master.add_path(tree.parent)
     async with peers(master, tmp_path / "peers", 2):
-        job = InitMaster(master, cid, load_job_file(JOBS / "records.py"), 2,
+        job = InitMaster(master, cid, job=load_job_file(JOBS / "records.py"), n_reducers=2,
                          boundary_group=group)
         root = await job.run()
     splits = -(-len(data) // 262144)
@@ -123,7 +123,7 @@ async def test_lines_spanning_many_blocks_stay_whole(master: Node, tmp_path: Pat
     cid = await master.add_path(tmp_path / "long.txt")
     async with peers(master, tmp_path / "peers", 3):
         for group in (1, 2, 3):
-            job = InitMaster(master, cid, load_job_file(JOBS / "records.py"), 2,
+            job = InitMaster(master, cid, job=load_job_file(JOBS / "records.py"), n_reducers=2,
                              boundary_group=group)
             with trio.fail_after(120):
                 root = await job.run()
@@ -137,11 +137,13 @@ async def test_empty_input_and_more_reducers_than_keys(master: Node, tmp_path: P
     small.write_bytes(b"one two\n")
     wordcount = load_job_file(ROOT / "examples" / "wordcount.py")
     async with peers(master, tmp_path / "peers", 2):
-        root = await InitMaster(master, await master.add_path(empty), wordcount, 3).run()
+        root = await InitMaster(master, await master.add_path(empty), job=wordcount,
+                                n_reducers=3).run()
         assert await output_lines(master, root) == []
         names = [e.name for e in await unixfs.list_directory(master.blocks, root)]
         assert names == ["_manifest.json", "part-00000", "part-00001", "part-00002"]
-        root = await InitMaster(master, await master.add_path(small), wordcount, 7).run()
+        root = await InitMaster(master, await master.add_path(small), job=wordcount,
+                                n_reducers=7).run()
     assert sorted(await output_lines(master, root)) == ["one\t1", "two\t1"]
     assert len(await unixfs.list_directory(master.blocks, root)) == 8
 
@@ -157,7 +159,7 @@ async def test_fifty_mib_two_level_dag(master: Node, tmp_path: Path) -> None:
     assert len(segments) == 200  # 200 leaves > 174 links: a two-level DAG
     wordcount = load_job_file(ROOT / "examples" / "wordcount.py")
     async with peers(master, tmp_path / "peers", 2):
-        root = await InitMaster(master, cid, wordcount, 4).run()
+        root = await InitMaster(master, cid, job=wordcount, n_reducers=4).run()
     assert sorted(await output_lines(master, root)) == reference_wordcount([path])
 
 
@@ -165,7 +167,7 @@ async def test_missing_input_fails_clearly_within_deadline(master: Node, tmp_pat
     ghost = CID.hash(b"this input exists nowhere")
     wordcount = load_job_file(ROOT / "examples" / "wordcount.py")
     async with peers(master, tmp_path / "peers", 1):
-        job = InitMaster(master, ghost, wordcount, 2, input_timeout=3)
+        job = InitMaster(master, ghost, job=wordcount, n_reducers=2, input_timeout=3)
         with trio.fail_after(15):
             with pytest.raises(JobFailed, match="could not be resolved"):
                 await job.run()
@@ -174,7 +176,7 @@ async def test_missing_input_fails_clearly_within_deadline(master: Node, tmp_pat
 async def test_map_that_raises_fails_with_remote_traceback(master: Node, tmp_path: Path) -> None:
     cid = await master.add_path(GUTENBERG / "pg-frankenstein.txt")
     async with peers(master, tmp_path / "peers", 2):
-        job = InitMaster(master, cid, load_job_file(JOBS / "raises.py"), 2)
+        job = InitMaster(master, cid, job=load_job_file(JOBS / "raises.py"), n_reducers=2)
         with trio.fail_after(60), pytest.raises(JobFailed) as info:
             await job.run()
     message = str(info.value)
@@ -192,7 +194,7 @@ async def test_worker_death_is_survived(master: Node, tmp_path: Path) -> None:
         del os.environ["P2PMR_TEST_MARKER"]
     cid = await master.add_path(GUTENBERG / "pg-metamorphosis.txt")
     async with peers(master, tmp_path / "peers", 1) as swarm:
-        root = await InitMaster(master, cid, job_def, 1).run()
+        root = await InitMaster(master, cid, job=job_def, n_reducers=1).run()
         assert all(p.process.returncode is None for p in swarm)  # the peer lived on
     assert marker.exists()  # a worker really died
     lines = (GUTENBERG / "pg-metamorphosis.txt").read_bytes().count(b"\n")
@@ -202,7 +204,7 @@ async def test_worker_death_is_survived(master: Node, tmp_path: Path) -> None:
 async def test_status_moves_from_zero_to_total(master: Node, tmp_path: Path) -> None:
     cid = await master.add_path(GUTENBERG)
     wordcount = load_job_file(ROOT / "examples" / "wordcount.py")
-    job = InitMaster(master, cid, wordcount, 3)
+    job = InitMaster(master, cid, job=wordcount, n_reducers=3)
     seen: list[tuple[int, int, int, int]] = []
 
     async def poll() -> None:

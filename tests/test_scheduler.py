@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from p2pmr.scheduler import FailureKind, Policy, Scheduler, State, Task
+from p2pmr.scheduler import Abort, FailureKind, Policy, Scheduler, State, Task
 
 
 def make(n: int = 4, **policy: object) -> Scheduler:
@@ -157,12 +157,12 @@ def test_an_abort_before_the_attempt_is_wired_is_kept_not_lost() -> None:
     task = sched.next_idle("map")
     assert task is not None
     attempt = sched.start(task, "p", now=0.0)
-    attempt.abort("superseded", "another attempt finished first")
+    attempt.abort(Abort.SUPERSEDED, "another attempt finished first")
     assert not attempt.aborted
-    seen: list[tuple[str, str]] = []
+    seen: list[tuple[Abort, str]] = []
     attempt.arm(lambda kind, reason: seen.append((kind, reason)))
-    assert attempt.aborted and seen == [("superseded", "another attempt finished first")]
-    attempt.abort("lost", "again")  # once only
+    assert attempt.aborted and seen == [(Abort.SUPERSEDED, "another attempt finished first")]
+    attempt.abort(Abort.LOST, "again")  # once only
     assert len(seen) == 1
 
 
@@ -263,15 +263,16 @@ async def test_one_event_is_one_charge_however_many_streams_saw_it() -> None:
     """A peer holding several streams that dies or falls silent fails each
     stream at once: that is one failure, not one per stream. A peer that
     fails again after being heard from again is charged again."""
-    from p2pmr.master import Master
-    from p2pmr.storage.cid import CID
+    from p2pmr.master.liveness import PeerWatch
 
-    master = Master(None, CID.hash(b"input"), None, 1)  # type: ignore[arg-type]
-    record = master.scheduler.add_peer("p")
-    master._last_heard["p"] = 1.0
+    sched = Scheduler(Policy())
+    watch = PeerWatch(None, sched, peer_timeout=5.0, changed=lambda: None)  # type: ignore[arg-type]
+    record = sched.add_peer("p")
+    watch.heard("p")  # type: ignore[arg-type]
     for stream in range(5):
-        master._charge("p", f"stream {stream} broke")
+        watch.charge("p", f"stream {stream} broke")  # type: ignore[arg-type]
     assert record.failures == 1 and not record.excluded
-    master._last_heard["p"] = trio.current_time() + 1  # a frame came in since
-    master._charge("p", "refused an assignment")
+    await trio.sleep(0.01)
+    watch.heard("p")  # type: ignore[arg-type]  # a frame came in since
+    watch.charge("p", "refused an assignment")  # type: ignore[arg-type]
     assert record.failures == 2

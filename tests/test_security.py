@@ -18,12 +18,16 @@ from p2pmr import InitMaster, JobFailed
 from p2pmr.encoding import MSGPACK, get_codec
 from p2pmr.errors import EncodingError, P2PMRError
 from p2pmr.job import Job, load_job_file
+from p2pmr.network import Libp2pStream
 from p2pmr.node import Node, open_node
 from p2pmr.peer import PeerConfig, register_protocol
-from p2pmr.protocol import PROTOCOL_ID, FrameReader, pb
 from p2pmr.storage import unixfs
 from p2pmr.storage.cid import CID
 from p2pmr.storage.varint import encode_uvarint
+from p2pmr.wire._pb import mapreduce_pb2 as pb  # raw frames, for fuzzing
+from p2pmr.wire.codes import ErrorCode
+from p2pmr.wire.framing import PROTOCOL_ID, FrameReader
+from p2pmr.wire.messages import Accepted, Error, Message, Progress
 
 from .helpers import GUTENBERG, ROOT, PeerProcess, run_cli
 from .swarm import Swarm, output_counts, reference_counts
@@ -61,12 +65,12 @@ async def test_untrusted_master_is_refused_and_nothing_runs(master: Node, tmp_pa
         with trio.fail_after(20):
             while str(PROTOCOL_ID) not in _protocols(master, peer.peer_id):  # noqa: ASYNC110
                 await trio.sleep(0.05)
-            stream = await master.host.new_stream(_pid(peer.peer_id), [PROTOCOL_ID])
+            stream = await master.network.open_stream(_pid(peer.peer_id), PROTOCOL_ID)
             frame = await FrameReader(stream).read(10)
-        assert frame is not None and frame.error.code == pb.NOT_AUTHORISED
-        assert "not a trusted master" in frame.error.message
+        assert isinstance(frame, Error) and frame.code is ErrorCode.NOT_AUTHORISED
+        assert "not a trusted master" in frame.message
         # And as a job: the peer is excluded, the job fails, the code never ran.
-        job = InitMaster(master, cid, marker_job(marker), 1, wait_for_workers=3)
+        job = InitMaster(master, cid, job=marker_job(marker), n_reducers=1, wait_for_workers=3)
         with trio.fail_after(30), pytest.raises(JobFailed, match="does not trust this master"):
             await job.run()
         assert all(s.excluded for s in job.get_peer_status().values())
@@ -85,7 +89,7 @@ def _pid(text: str) -> object:
 def _protocols(node: Node, peer_id: str) -> list[str]:
     from p2pmr._libp2p import protocols_of
 
-    return protocols_of(node.host, _pid(peer_id))
+    return protocols_of(node.host, _pid(peer_id))  # as the master's network sees them
 
 
 async def test_trust_file_in_repo(master: Node, tmp_path: Path) -> None:
@@ -97,7 +101,7 @@ async def test_trust_file_in_repo(master: Node, tmp_path: Path) -> None:
         lambda: PeerProcess(repo, ["--bootstrap", master.multiaddrs[0]]))
     try:
         with trio.fail_after(60):
-            root = await InitMaster(master, cid, load_job_file(WORDCOUNT), 1).run()
+            root = await InitMaster(master, cid, job=load_job_file(WORDCOUNT), n_reducers=1).run()
     finally:
         peer.kill()
     assert await output_counts(master, root) == \
@@ -112,7 +116,7 @@ async def test_a_peer_that_does_not_trust_the_master_costs_seconds(master: Node,
     peer = await trio.to_thread.run_sync(lambda: PeerProcess(
         tmp_path / "peer", ["--bootstrap", master.multiaddrs[0]]))
     try:
-        job = InitMaster(master, cid, load_job_file(WORDCOUNT), 1)
+        job = InitMaster(master, cid, job=load_job_file(WORDCOUNT), n_reducers=1)
         started = trio.current_time()
         with trio.fail_after(40), pytest.raises(JobFailed) as info:
             await job.run()
@@ -209,7 +213,7 @@ def _frame_raw(field: int) -> bytes:
 
 
 async def _send(peer: PeerProcess, repo: Path, data: bytes, *, half_close: bool = True,
-                deadline: float = 15.0) -> pb.Frame | None:
+                deadline: float = 15.0) -> Message | None:
     """Send raw bytes on a fresh stream; return the peer's first frame, or None."""
     async with open_node(repo) as node:
         await node.connect(peer.addr)
@@ -217,7 +221,7 @@ async def _send(peer: PeerProcess, repo: Path, data: bytes, *, half_close: bool 
         await stream.write(data)
         if half_close:
             await stream.close_write()
-        reader = FrameReader(stream, max_size=4 * 1024 * 1024)
+        reader = FrameReader(Libp2pStream(stream), max_size=4 * 1024 * 1024)
         with trio.fail_after(deadline):  # never a hang
             try:
                 return await reader.read(deadline)
@@ -233,9 +237,9 @@ def test_fuzzed_frames_get_an_error_or_a_closed_stream(target: tuple[PeerProcess
     peer, repo = target
     reply = trio.run(_send, peer, repo, data)
     if reply is not None:
-        assert reply.WhichOneof("body") in ("error", "accepted", "progress")
-        if reply.WhichOneof("body") == "error":
-            assert reply.error.code != pb.ERROR_UNSPECIFIED and reply.error.message
+        assert isinstance(reply, (Error, Accepted, Progress))
+        if isinstance(reply, Error):
+            assert reply.code is not ErrorCode.ERROR_UNSPECIFIED and reply.message
     assert peer.proc.poll() is None, "the peer crashed"
 
 
@@ -256,15 +260,15 @@ async def test_bad_job_code_is_an_error_not_a_crash(target: tuple[PeerProcess, P
             await stream.write(_frame(assignment=pb.Assignment(
                 job=_spec(code=bytes(code_cid)), heartbeat_ms=200,
                 maps=[_map_task(bytes(block_cid))])))
-            reader = FrameReader(stream)
+            reader = FrameReader(Libp2pStream(stream))
             with trio.fail_after(30):
                 while True:
                     frame = await reader.read(10)
                     assert frame is not None
-                    if frame.WhichOneof("body") == "error":
+                    if isinstance(frame, Error):
                         break
-        assert frame.error.code == pb.BAD_JOB and expected in (frame.error.message +
-                                                               frame.error.traceback)
+        assert frame.code is ErrorCode.BAD_JOB and expected in (frame.message +
+                                                               frame.traceback)
     assert peer.proc.poll() is None
 
 
@@ -278,10 +282,11 @@ async def test_trickled_frame_times_out(target: tuple[PeerProcess, Path]) -> Non
         started = trio.current_time()
         with trio.fail_after(30):
             try:
-                reply = await FrameReader(stream).read(30)
+                reply = await FrameReader(Libp2pStream(stream)).read(30)
             except P2PMRError:
                 reply = None
-        assert reply is None or reply.error.code == pb.BAD_REQUEST
+        assert reply is None or (isinstance(reply, Error) and
+                                 reply.code is ErrorCode.BAD_REQUEST)
         assert trio.current_time() - started < 20
 
 
@@ -291,7 +296,7 @@ async def test_peer_still_runs_jobs_after_fuzzing(target: tuple[PeerProcess, Pat
         await node.connect(peer.addr)
         cid = await node.add_path(GUTENBERG / "pg-being_ernest.txt")
         with trio.fail_after(60):
-            root = await InitMaster(node, cid, load_job_file(WORDCOUNT), 2).run()
+            root = await InitMaster(node, cid, job=load_job_file(WORDCOUNT), n_reducers=2).run()
         assert await output_counts(node, root) == \
             reference_counts([GUTENBERG / "pg-being_ernest.txt"])
     assert peer.proc.poll() is None
@@ -313,11 +318,11 @@ async def test_limit_breaches_are_stopped_and_reported(master: Node, tmp_path: P
                             str(master.peer_id), "--workers", "1", *args]))
     try:
         with trio.fail_after(120), pytest.raises(JobFailed) as info:
-            await InitMaster(master, cid, load_job_file(JOBS / job), 1).run()
+            await InitMaster(master, cid, job=load_job_file(JOBS / job), n_reducers=1).run()
         assert "LIMIT_EXCEEDED" in str(info.value) and message in str(info.value)
         # The peer is healthy: the same peer then runs a good job.
         with trio.fail_after(60):
-            root = await InitMaster(master, cid, load_job_file(WORDCOUNT), 1).run()
+            root = await InitMaster(master, cid, job=load_job_file(WORDCOUNT), n_reducers=1).run()
         assert await output_counts(master, root) == \
             reference_counts([GUTENBERG / "pg-metamorphosis.txt"])
         assert peer.proc.poll() is None
@@ -334,7 +339,7 @@ async def test_input_limit_covers_all_of_a_reduces_inputs_together(master: Node,
     async with open_node(tmp_path / "peer", bootstrap=[master.multiaddrs[0]]) as peer:
         register_protocol(peer, trust=[master.peer_id], config=config)
         with trio.fail_after(120), pytest.raises(JobFailed) as info:
-            await InitMaster(master, cid, load_job_file(WORDCOUNT), 1).run()
+            await InitMaster(master, cid, job=load_job_file(WORDCOUNT), n_reducers=1).run()
     message = str(info.value)
     assert "reduce task 0" in message and "LIMIT_EXCEEDED" in message
     assert "limit for all inputs together" in message
@@ -368,7 +373,7 @@ async def test_unencodable_output_fails_with_the_type_named(master: Node, tmp_pa
         await trio.to_thread.run_sync(swarm.start)
         job = Job(reduce=reduce, map_batch=map_batch, name="sets")
         with trio.fail_after(60), pytest.raises(JobFailed, match="type set"):
-            await InitMaster(master, cid, job, 1).run()
+            await InitMaster(master, cid, job=job, n_reducers=1).run()
     finally:
         swarm.close()
 
@@ -378,7 +383,7 @@ async def test_pickle_encoding_needs_the_peers_opt_in(master: Node, tmp_path: Pa
     swarm = Swarm(master, tmp_path / "peers")
     try:
         await trio.to_thread.run_sync(swarm.start)
-        job = InitMaster(master, cid, load_job_file(WORDCOUNT), 1, encoding="pickle")
+        job = InitMaster(master, cid, job=load_job_file(WORDCOUNT), n_reducers=1, encoding="pickle")
         with trio.fail_after(60), pytest.raises(JobFailed, match="opted in"):
             await job.run()
     finally:
@@ -415,7 +420,7 @@ async def test_verify_2_outvotes_a_lying_peer(master: Node, tmp_path: Path) -> N
         liar = await trio.to_thread.run_sync(lambda: swarm.start("liar", name="liar"))
         for _ in range(2):
             await trio.to_thread.run_sync(swarm.start)
-        job = InitMaster(master, cid, load_job_file(WORDCOUNT), 3, verify=2)
+        job = InitMaster(master, cid, job=load_job_file(WORDCOUNT), n_reducers=3, verify=2)
         with trio.fail_after(180):
             root = await job.run()
         assert await output_counts(master, root) == reference_counts(sorted(GUTENBERG.iterdir()))
@@ -436,8 +441,9 @@ def test_cli_rejects_a_bad_psk(tmp_path: Path) -> None:
 def test_a_split_that_names_an_inner_node_is_refused_not_mapped() -> None:
     """A split whose block is not the leaf it claims (here the file's root,
     whose children hold the data) is a bad request, not an empty map."""
-    from p2pmr._worker import BAD_REQUEST, MapRequest, WorkerLimits, run_map
+    from p2pmr._worker import MapRequest, WorkerLimits, run_map
     from p2pmr.storage.unixfs import ImportOptions, import_bytes
+    from p2pmr.wire.codes import ErrorCode
 
     data = b"a line\n" * 100_000
     root, blocks = import_bytes(data, ImportOptions())
@@ -450,7 +456,7 @@ def test_a_split_that_names_an_inner_node_is_refused_not_mapped() -> None:
                           block_cid=bytes(cid), block=stored[cid], size=size)
 
     refused = run_map(request(root, 262144))
-    assert refused.failure is not None and refused.failure.code == BAD_REQUEST
+    assert refused.failure is not None and refused.failure.code is ErrorCode.BAD_REQUEST
     assert "not the 262144" in refused.failure.message
     leaf = next(c for c, b in blocks if c != root)
     assert run_map(request(leaf, 262144)).failure is None

@@ -24,7 +24,7 @@ async def test_crash_soak_all_texts_many_kills(master: Node, swarm: Swarm) -> No
     for i in range(4):
         await trio.to_thread.run_sync(lambda i=i: swarm.start(name=f"soak-{i}"))
     rng = random.Random(1)
-    master_job = InitMaster(master, cid, job, 5, peer_timeout=3)
+    master_job = InitMaster(master, cid, job=job, n_reducers=5, peer_timeout=3)
 
     async def chaos() -> None:
         while True:
@@ -50,7 +50,7 @@ async def test_churn_soak_random_mixes(master: Node, swarm: Swarm, seed: int) ->
         await trio.to_thread.run_sync(
             lambda m=mode, s=seed * 100 + i: swarm.start(None if m == "good" else m, seed=s))
     wordcount = load_job_file(ROOT / "examples" / "wordcount.py")
-    job = InitMaster(master, cid, wordcount, rng.randint(1, 6), peer_timeout=2)
+    job = InitMaster(master, cid, job=wordcount, n_reducers=rng.randint(1, 6), peer_timeout=2)
 
     async def churn() -> None:
         while True:
@@ -74,7 +74,7 @@ async def test_big_input_with_peer_loss(master: Node, swarm: Swarm, tmp_path: Pa
     for _ in range(3):
         await trio.to_thread.run_sync(swarm.start)
     wordcount = load_job_file(ROOT / "examples" / "wordcount.py")
-    job = InitMaster(master, cid, wordcount, 4)
+    job = InitMaster(master, cid, job=wordcount, n_reducers=4)
 
     async def lose_one() -> None:
         await trio.sleep(8)

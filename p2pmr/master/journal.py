@@ -24,11 +24,13 @@ from typing import IO, Any
 
 import trio
 
-from .errors import JobFailed
-from .job import JobDescriptor
-from .storage.cid import CID
+from ..errors import JobFailed
+from ..job import JobDescriptor
+from ..records import BlockEdges
+from ..storage.cid import CID
+from .outputs import MapOutput, Output, ReduceOutput
 
-__all__ = ["Journal", "find_journal"]
+__all__ = ["Journal", "find_journal", "output_from_json", "output_to_json"]
 
 log = logging.getLogger(__name__)
 
@@ -222,3 +224,33 @@ def find_journal(root: Path, *, input_cid: CID | None = None, reducers: int | No
             continue
         return found
     return None
+
+
+def output_to_json(output: Output) -> dict[str, Any]:
+    """An output as the journal records it."""
+    if isinstance(output, ReduceOutput):
+        return {"cid": str(output.cid), "records_in": output.records_in, "keys": output.keys,
+                "records_out": output.records_out, "size": output.size}
+    doc: dict[str, Any] = {
+        "partitions": [str(c) if c else None for c in output.partitions],
+        "partition_records": output.partition_records,
+        "records_in": output.records_in, "records_out": output.records_out}
+    if output.edges is not None:
+        doc["edges"] = [output.edges.head, output.edges.tail, output.edges.no_newline]
+        doc["head"] = output.head.hex() if output.head is not None else None
+        doc["tail"] = output.tail.hex() if output.tail is not None else None
+    return doc
+
+
+def output_from_json(reduce: bool, doc: dict[str, Any]) -> Output:
+    if reduce:
+        return ReduceOutput(CID.parse(doc["cid"]), doc["records_in"], doc["keys"],
+                            doc["records_out"], doc["size"])
+    output = MapOutput([CID.parse(c) if c else None for c in doc["partitions"]],
+                       doc["partition_records"], doc["records_in"], doc["records_out"])
+    if "edges" in doc:
+        head, tail, no_newline = doc["edges"]
+        output.edges = BlockEdges(head, tail, bool(no_newline))
+        output.head = bytes.fromhex(doc["head"]) if doc.get("head") is not None else None
+        output.tail = bytes.fromhex(doc["tail"]) if doc.get("tail") is not None else None
+    return output

@@ -1,29 +1,28 @@
-"""The ``/ipfs/mapreduce/1.0.0`` wire protocol: framing and message helpers.
+"""Frames on a stream: ``uvarint(length) || Frame``, bounded twice.
 
-Specified in ``protocols/mapreduce.md`` and ``protocols/mapreduce.proto``.
-Each frame is ``uvarint(length) || Frame``. Reading is bounded twice: a
-frame may not exceed ``max_size`` (checked from the length prefix, before
+A frame may not exceed ``max_size`` (checked from the length prefix, before
 any allocation), and a whole frame must arrive within ``timeout`` seconds,
-so a peer that trickles bytes cannot hold a stream open.
+so a peer that trickles bytes cannot hold a stream open. Writes hold a lock
+for a whole frame: py-libp2p's yamux splits one write into window-sized
+frames and locks per frame, so two tasks writing to one stream could
+otherwise interleave halves of their messages.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 import trio
-from google.protobuf.message import DecodeError
-from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 
-from ._pb import mapreduce_pb2 as pb
-from .errors import ProtocolError
-from .storage.varint import decode_uvarint, encode_uvarint
+from ..errors import ProtocolError
+from ..network import Stream
+from ..storage.varint import decode_uvarint, encode_uvarint
+from .messages import Message, decode, encode
 
-__all__ = ["FrameReader", "FrameWriter", "MAX_FRAME_SIZE", "PROTOCOL_ID", "VERSION", "pb"]
+__all__ = ["FrameReader", "FrameWriter", "MAX_FRAME_SIZE", "PROTOCOL_ID"]
 
 PROTOCOL_ID: Final = TProtocol("/ipfs/mapreduce/1.0.0")
-VERSION: Final = 1
 MAX_FRAME_SIZE: Final = 1024 * 1024
 _READ_CHUNK: Final = 65536
 
@@ -31,7 +30,7 @@ _READ_CHUNK: Final = 65536
 class FrameReader:
     """Reads whole frames from a stream that may return short reads."""
 
-    def __init__(self, stream: INetStream, *, max_size: int = MAX_FRAME_SIZE) -> None:
+    def __init__(self, stream: Stream, *, max_size: int = MAX_FRAME_SIZE) -> None:
         self.stream = stream
         self.max_size = max_size
         self._buf = bytearray()
@@ -42,10 +41,7 @@ class FrameReader:
             return False
         try:
             chunk = await self.stream.read(_READ_CHUNK)
-        except Exception as exc:  # StreamEOF, StreamReset, StreamError…
-            if type(exc).__name__ == "StreamEOF":
-                self._eof = True
-                return False
+        except Exception as exc:  # a reset or broken stream, whatever the transport
             raise ProtocolError(f"stream failed: {type(exc).__name__}: {exc}") from exc
         if not chunk:
             self._eof = True
@@ -53,14 +49,14 @@ class FrameReader:
         self._buf += chunk
         return True
 
-    async def read(self, timeout: float) -> pb.Frame | None:
-        """The next frame, or None at a clean end of stream between frames."""
+    async def read(self, timeout: float) -> Message | None:
+        """The next message, or None at a clean end of stream between frames."""
         with trio.move_on_after(timeout) as scope:
             return await self._read()
         assert scope.cancelled_caught
         raise ProtocolError(f"no complete frame within {timeout:g}s")
 
-    async def _read(self) -> pb.Frame | None:
+    async def _read(self) -> Message | None:
         while True:
             try:
                 length, pos = decode_uvarint(self._buf)
@@ -79,30 +75,19 @@ class FrameReader:
                 raise ProtocolError("stream ended inside a frame")
         payload = bytes(self._buf[pos:pos + length])
         del self._buf[:pos + length]
-        frame = pb.Frame()
-        try:
-            frame.ParseFromString(payload)
-        except DecodeError as exc:
-            raise ProtocolError(f"malformed frame: {exc}") from None
-        return frame
+        return decode(payload)
 
 
 class FrameWriter:
-    """Writes frames one at a time; concurrent writers never interleave.
+    """Writes frames one at a time; concurrent writers never interleave."""
 
-    py-libp2p's yamux splits one write into window-sized frames and locks
-    per frame, so two tasks writing to one stream could interleave halves
-    of their messages. Every write here holds a lock for the whole frame.
-    """
-
-    def __init__(self, stream: INetStream, *, timeout: float = 30.0) -> None:
+    def __init__(self, stream: Stream, *, timeout: float = 30.0) -> None:
         self.stream = stream
         self.timeout = timeout
         self._lock = trio.Lock()
 
-    async def write(self, frame: pb.Frame) -> None:
-        frame.version = VERSION
-        payload = frame.SerializeToString()
+    async def write(self, message: Message) -> None:
+        payload = encode(message)
         data = encode_uvarint(len(payload)) + payload
         async with self._lock:
             try:
@@ -114,24 +99,3 @@ class FrameWriter:
                 raise
             except Exception as exc:
                 raise ProtocolError(f"stream failed: {type(exc).__name__}: {exc}") from exc
-
-
-def error_frame(code: int, message: str, traceback: str = "",
-                task_id: pb.TaskId | None = None) -> pb.Frame:
-    err = pb.Error(code=code, message=message[:4000],  # type: ignore[arg-type]
-                   traceback=traceback[-60000:])
-    if task_id is not None:
-        err.id.CopyFrom(task_id)
-    return pb.Frame(error=err)
-
-
-def error_code_name(code: int) -> str:
-    try:
-        return str(pb.ErrorCode.Name(code))  # type: ignore[arg-type]
-    except ValueError:
-        return f"error {code}"
-
-
-def body(frame: pb.Frame) -> tuple[str | None, Any]:
-    kind = frame.WhichOneof("body")
-    return kind, (getattr(frame, kind) if kind else None)

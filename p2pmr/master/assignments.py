@@ -1,0 +1,242 @@
+"""Carrying assignments to peers: one stream each, several tasks per stream.
+
+This is the per-connection handler of the master (rust-libp2p's split): the
+master's run loop decides which tasks go where; this sends them, follows
+each task to its answer, turns the answer into a checked output or a
+classified failure, and tells the scheduler. An attempt can be stopped on
+its own (a backup won, it ran too long, its peer was lost): it is dropped
+from its stream with a Cancel naming it. If the stream fails, every task
+still pending on it fails, as one failure of its peer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+from libp2p.peer.id import ID as PeerID
+
+from ..records import SplitInfo
+from ..scheduler import Abort, Attempt, FailureKind, Scheduler, Task
+from ..wire.messages import (
+    Assignment,
+    Error,
+    JobSpec,
+    MapResult,
+    MapTask,
+    Phase,
+    ReduceResult,
+    ReduceTask,
+    Split,
+    TaskId,
+)
+from .client import Answer, AssignmentClient, Running
+from .liveness import PeerWatch
+from .options import MasterOptions
+from .outputs import Output, signature
+from .plan import MAP, BoundaryWork, ReduceWork
+from .results import AttemptFailed, Results, failure_of
+
+__all__ = ["Assignments"]
+
+log = logging.getLogger(__name__)
+
+Completed = Callable[[Task], Awaitable[None]]
+
+
+class Assignments:
+    """Runs assignments for one job, and accounts for what comes back."""
+
+    def __init__(self, watch: PeerWatch, scheduler: Scheduler, results: Results,
+                 options: MasterOptions, job: JobSpec, *, completed: Completed,
+                 input_failed: Callable[[Task], None], changed: Callable[[], None]) -> None:
+        self.watch = watch
+        self.network = watch.network
+        self.scheduler = scheduler
+        self.results = results
+        self.options = options
+        self.job = job
+        self._completed = completed
+        self._input_failed = input_failed
+        self._changed = changed
+
+    # -- messages -----------------------------------------------------------------------
+
+    def _task_id(self, task: Task, attempt: Attempt) -> TaskId:
+        return TaskId(self.job.job, Phase.MAP if task.phase == MAP else Phase.REDUCE,
+                      task.index, attempt.number)
+
+    def _assignment(self, items: list[tuple[Task, Attempt]]) -> Assignment:
+        maps: list[MapTask] = []
+        reduces: list[ReduceTask] = []
+        for task, attempt in items:
+            task_id = self._task_id(task, attempt)
+            work = task.payload
+            if isinstance(work, BoundaryWork):
+                maps.append(MapTask(task_id, records=work.records))
+            elif isinstance(work, ReduceWork):
+                reduces.append(ReduceTask(task_id, work.partition,
+                                          tuple(work.inputs) if work.listing is None else (),
+                                          work.listing))
+            else:
+                assert isinstance(work, SplitInfo) and work.block is not None
+                maps.append(MapTask(task_id, split=Split(work.block, work.path, work.offset,
+                                                         work.size, work.first, work.last)))
+        return Assignment(self.job, int(self.options.heartbeat_interval * 1000),
+                          (self.network.local_peer,), tuple(maps), tuple(reduces))
+
+    # -- one stream -----------------------------------------------------------------------
+
+    async def run(self, peer: PeerID, items: list[tuple[Task, Attempt]]) -> None:
+        """One stream, several tasks: send them, then take each answer as it comes."""
+        pending: dict[int, tuple[Task, Attempt]] = {t.index: (t, a) for t, a in items}
+        self.watch.heard(peer)  # a new assignment: any failure from here is a new event
+        client = AssignmentClient(self.network, peer,
+                                  connect_timeout=self.options.connect_timeout,
+                                  read_timeout=self.options.peer_timeout,
+                                  heard=self.watch.heard)
+        failure: AttemptFailed | None = None
+        async with trio.open_nursery() as nursery:
+            with trio.CancelScope() as scope:
+
+                def handler(task: Task, attempt: Attempt) -> Callable[[Abort, str], None]:
+                    def abort(kind: Abort, reason: str) -> None:
+                        if pending.pop(task.index, None) is None:
+                            return
+                        if kind is Abort.SUPERSEDED:
+                            self.scheduler.fail(task, attempt, FailureKind.CANCELLED, reason)
+                            if not attempt.backup:
+                                # A straggler that lost to its backup: it holds
+                                # tasks without finishing them, so it earns less.
+                                self.scheduler.peer_slow(attempt.peer)
+                        else:
+                            # Lost with its peer, or timed out: whoever aborts
+                            # charges the peer, once for the whole event.
+                            self.failed(task, attempt, AttemptFailed(FailureKind.INFRA, reason),
+                                        charge=False)
+                        nursery.start_soon(client.cancel, self._task_id(task, attempt), reason)
+                        if not pending:
+                            scope.cancel()
+                    return abort
+
+                for task, attempt in items:
+                    attempt.arm(handler(task, attempt))
+                try:
+                    await client.open()
+                    # Only what is still pending: an attempt may have been
+                    # superseded while the stream opened.
+                    await client.send(self._assignment(list(pending.values())))
+                    await self._answers(client, pending, nursery)
+                except AttemptFailed as exc:
+                    failure = exc
+                    if exc.kind is FailureKind.UNREACHABLE and not exc.blame:
+                        self.scheduler.peer_offline(peer)
+            if pending:
+                abandoned = failure or AttemptFailed(FailureKind.INFRA, "assignment abandoned",
+                                                     blame=False)
+                for task, attempt in list(pending.values()):
+                    pending.pop(task.index, None)
+                    attempt.aborted = True
+                    self.failed(task, attempt, abandoned, charge=False)
+                self.charge_for(peer, abandoned)  # one stream, one failure
+        await client.close(failed=failure is not None)
+        self._changed()
+
+    async def _answers(self, client: AssignmentClient,
+                       pending: dict[int, tuple[Task, Attempt]], nursery: trio.Nursery) -> None:
+        while pending:
+            event = await client.next()
+            if isinstance(event, Running):
+                now = trio.current_time()
+                for index in event.indices:
+                    entry = pending.get(index)
+                    if entry is not None and entry[1].running_since is None:
+                        self.scheduler.running(entry[1], now)
+                continue
+            assert isinstance(event, Answer)
+            entry = pending.get(event.id.index)
+            if entry is None:
+                continue  # an answer for a task we cancelled
+            task, attempt = entry
+            message = event.message
+            wrong_kind = isinstance(message, MapResult) != (task.phase == MAP) and \
+                not isinstance(message, Error)
+            if event.id.attempt != attempt.number or wrong_kind:
+                # Still pending: the caller fails it with the rest of the stream.
+                raise AttemptFailed(FailureKind.INFRA, "peer answered for the wrong task")
+            del pending[event.id.index]
+            attempt.aborted = True  # answered: no longer abortable through the stream
+            nursery.start_soon(self.finish, task, attempt, message)
+
+    # -- answers ------------------------------------------------------------------------
+
+    async def finish(self, task: Task, attempt: Attempt,
+                     message: MapResult | ReduceResult | Error) -> None:
+        """Handle one task's answer: a checked output, or a classified failure."""
+        if isinstance(message, Error):
+            failure = failure_of(message)
+            self.failed(task, attempt, failure)
+            if failure.kind is FailureKind.INPUT:
+                self._input_failed(task)
+            return
+        peer = attempt.peer
+        assert isinstance(peer, PeerID)
+        try:
+            output: Output
+            if isinstance(message, MapResult):
+                output = await self.results.map(task.payload, message, peer)
+            else:
+                output = await self.results.reduce(message, peer)
+        except AttemptFailed as exc:
+            self.failed(task, attempt, exc)
+            return
+        if attempt.number not in task.running:
+            return  # aborted while we checked it
+        won, liars = self.scheduler.succeed(task, attempt, output, trio.current_time(),
+                                            signature=signature(output))
+        for liar in liars:
+            assert isinstance(liar, PeerID)
+            self.watch.exclude(liar, f"its result for {task.phase} task {task.index} "
+                               f"disagreed with {self.options.verify} other peer(s)")
+        self.watch.act_on_exclusions()
+        if won:
+            for other in list(task.running.values()):
+                other.abort(Abort.SUPERSEDED, "another attempt finished first")
+            await self._completed(task)
+        self._changed()
+
+    def failed(self, task: Task, attempt: Attempt, exc: AttemptFailed, *,
+               charge: bool = True) -> None:
+        """Record one failed attempt; with ``charge``, charge its peer (if at fault).
+
+        Callers that fail several attempts for one event (a stream that
+        broke under eight tasks) pass ``charge=False`` and charge once.
+        """
+        log.info("%s task %d attempt %d on %s failed: %s", task.phase, task.index,
+                 attempt.number, attempt.peer, exc.message)
+        self.scheduler.fail(task, attempt, exc.kind, exc.message, exc.traceback,
+                            blame_peer=False, now=trio.current_time())
+        if charge:
+            peer = attempt.peer
+            assert isinstance(peer, PeerID)
+            self.charge_for(peer, exc)
+        self._changed()
+
+    def charge_for(self, peer: PeerID, exc: AttemptFailed) -> None:
+        if exc.exclude:
+            self.watch.exclude(peer, self._exclusion_reason(exc.message))
+        elif exc.blame:
+            self.watch.charge(peer, exc.message)
+        elif exc.kind is FailureKind.BUSY:
+            self.scheduler.peer_busy(peer, trio.current_time())
+
+    def _exclusion_reason(self, message: str) -> str:
+        me = self.network.local_peer
+        if message.startswith("NOT_AUTHORISED"):
+            return (f"it does not trust this master (peer ID {me}). Restart it with "
+                    f"`p2pmr peer --trust {me} ...`, or add that ID to the trusted_masters "
+                    f"file in its repo (it is re-read on change)")
+        if message.startswith("UNSUPPORTED_VERSION"):
+            return f"it speaks another version of the protocol: {message}"
+        return message

@@ -1,0 +1,504 @@
+"""The master of one job: its run loop, its dispatch policy, its status API.
+
+Everything else is done by the parts in this package, each with one job:
+:mod:`.plan` (splits and tasks), :mod:`.boundaries` (lines across blocks),
+:mod:`.assignments` and :mod:`.client` (carrying tasks to peers),
+:mod:`.results` (checking answers), :mod:`.liveness` (who is working, and
+what their failures cost them), :mod:`.resume` and :mod:`.journal`
+(durability), :mod:`.assembly` (the output directory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, overload
+
+import trio
+from libp2p.peer.id import ID as PeerID
+
+from ..errors import BlockNotFound, JobError, JobFailed, collapsed
+from ..job import Job, JobDescriptor, dump_job, is_job_like
+from ..node import Node
+from ..records import SplitInfo
+from ..scheduler import Abort, Attempt, PeerStatus, PhaseStatus, Scheduler, Task, TaskInfo
+from ..storage import unixfs
+from ..storage.cid import CID
+from ..wire.framing import PROTOCOL_ID
+from ..wire.messages import JobSpec
+from .assembly import assemble
+from .assignments import Assignments
+from .boundaries import Boundaries
+from .journal import Journal, output_to_json
+from .liveness import PeerWatch
+from .options import MasterOptions
+from .outputs import MapOutput, ReduceOutput
+from .plan import (
+    MAP,
+    REDUCE,
+    BoundaryWork,
+    InputPlan,
+    ReduceWork,
+    plan_input,
+    plan_reduce,
+    store_input_lists,
+)
+from .results import Results
+from .resume import find_resumable, finished_output, replay, warn_if_code_changed
+
+__all__ = ["InitMaster", "Master"]
+
+log = logging.getLogger(__name__)
+
+Pairs = Iterable[tuple[Any, Any]]
+
+
+class Master:
+    """One MapReduce job. Create with :func:`InitMaster`, then ``await run()``."""
+
+    def __init__(self, node: Node, data_cid: CID | str, job: Job | None, n_reducers: int,
+                 options: MasterOptions | None = None, *, code: bytes | None = None,
+                 name: str | None = None) -> None:
+        if not isinstance(n_reducers, int) or n_reducers < 1:
+            raise JobError(f"n_reducers must be a positive integer, not {n_reducers!r}")
+        self.node = node
+        self.input = CID.parse(data_cid)
+        self.job = job
+        self.code = code
+        self.name = name or (job.name if job is not None else "job")
+        self.reducers = n_reducers
+        self.options = options or MasterOptions()
+        policy = self.options.policy
+        if self.options.verify > 1:
+            policy = dataclasses.replace(
+                policy, verify=self.options.verify,
+                max_attempts_running=max(policy.max_attempts_running, self.options.verify + 1))
+        self.scheduler = Scheduler(policy)
+        self.phase = "planning"  # then "map", "reduce", "assembling", "done" or "failed"
+        self.job_cid: CID | None = None
+        self.code_cid: CID | None = None
+        self.output: CID | None = None
+        self.manifest: dict[str, Any] = {}
+        self.manifest_counts: dict[str, int] = {}
+        self.timings: dict[str, float] = {}
+        self.resumed_tasks = 0
+        self.plan: InputPlan | None = None
+        self._boundaries: Boundaries | None = None
+        self._journal: Journal | None = None
+        self._nursery: trio.Nursery | None = None
+        self._wake = trio.Event()
+        self._fatal: JobFailed | None = None
+        self._settling = 0  # completions still being journaled and unlocked
+        self.watch = PeerWatch(node.network, self.scheduler,
+                               peer_timeout=self.options.peer_timeout, changed=self._signal)
+        self._assignments: Assignments | None = None  # once the job is stored
+
+    # -- status API ----------------------------------------------------------------
+
+    def get_map_status(self) -> PhaseStatus:
+        return self.scheduler.status(MAP)
+
+    def get_reduce_status(self) -> PhaseStatus:
+        if not self.scheduler.phase_tasks(REDUCE):
+            return PhaseStatus(total=self.reducers, idle=self.reducers)
+        return self.scheduler.status(REDUCE)
+
+    def get_peer_status(self) -> dict[str, PeerStatus]:
+        return self.scheduler.peer_status()
+
+    def get_tasks(self, phase: str = MAP) -> list[TaskInfo]:
+        return self.scheduler.infos(phase)
+
+    def task_profile(self) -> dict[str, dict[str, float]]:
+        """Where task time went, summed per phase: the master's view of each
+        winning attempt (wall) and the peer's (fetch, queue, compute, store)."""
+        profile: dict[str, dict[str, float]] = {}
+        for phase in (MAP, REDUCE):
+            sums = dict.fromkeys(("tasks", "wall", "fetch", "queue", "compute", "store"), 0.0)
+            for task in self.scheduler.phase_tasks(phase):
+                output = task.output
+                if task.duration is None or not isinstance(output, (MapOutput, ReduceOutput)):
+                    continue
+                sums["tasks"] += 1
+                sums["wall"] += task.duration
+                for key, value in output.timings.items():
+                    sums[key] += value
+            profile[phase] = {k: round(v, 3) for k, v in sums.items()}
+        return profile
+
+    def _signal(self) -> None:
+        self._wake.set()
+        self._wake = trio.Event()
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run(self) -> CID:
+        """Run the job to completion and return the output directory's CID.
+
+        Returns only once every part is complete and stored in this node's
+        repo. Raises :class:`JobFailed` with the reason (and, for user-code
+        errors, the remote traceback) if the job cannot finish.
+        """
+        started = time.monotonic()
+        try:
+            with collapsed():
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self.watch.watch, self._introduce)
+                    await self._run()
+                    nursery.cancel_scope.cancel()
+        except BaseException:
+            self.phase = "failed"
+            raise
+        finally:
+            if self._journal is not None:
+                self._journal.close()
+        self.phase = "done"
+        self.timings["total"] = time.monotonic() - started
+        log.info("job %s finished in %.2fs: %s", self.job_cid, self.timings["total"], self.output)
+        assert self.output is not None
+        return self.output
+
+    def _introduce(self, peer: PeerID) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self.node.network.introduce, peer)
+
+    async def _run(self) -> None:
+        finished = await self._prepare()
+        if finished is not None:
+            self.output = finished
+            # Every task, the reduces too (never planned in this process).
+            self.resumed_tasks = len(self.scheduler.phase_tasks(MAP)) + self.reducers
+            return
+        for phase in (MAP, REDUCE):
+            phase_start = time.monotonic()
+            if phase == REDUCE:
+                self._plan_reduce()
+                await store_input_lists(self.scheduler.phase_tasks(REDUCE), self.node.blocks)
+            self.phase = phase
+            await self._run_phase(phase)
+            self.timings[phase] = time.monotonic() - phase_start
+        self.phase = "assembling"
+        started = time.monotonic()
+        assert self.job_cid is not None and self.code_cid is not None
+        self.output, self.manifest = await assemble(
+            self.node.blocks, job=self.job_cid, code=self.code_cid, input_cid=self.input,
+            encoding=self.options.encoding, cid_version=self.options.cid_version,
+            map_tasks=self.scheduler.phase_tasks(MAP),
+            reduce_tasks=self.scheduler.phase_tasks(REDUCE), counts=self.manifest_counts,
+            timeout=self.options.fetch_timeout)
+        self.timings["assemble"] = time.monotonic() - started
+        if self._journal is not None:
+            await self._journal.append({"t": "output", "cid": str(self.output),
+                                        "timings": self.timings})
+
+    async def _prepare(self) -> CID | None:
+        """Store the job, plan it, and resume it; the output if it had finished."""
+        start = time.monotonic()
+        blocks = self.node.blocks
+        journals = self.node.repo / "jobs"
+        found = find_resumable(journals, job=self.options.resume_job, input_cid=self.input,
+                               reducers=self.reducers, name=self.name) \
+            if self.options.resume else None
+        if found is not None:
+            descriptor = found.descriptor
+            code = self.code if self.code is not None or self.job is None else dump_job(self.job)
+            warn_if_code_changed(code, descriptor)
+            if await blocks.missing(descriptor.code):
+                raise JobFailed(f"cannot resume: the job code {descriptor.code} is gone")
+            # The journaled run's settings decide what its journaled outputs
+            # mean: its encoding, CID version and boundary grouping hold.
+            self.input, self.reducers, self.name = \
+                descriptor.input, descriptor.reducers, descriptor.name
+            self.options = dataclasses.replace(
+                self.options, encoding=descriptor.encoding, cid_version=descriptor.cid_version,
+                boundary_group=descriptor.boundary_group)
+            log.info("resuming job %s from its journal", found.job)
+        else:
+            code = self.code
+            if code is None:
+                if self.job is None:
+                    raise JobError("no job to run and no unfinished job to resume")
+                code = dump_job(self.job)
+            opts = unixfs.ImportOptions(cid_version=self.options.cid_version)
+            descriptor = JobDescriptor(await unixfs.add_bytes(blocks, code, opts), self.input,
+                                       self.reducers, self.options.encoding,
+                                       self.options.cid_version, self.name,
+                                       max(1, self.options.boundary_group))
+        self.code_cid = descriptor.code
+        self.job_cid = await unixfs.add_bytes(
+            blocks, descriptor.to_json(), unixfs.ImportOptions(cid_version=descriptor.cid_version))
+        self._assignments = Assignments(
+            self.watch, self.scheduler,
+            Results(blocks, self.reducers, self.options.fetch_timeout), self.options,
+            JobSpec(self.job_cid, self.code_cid, self.reducers, self.options.encoding,
+                    self.options.cid_version),
+            completed=self._completed, input_failed=self._input_failed, changed=self._signal)
+        self.plan = await plan_input(blocks, self.input, timeout=self.options.input_timeout,
+                                     boundary_group=self.options.boundary_group)
+        self.scheduler.add_tasks(MAP, self.plan.tasks)
+        self.manifest_counts = self.plan.counts()
+        log.info("job %s: %d file(s), %d split(s), %d boundary task(s), %d reducer(s)",
+                 self.job_cid, self.manifest_counts["files"], self.manifest_counts["splits"],
+                 self.manifest_counts["boundary_tasks"], self.reducers)
+        self._boundaries = Boundaries(self.plan, self.scheduler, blocks,
+                                      cid_version=self.options.cid_version,
+                                      fetch_timeout=self.options.fetch_timeout)
+        finished = None
+        if self.options.journal:
+            self._journal = Journal.open(journals, self.job_cid, descriptor, fresh=found is None)
+            finished = await finished_output(blocks, self._journal.records)
+            if finished is None:
+                self.resumed_tasks = await replay(
+                    self._journal.records, self.scheduler, blocks,
+                    plan_reduce=self._plan_reduce, note_split=self._boundaries.note)
+                await self._boundaries.update_all()
+            else:
+                log.info("job %s had already finished: %s", self.job_cid, finished)
+        self.timings["plan"] = time.monotonic() - start
+        return finished
+
+    def _plan_reduce(self) -> None:
+        if not self.scheduler.phase_tasks(REDUCE):
+            self.scheduler.add_tasks(REDUCE, plan_reduce(self.scheduler.phase_tasks(MAP),
+                                                         self.reducers))
+
+    # -- the phase loop ---------------------------------------------------------------
+
+    async def _run_phase(self, phase: str) -> None:
+        sched = self.scheduler
+        no_worker_since: float | None = None
+        stalled_since: float | None = None
+        while True:
+            if self._fatal is not None:
+                raise self._fatal
+            failed = sched.failed_task(phase)
+            if failed is not None:
+                raise JobFailed(self._failure_message(failed), failed.last_traceback)
+            if sched.phase_done(phase) and not self._settling:
+                return
+            now = trio.current_time()
+            self._enforce_task_timeouts(phase, now)
+            assigned = self._dispatch(phase, now)
+            usable = sched.usable_peers()
+            cooling = any(r.not_before > now for r in usable)
+            if assigned or sched.any_running(phase) or cooling or self._settling or not usable:
+                stalled_since = None
+            elif stalled_since is None:
+                stalled_since = now
+            elif now - stalled_since > self.options.wait_for_workers:
+                stuck = sched.next_idle(phase)
+                which = f"{phase} task {stuck.index}" if stuck else f"the {phase} phase"
+                raise JobFailed(
+                    f"no usable peer can take {which} for {self.options.wait_for_workers:g}s "
+                    f"({len(usable)} usable; verify={self.options.verify} needs "
+                    f"that many distinct peers)")
+            if usable:
+                no_worker_since = None
+            elif no_worker_since is None:
+                no_worker_since = now
+                log.info("waiting for workers (peers that speak %s)", PROTOCOL_ID)
+            elif now - no_worker_since > self.options.wait_for_workers or (
+                    sched.peers and all(r.excluded for r in sched.peers.values())
+                    and now - no_worker_since > min(self.options.wait_for_workers, 10.0)):
+                # Excluded peers stay excluded for the job, so once every peer
+                # seen is, only a newcomer could help: a trust mistake must
+                # cost seconds, not wait_for_workers.
+                raise JobFailed(self._no_worker_message(now - no_worker_since))
+            with trio.move_on_after(0.25):
+                await self._wake.wait()
+
+    def _dispatch(self, phase: str, now: float) -> int:
+        """Give every peer with room an assignment: as many idle tasks as its
+        window allows, but no more than its fair share of what is idle, so
+        the last tasks of a phase are spread out rather than queued on one
+        peer; or, near the end of the phase, one backup attempt."""
+        sched = self.scheduler
+        peers = list(sched.available_peers(now))
+        share = max(1, math.ceil(sched.idle_count(phase) / max(1, len(peers))))
+        assigned = 0
+        for record in peers:
+            peer = record.peer
+            assert isinstance(peer, PeerID)
+            batch: list[tuple[Task, Attempt]] = []
+            while record.in_flight < record.window and len(batch) < share:
+                task = sched.next_idle(phase, peer)
+                if task is None:
+                    break
+                batch.append((task, sched.start(task, peer, now)))
+            if not batch:
+                backup = sched.backup_candidate(phase, peer, now)
+                if backup is None:
+                    continue
+                log.info("backup attempt of %s task %d on %s", phase, backup.index, peer)
+                batch.append((backup, sched.start(backup, peer, now, backup=True)))
+            assert self._nursery is not None and self._assignments is not None
+            self._nursery.start_soon(self._assignments.run, peer, batch)
+            assigned += len(batch)
+        return assigned
+
+    def _task_timeout(self, phase: str) -> float:
+        if self.options.task_timeout is not None:
+            return self.options.task_timeout
+        typical = self.scheduler.typical_duration(phase)
+        return 60.0 + 10.0 * typical if typical is not None else 600.0
+
+    def _enforce_task_timeouts(self, phase: str, now: float) -> None:
+        limit = self._task_timeout(phase)
+        late: set[PeerID] = set()
+        for _, attempt in list(self.scheduler.running_attempts.get(phase, {}).values()):
+            if self.scheduler.age(attempt, now) > limit and not attempt.aborted \
+                    and not attempt.abort_pending:
+                attempt.abort(Abort.TIMEOUT, f"no result within {limit:.0f}s")
+                assert isinstance(attempt.peer, PeerID)
+                late.add(attempt.peer)
+        for peer in late:  # one charge per peer, however many tasks it sat on
+            self.watch.charge(peer, f"held tasks past the {limit:.0f}s task deadline")
+
+    def _failure_message(self, task: Task) -> str:
+        what = f"{task.phase} task {task.index}"
+        policy = self.scheduler.policy
+        if task.user_errors >= policy.max_user_errors:
+            return f"{what} failed {task.user_errors} times: {task.last_error}"
+        if task.input_failures >= policy.max_input_failures:
+            return (f"{what} could not fetch its input on {task.input_failures} attempts: "
+                    f"{task.last_error}")
+        return f"{what} failed {task.failures} times; last error: {task.last_error}"
+
+    def _no_worker_message(self, waited: float) -> str:
+        peers = self.scheduler.peers
+        excluded = [r for r in peers.values() if r.excluded]
+        text = (f"no usable worker for {waited:.0f}s ({len(peers)} seen, "
+                f"{len(excluded)} excluded)")
+        if not peers:
+            text += (f": no peer that speaks {PROTOCOL_ID} connected; start peers with "
+                     f"`p2pmr peer --bootstrap MASTER_MULTIADDR --trust "
+                     f"{self.node.peer_id}` or run with --local-peers N")
+        for record in excluded:
+            text += f"\n  peer {record.peer} was excluded: {record.excluded_reason}"
+        return text
+
+    # -- completions ------------------------------------------------------------------
+
+    async def _completed(self, task: Task) -> None:
+        """Journal a completed task and unlock what depends on it.
+
+        A phase counts as finished only once this has run for all its tasks
+        (``_settling``), so nothing after it acts on a completion that is
+        not yet durable.
+        """
+        self._settling += 1
+        try:
+            if self._journal is not None:
+                extra: dict[str, Any] = {}
+                if isinstance(task.payload, BoundaryWork) and task.payload.records is not None:
+                    extra["records"] = str(task.payload.records)
+                output = task.output
+                assert isinstance(output, (MapOutput, ReduceOutput))
+                await self._journal.append({"t": "done", "phase": task.phase,
+                                            "index": task.index,
+                                            "output": output_to_json(output), **extra})
+            if isinstance(task.payload, SplitInfo):
+                assert self._boundaries is not None
+                await self._boundaries.split_done(task)
+        finally:
+            self._settling -= 1
+            self._signal()
+
+    def _input_failed(self, task: Task) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._check_corruption, task)
+
+    async def _check_corruption(self, task: Task) -> None:
+        """A peer could not fetch a task's input: is this repo's copy bad?
+
+        The master is where inputs, records files and map outputs come
+        from. A block of the task's inputs that turned out corrupt here has
+        been set aside; an intact copy is fetched from peers, and if none has
+        one, no retry can succeed: the job says so now, naming the block,
+        rather than after every attempt has timed out.
+        """
+        blocks = self.node.blocks
+        if not blocks.corrupt:
+            return
+        bad: set[CID] = set()
+        for root in self._inputs_of(task):
+            bad.update(cid for cid in await blocks.missing(root) if cid in blocks.corrupt)
+        for cid in sorted(bad):
+            try:
+                await blocks.get(cid, timeout=self.options.fetch_timeout)
+            except BlockNotFound as exc:
+                self._fatal = JobFailed(
+                    f"{task.phase} task {task.index} needs a block that is corrupt in the "
+                    f"master's repo, and no peer has an intact copy: {exc}. Add the input "
+                    f"again (`p2pmr add` repairs corrupt blocks it rewrites), and run `p2pmr "
+                    f"repo verify --repo {self.node.repo}` to find any other damage")
+                self._signal()
+                return
+
+    def _inputs_of(self, task: Task) -> Iterator[CID]:
+        """The roots of every DAG a task's peer fetches from this master."""
+        if self.code_cid is not None:
+            yield self.code_cid
+        work = task.payload
+        if isinstance(work, SplitInfo) and work.block is not None:
+            yield work.block
+        elif isinstance(work, BoundaryWork) and work.records is not None:
+            yield work.records
+        elif isinstance(work, ReduceWork):
+            yield from work.inputs
+            if work.listing is not None:
+                yield work.listing
+
+
+MapFn = Callable[[Any, Any], Pairs]
+ReduceFn = Callable[[Any, Iterator[Any]], Pairs]
+
+
+@overload
+def InitMaster(node: Node, data_cid: CID | str, map_fn: MapFn, reduce_fn: ReduceFn,
+               n_reducers: int = 1, *, combine_fn: ReduceFn | None = None,
+               options: MasterOptions | None = None, **option_overrides: Any) -> Master: ...
+
+
+@overload
+def InitMaster(node: Node, data_cid: CID | str, *, job: object, n_reducers: int = 1,
+               options: MasterOptions | None = None, **option_overrides: Any) -> Master: ...
+
+
+def InitMaster(node: Node, data_cid: CID | str, map_fn: Any = None, reduce_fn: Any = None,
+               n_reducers: int = 1, *, combine_fn: ReduceFn | None = None, job: object = None,
+               options: MasterOptions | None = None, **option_overrides: Any) -> Master:
+    """Create a master for one job.
+
+    Pass the functions, ``InitMaster(node, cid, map_fn, reduce_fn, R)``, or a
+    job (a :class:`~p2pmr.Job`, a module, or an object with ``map`` or
+    ``map_batch`` and ``reduce``): ``InitMaster(node, cid, job=wordcount,
+    n_reducers=R)``. Keyword options override :class:`MasterOptions` fields.
+    """
+    if job is None and is_job_like(map_fn):
+        warnings.warn("pass a job as InitMaster(node, cid, job=..., n_reducers=...)",
+                      DeprecationWarning, stacklevel=2)
+        job, map_fn = map_fn, None
+        if isinstance(reduce_fn, int):
+            n_reducers, reduce_fn = reduce_fn, None
+    if job is not None:
+        if map_fn is not None or reduce_fn is not None:
+            raise JobError("pass either a job or map/reduce functions, not both")
+        the_job = Job.from_object(job)
+    else:
+        if map_fn is None or reduce_fn is None:
+            raise JobError("InitMaster needs map and reduce functions, or a job")
+        the_job = Job(reduce=reduce_fn, map=map_fn, combine=combine_fn,
+                      name=getattr(map_fn, "__module__", "job") or "job")
+    if option_overrides:
+        known = {f.name for f in dataclasses.fields(MasterOptions)}
+        unknown = set(option_overrides) - known
+        if unknown:
+            raise TypeError(f"unknown master option(s): {', '.join(sorted(unknown))}")
+        options = dataclasses.replace(options or MasterOptions(), **option_overrides)
+    return Master(node, data_cid, the_job, n_reducers, options)

@@ -1,0 +1,116 @@
+"""Checking a peer's answer before it counts.
+
+A result is accepted only once it is consistent with the task and every
+block it names is in the master's own store: inline blocks are checked
+against their CIDs, the rest are fetched from the peer (spec section 7).
+Anything else fails the attempt, with what the failure says about the peer.
+"""
+
+from __future__ import annotations
+
+import trio
+from libp2p.peer.id import ID as PeerID
+
+from ..errors import BlockNotFound, P2PMRError, collapsed
+from ..records import BlockEdges, SplitInfo
+from ..scheduler import FailureKind
+from ..storage.base import BlockStore, Fetcher, fetch_dag
+from ..storage.cid import CID
+from ..wire.codes import ErrorCode
+from ..wire.messages import Block, Error, MapResult, ReduceResult
+from .outputs import MapOutput, ReduceOutput
+
+__all__ = ["AttemptFailed", "Results", "failure_of"]
+
+
+class AttemptFailed(Exception):
+    """One attempt failed; ``kind`` and the flags say what it tells about its peer."""
+
+    def __init__(self, kind: FailureKind, message: str, traceback: str = "",
+                 blame: bool = True, exclude: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.traceback = traceback
+        self.blame = blame      # the peer's fault: charge it
+        self.exclude = exclude  # and never ask it again in this job
+
+
+def failure_of(error: Error) -> AttemptFailed:
+    """A peer's error, classified (spec section 4.1)."""
+    code = error.code
+    text = error.describe()
+    if code in (ErrorCode.USER_CODE_ERROR, ErrorCode.LIMIT_EXCEEDED, ErrorCode.BAD_JOB):
+        return AttemptFailed(FailureKind.USER, text, error.traceback, blame=False)
+    if code is ErrorCode.WORKER_DIED:
+        return AttemptFailed(FailureKind.WORKER, text, blame=False)
+    if code in (ErrorCode.NOT_AUTHORISED, ErrorCode.UNSUPPORTED_VERSION):
+        return AttemptFailed(FailureKind.INFRA, text, exclude=True)
+    if code is ErrorCode.INPUT_NOT_FOUND:
+        return AttemptFailed(FailureKind.INPUT, text, blame=False)
+    if code is ErrorCode.BUSY:
+        return AttemptFailed(FailureKind.BUSY, text, blame=False)
+    # Anything else, CANCELLED included: the master drops a task it cancels
+    # and never reads an answer for it, so a CANCELLED it does read is the
+    # peer giving up on its own.
+    return AttemptFailed(FailureKind.INFRA, text, error.traceback)
+
+
+class Results:
+    """Accepts map and reduce results into the master's store."""
+
+    def __init__(self, blocks: BlockStore, reducers: int, fetch_timeout: float) -> None:
+        self.blocks = blocks
+        self.reducers = reducers
+        self.fetch_timeout = fetch_timeout
+
+    async def map(self, work: object, result: MapResult, peer: PeerID) -> MapOutput:
+        if len(result.partitions) != self.reducers or \
+                len(result.partition_records) != self.reducers:
+            raise AttemptFailed(FailureKind.INFRA, f"peer returned {len(result.partitions)} "
+                                f"partitions for {self.reducers} reducers")
+        await self._take_inline(result.blocks)
+        with collapsed():
+            async with trio.open_nursery() as nursery:
+                for cid in result.partitions:
+                    if cid is not None:
+                        nursery.start_soon(self._replicate, cid, peer)
+        output = MapOutput(list(result.partitions), list(result.partition_records),
+                           result.records_in, result.records_out,
+                           timings=result.timings.seconds())
+        if isinstance(work, SplitInfo):
+            edges = BlockEdges(result.head.length, result.tail.length, result.no_newline)
+            if edges.head > work.size or edges.tail > work.size or \
+                    (edges.no_newline and edges.head != work.size):
+                raise AttemptFailed(FailureKind.INFRA, "peer returned impossible fragments")
+            output.edges = edges
+            output.head, output.tail = result.head.data, result.tail.data
+            if (output.head is not None and len(output.head) != edges.head) or \
+                    (output.tail is not None and len(output.tail) != edges.tail):
+                raise AttemptFailed(FailureKind.INFRA, "peer returned inconsistent fragments")
+        return output
+
+    async def reduce(self, result: ReduceResult, peer: PeerID) -> ReduceOutput:
+        await self._take_inline(result.blocks)
+        await self._replicate(result.output, peer)
+        return ReduceOutput(result.output, result.records_in, result.keys, result.records_out,
+                            result.bytes, timings=result.timings.seconds())
+
+    async def _take_inline(self, blocks: tuple[Block, ...]) -> None:
+        """Store blocks sent with a result, each checked against its CID first."""
+        for block in blocks:
+            if not block.cid.verify(block.data):
+                raise AttemptFailed(FailureKind.INFRA, f"peer sent bytes that are not "
+                                    f"{block.cid}")
+        await self.blocks.put_many([(b.cid, b.data) for b in blocks])
+
+    async def _replicate(self, cid: CID, peer: PeerID) -> None:
+        try:
+            await fetch_dag(Fetcher(self.blocks, self.fetch_timeout, [peer]), cid,
+                            timeout=self.fetch_timeout)
+        except BlockNotFound as exc:
+            raise AttemptFailed(FailureKind.INFRA, f"could not fetch the output {cid} from "
+                                f"the peer: {exc}") from None
+        except P2PMRError as exc:
+            raise AttemptFailed(FailureKind.INFRA, f"output {cid} is malformed: {exc}") \
+                from None

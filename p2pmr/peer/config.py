@@ -1,0 +1,40 @@
+"""A peer's limits and policy. The defaults suit a volunteer machine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .._worker import WorkerLimits
+
+__all__ = ["PeerConfig", "usable_cpus"]
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may really use, which is what sizes worker pools.
+
+    ``os.cpu_count()`` reports the host's cores: in a container limited to
+    two CPUs on a 64-core host it would start 64 worker processes, each
+    spawning a fresh interpreter. loky's count honours CPU affinity and
+    cgroup (v1 and v2) quotas.
+    """
+    from loky import cpu_count
+
+    return max(1, int(cpu_count()))
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """Limits and policy for a peer. Defaults suit a volunteer machine."""
+
+    workers: int = field(default_factory=usable_cpus)
+    allow_pickle: bool = False
+    limits: WorkerLimits = field(default_factory=WorkerLimits)
+    max_frame_size: int = 1024 * 1024
+    max_code_size: int = 16 * 1024 * 1024
+    max_input_size: int = 512 * 1024 * 1024    # per task, all inputs together
+    max_tasks_per_master: int = 64               # concurrent tasks per master
+    max_streams_per_peer: int = 16               # concurrent protocol streams per remote peer
+    max_streams: int = 256                       # concurrent protocol streams in all
+    task_wall_seconds: float = 3600.0
+    first_frame_timeout: float = 10.0
+    fetch_timeout: float = 60.0

@@ -1,0 +1,121 @@
+"""Master and peer logic in one process (p2pmr.testing): the real master and
+peers over in-memory streams, in a second or two. Real-process tests of the
+same behaviour live beside these; these are for the logic, fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pmr import InitMaster, JobFailed
+from p2pmr.job import load_job_file
+from p2pmr.node import Node
+from p2pmr.peer import Faults
+from p2pmr.storage import unixfs
+from p2pmr.testing import MemorySwarm, memory_swarm
+from p2pmr.wire.codes import ErrorCode
+from p2pmr.wire.messages import Error, JobSpec, MapResult, MapTask, ReduceResult, ReduceTask
+
+from .conftest import peers
+from .helpers import GUTENBERG, ROOT
+from .swarm import output_counts, reference_counts
+
+WORDCOUNT = ROOT / "examples" / "wordcount.py"
+TEXTS = sorted(GUTENBERG.glob("pg-*.txt"))[:3]
+
+
+async def _input(swarm: MemorySwarm) -> object:
+    return await unixfs.add_path(swarm.master.blocks, GUTENBERG)
+
+
+async def test_a_job_runs_exactly_in_memory() -> None:
+    async with memory_swarm(peers=2) as swarm:
+        cid = await _input(swarm)
+        job = InitMaster(swarm.master, cid, job=load_job_file(WORDCOUNT), n_reducers=3)
+        with trio.fail_after(60):
+            root = await job.run()
+        assert await output_counts(swarm.master, root) == \
+            reference_counts(sorted(GUTENBERG.iterdir()))
+        assert job.phase == "done" and job.get_reduce_status().complete == 3
+
+
+async def test_the_in_memory_swarm_gives_the_real_swarms_outputs(master: Node,
+                                                                 tmp_path: Path) -> None:
+    """The in-memory swarm is the real engine: the same job on the same input
+    gives the same output CID as on peer processes."""
+    wordcount = load_job_file(WORDCOUNT)
+    async with memory_swarm(peers=1) as swarm:
+        cid = await unixfs.add_path(swarm.master.blocks, TEXTS[0])
+        memory_root = await InitMaster(swarm.master, cid, job=wordcount, n_reducers=2).run()
+    assert await master.add_path(TEXTS[0]) == cid
+    async with peers(master, tmp_path / "peers", 1):
+        real_root = await InitMaster(master, cid, job=wordcount, n_reducers=2).run()
+    assert real_root == memory_root
+
+
+class FailFast(Faults):
+    """Answers every task at once with an internal error."""
+
+    async def on_task(self, task: MapTask | ReduceTask, job: JobSpec
+                      ) -> MapResult | ReduceResult | Error | None:
+        return Error(ErrorCode.INTERNAL, "broken", id=task.id)
+
+
+async def test_a_fast_failing_peer_cannot_fail_the_job() -> None:
+    async with memory_swarm(peers=0) as swarm:
+        bad = await swarm.add_peer(faults=FailFast())
+        for _ in range(2):
+            await swarm.add_peer()
+        cid = await _input(swarm)
+        job = InitMaster(swarm.master, cid, job=load_job_file(WORDCOUNT), n_reducers=2)
+        with trio.fail_after(60):
+            root = await job.run()
+        assert await output_counts(swarm.master, root) == \
+            reference_counts(sorted(GUTENBERG.iterdir()))
+        status = job.get_peer_status()[str(bad.peer_id)]
+        tasks = job.scheduler.phase_tasks("map") + job.scheduler.phase_tasks("reduce")
+        assert status.failed == sum(t.failed_on.get(bad.peer_id, 0) for t in tasks) >= 1
+        assert max(t.failed_on.get(bad.peer_id, 0) for t in tasks) == 1
+        assert status.excluded == (status.failed >= 3)
+
+
+async def test_a_peer_that_does_not_trust_the_master_fails_the_job_in_seconds() -> None:
+    async with memory_swarm(peers=0) as swarm:
+        await swarm.add_peer(trusted=False)
+        cid = await unixfs.add_path(swarm.master.blocks, TEXTS[0])
+        job = InitMaster(swarm.master, cid, job=load_job_file(WORDCOUNT), n_reducers=1,
+                         wait_for_workers=3)
+        with trio.fail_after(30), pytest.raises(JobFailed, match="does not trust this master"):
+            await job.run()
+
+
+class Hang(Faults):
+    async def on_task(self, task: MapTask | ReduceTask, job: JobSpec
+                      ) -> MapResult | ReduceResult | Error | None:
+        await trio.sleep_forever()
+        return None
+
+
+async def test_a_peer_that_vanishes_mid_job_loses_only_its_tasks() -> None:
+    async with memory_swarm(peers=1) as swarm:
+        hanging = await swarm.add_peer(faults=Hang())
+        cid = await _input(swarm)
+        job = InitMaster(swarm.master, cid, job=load_job_file(WORDCOUNT), n_reducers=2,
+                         peer_timeout=1)
+
+        async def cut_off() -> None:
+            while not job.get_peer_status().get(str(hanging.peer_id)):  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            while not job.get_peer_status()[str(hanging.peer_id)].in_progress:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            swarm.disconnect(hanging)
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(cut_off)
+                root = await job.run()
+        assert await output_counts(swarm.master, root) == \
+            reference_counts(sorted(GUTENBERG.iterdir()))
+        assert not job.get_peer_status()[str(hanging.peer_id)].online
