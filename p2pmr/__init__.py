@@ -54,8 +54,8 @@ _WHERE = {
     "open_node": "node",
     "PeerConfig": "peer",
     "register_protocol": "peer",
-    "PhaseStatus": "scheduler",
-    "Policy": "scheduler",
+    "PhaseStatus": "master.scheduler",
+    "Policy": "master.policy",
     "WorkerLimits": "_worker",
 }
 
@@ -79,9 +79,10 @@ if TYPE_CHECKING:
     )
     from .job import Job
     from .master import InitMaster, Master, MasterOptions
+    from .master.policy import Policy
+    from .master.scheduler import PhaseStatus
     from .node import Node, open_node
     from .peer import PeerConfig, register_protocol
-    from .scheduler import PhaseStatus, Policy
     from .storage.cid import CID
     from .storage.unixfs import ImportOptions
 

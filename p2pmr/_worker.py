@@ -32,6 +32,7 @@ from .encoding import Codec, get_codec, group_pairs
 from .errors import CIDError, CorruptBlock, EncodingError, UnixFSError
 from .job import Job, show_sources
 from .records import block_records, decode_line, decode_records
+from .settings import setting
 from .storage.cid import CID
 from .storage.flatfs import FlatFS
 from .storage.unixfs import ImportOptions, extract_data, import_bytes, read_file_sync
@@ -52,8 +53,12 @@ _MIB = 1024 * 1024
 class WorkerLimits:
     """Per-task limits enforced inside the worker process."""
 
-    memory_bytes: int | None = 2 * 1024**3   # address space of the worker process
-    cpu_seconds: float | None = 600.0        # CPU time per task
+    memory_bytes: int | None = setting(  # address space of the worker process
+        2 * 1024**3, flag="--max-task-memory", metavar="MIB", scale=1024**2,
+        zero_means_none=True, help="Address-space limit of each worker process (0: none).")
+    cpu_seconds: float | None = setting(
+        600.0, flag="--max-task-cpu", metavar="SECONDS", zero_means_none=True,
+        help="CPU time limit per task (0: none).")
 
 
 class _CPULimit(Exception):

@@ -21,8 +21,12 @@ from typing import Any, TypeVar
 import click
 import trio
 
+from ._worker import WorkerLimits
 from .errors import P2PMRError, collapsed
+from .master.options import MasterOptions
 from .node import DEFAULT_LISTEN, default_repo, open_node
+from .peer.config import PeerConfig
+from .settings import apply, click_options, command_line
 from .storage import unixfs
 from .storage.base import BlockStore
 from .storage.cid import CID
@@ -381,28 +385,6 @@ def repo_verify(ctx: click.Context, set_aside: bool, repo: str | None,
         raise SystemExit(1)
 
 
-def task_limit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The limits every task runs under on a peer (``peer``, and ``run`` for local peers)."""
-    fn = click.option("--max-task-time", type=float, default=None, metavar="SECONDS",
-                      help="Wall-clock limit per task [default: 3600].")(fn)
-    fn = click.option("--max-task-cpu", type=float, default=None, metavar="SECONDS",
-                      help="CPU time limit per task (0: none) [default: 600].")(fn)
-    fn = click.option("--max-task-memory", type=int, default=None, metavar="MIB",
-                      help="Address-space limit of each worker process (0: none) "
-                           "[default: 2048].")(fn)
-    return fn
-
-
-def _limit_args(memory: int | None, cpu: float | None, wall: float | None) -> list[str]:
-    """The task-limit options given, as arguments for a ``p2pmr peer``."""
-    args: list[str] = []
-    for flag, value in (("--max-task-memory", memory), ("--max-task-cpu", cpu),
-                        ("--max-task-time", wall)):
-        if value is not None:
-            args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
-    return args
-
-
 def _peer_ids(ctx: click.Context, param: click.Parameter,
               values: tuple[str, ...]) -> tuple[str, ...]:
     """Refuse anything that is not a peer ID, at once, naming it."""
@@ -427,18 +409,13 @@ def _peer_ids(ctx: click.Context, param: click.Parameter,
                    "Use /ip4/0.0.0.0/tcp/PORT to accept peers from other machines.")
 @click.option("--bootstrap", multiple=True, metavar="MULTIADDR",
               help="Peer to connect to and stay connected to (repeatable).")
-@click.option("--workers", type=int, default=None,
-              help="Tasks run at once, each in its own process (default: the usable CPUs).")
 @click.option("--trust", multiple=True, metavar="PEER_ID", callback=_peer_ids,
               help="A master allowed to run jobs here (repeatable); also read from "
                    "the repo's trusted_masters file.")
 @click.option("--trust-any", is_flag=True,
               help="Run jobs from ANY master. Only for closed test swarms.")
-@click.option("--allow-pickle", is_flag=True,
-              help="Accept the pickle data encoding (unpickles data from other peers).")
-@task_limit_options
-@click.option("--fetch-timeout", type=float, default=60.0, show_default=True,
-              metavar="SECONDS", help="How long to wait for a task's input from the swarm.")
+@click_options(PeerConfig, ["workers", "allow_pickle", "task_wall_seconds", "fetch_timeout"])
+@click_options(WorkerLimits)
 @click.option("--psk", envvar="P2PMR_PSK", default=None, metavar="HEX",
               help="Pre-shared key: only peers holding it can connect (64 hex digits).")
 @click.option("--exit-with-parent", is_flag=True, hidden=True,
@@ -448,26 +425,15 @@ def _peer_ids(ctx: click.Context, param: click.Parameter,
                    "(used by --local-peers, so that not even a killed master leaves it).")
 @store_options
 @click.pass_context
-def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...],
-         workers: int | None, trust: tuple[str, ...], trust_any: bool, allow_pickle: bool,
-         max_task_memory: int | None, max_task_cpu: float | None, max_task_time: float | None,
-         fetch_timeout: float, psk: str | None, exit_with_parent: bool, remove_repo: bool,
-         repo: str | None, ipfs_api: str | None) -> None:
+def peer(ctx: click.Context, /, listen: tuple[str, ...], bootstrap: tuple[str, ...],
+         trust: tuple[str, ...], trust_any: bool, psk: str | None, exit_with_parent: bool,
+         remove_repo: bool, repo: str | None, ipfs_api: str | None, **given: Any) -> None:
     """Run a peer that executes tasks for trusted masters, until SIGINT or SIGTERM."""
-    from ._worker import WorkerLimits
-    from .peer import PeerConfig, register_protocol, usable_cpus
+    from .peer import register_protocol
     from .ready import announce_ready
 
     settings = _merge(ctx, repo, ipfs_api, bootstrap)
-    defaults = PeerConfig(workers=1)
-    memory = defaults.limits.memory_bytes if max_task_memory is None else \
-        max_task_memory * 1024 * 1024 or None
-    cpu = defaults.limits.cpu_seconds if max_task_cpu is None else max_task_cpu or None
-    config = PeerConfig(
-        workers=workers or usable_cpus(), allow_pickle=allow_pickle,
-        limits=WorkerLimits(memory_bytes=memory, cpu_seconds=cpu),
-        task_wall_seconds=defaults.task_wall_seconds if max_task_time is None
-        else max_task_time, fetch_timeout=fetch_timeout)
+    config = apply(PeerConfig, given, PeerConfig(limits=apply(WorkerLimits, given)))
     if trust_any:
         click.echo("WARNING: --trust-any: any peer that can reach this one can run arbitrary "
                    "code on this machine. Use it only in a closed test swarm.", err=True)
@@ -517,28 +483,19 @@ def peer(ctx: click.Context, listen: tuple[str, ...], bootstrap: tuple[str, ...]
 @click.option("--resume", is_flag=True,
               help="Continue this repo's unfinished run of the job (or, with no JOBFILE, "
                    "the newest unfinished job) from its journal.")
-@click.option("--peer-timeout", type=float, default=5.0, show_default=True,
-              help="Seconds of silence after which a peer counts as dead.")
-@click.option("--wait-for-workers", type=float, default=120.0, show_default=True,
-              help="Seconds to wait when no worker is available.")
-@click.option("--encoding", type=click.Choice(["msgpack", "pickle"]), default="msgpack",
-              show_default=True, help="Data encoding between peers.")
-@click.option("--verify", type=click.IntRange(1, 9), default=1, show_default=True,
-              help="Run every task on this many peers and accept only identical outputs.")
-@click.option("--cid-version", type=click.Choice(["0", "1"]), default="0", show_default=True)
+@click_options(MasterOptions)
 @click.option("--psk", envvar="P2PMR_PSK", default=None, metavar="HEX",
               help="Pre-shared key of a private swarm.")
 @click.option("--progress/--no-progress", default=True, help="Show progress on stderr.")
-@task_limit_options
+@click_options(WorkerLimits)
+@click_options(PeerConfig, ["task_wall_seconds"])
 @store_options
 @click.pass_context
-def run(ctx: click.Context, jobfile: Path | None, input_: str | None, reducers: int | None,
+def run(ctx: click.Context, /, jobfile: Path | None, input_: str | None, reducers: int | None,
         local_peers: int, local_workers: int | None, bootstrap: tuple[str, ...],
         listen: tuple[str, ...], output: Path | None, overwrite: bool, resume: bool,
-        peer_timeout: float, wait_for_workers: float, encoding: str, verify: int,
-        cid_version: str, psk: str | None, progress: bool, max_task_memory: int | None,
-        max_task_cpu: float | None, max_task_time: float | None, repo: str | None,
-        ipfs_api: str | None) -> None:
+        psk: str | None, progress: bool, repo: str | None, ipfs_api: str | None,
+        **given: Any) -> None:
     """Run a MapReduce job and print the output CID on the last line."""
     from .output import check_output_dir
     from .runner import RunSettings, run_job
@@ -548,7 +505,7 @@ def run(ctx: click.Context, jobfile: Path | None, input_: str | None, reducers: 
         raise click.UsageError("give a JOBFILE, or --resume to continue an unfinished job")
     if jobfile is not None and input_ is None:
         raise click.UsageError("--input is required")
-    limits = _limit_args(max_task_memory, max_task_cpu, max_task_time)
+    limits = command_line(WorkerLimits, given) + command_line(PeerConfig, given)
     if limits and not local_peers:
         raise click.UsageError("--max-task-memory, --max-task-cpu and --max-task-time apply to "
                                "--local-peers; other peers set their own (`p2pmr peer "
@@ -563,8 +520,7 @@ def run(ctx: click.Context, jobfile: Path | None, input_: str | None, reducers: 
         reducers=reducers, local_peers=local_peers, local_workers=local_workers,
         local_peer_args=tuple(limits), bootstrap=settings.bootstrap,
         listen=listen or DEFAULT_LISTEN, output=output, overwrite=overwrite, resume=resume,
-        peer_timeout=peer_timeout, wait_for_workers=wait_for_workers, encoding=encoding,
-        verify=verify, cid_version=int(cid_version), psk=psk, progress=progress)
+        master=apply(MasterOptions, given), psk=psk, progress=progress)
     root = run_async(run_job, run_settings,
                      on_stop="the tasks completed so far are in the journal; run the same "
                              "command with --resume to continue from there")

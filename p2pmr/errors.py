@@ -8,6 +8,7 @@ cases apart below it.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "BlockVerificationError",
     "CIDError",
     "CorruptBlock",
+    "DagPBError",
     "EncodingError",
     "JobError",
     "JobFailed",
@@ -97,6 +99,10 @@ class UnixFSError(P2PMRError):
     """A DAG is not the UnixFS structure the operation expects."""
 
 
+class DagPBError(UnixFSError):
+    """A block is not well-formed dag-pb, the node format UnixFS is built on."""
+
+
 class EncodingError(P2PMRError, TypeError):
     """A value cannot be carried by the non-executable data encoding."""
 
@@ -109,34 +115,15 @@ class UnsupportedVersion(ProtocolError):
     """A frame of another major version of the protocol."""
 
 
-class LimitExceeded(P2PMRError):
-    """A configured limit (size, time, memory, concurrency) was exceeded."""
-
-
-class NotAuthorised(P2PMRError):
-    """A remote peer asked for something it is not trusted to ask for."""
-
-
 class JobError(P2PMRError):
     """A job is malformed: its code, its input or its settings."""
 
 
-class RemoteTaskError(P2PMRError):
-    """User code raised on a peer; carries the remote traceback verbatim."""
-
-    def __init__(self, message: str, remote_traceback: str = "", peer: str = "") -> None:
-        self.remote_traceback = remote_traceback
-        self.peer = peer
-        text = message
-        if peer:
-            text += f" (on peer {peer})"
-        if remote_traceback:
-            text += "\n\nRemote traceback:\n" + remote_traceback.rstrip()
-        super().__init__(text)
-
-
 class JobFailed(P2PMRError):
-    """A job cannot finish; the message says which task failed and why."""
+    """A job cannot finish; the message says which task failed and why.
+
+    The subclasses say why more precisely, for callers that act on it.
+    """
 
     def __init__(self, message: str, remote_traceback: str = "") -> None:
         self.remote_traceback = remote_traceback
@@ -144,6 +131,24 @@ class JobFailed(P2PMRError):
         if remote_traceback:
             text += "\n\nRemote traceback:\n" + remote_traceback.rstrip()
         super().__init__(text)
+
+
+class RemoteTaskError(JobFailed):
+    """The job's code raised on the peers, every time it was tried.
+
+    ``remote_traceback`` holds the traceback as the peer saw it: the job's
+    own frames, with the job file's name and lines.
+    """
+
+
+class LimitExceeded(JobFailed):
+    """A task needed more than a peer's limits allow (memory, CPU, time,
+    input size, disk); the message names the limit and the ways out."""
+
+
+class NotAuthorised(JobFailed):
+    """Every peer that could run the job refused this master as untrusted;
+    the message says how to make a peer trust it."""
 
 
 def collapse(group: BaseException) -> BaseException:
@@ -156,13 +161,16 @@ def collapse(group: BaseException) -> BaseException:
     """
     if not isinstance(group, BaseExceptionGroup):
         return group
+    # No trio imported, no trio.Cancelled to skip (worker processes do without it).
+    trio = sys.modules.get("trio")
+    cancelled = trio.Cancelled if trio is not None else ()
     leaves: list[BaseException] = []
 
     def walk(exc: BaseException) -> None:
         if isinstance(exc, BaseExceptionGroup):
             for inner in exc.exceptions:
                 walk(inner)
-        elif type(exc).__name__ != "Cancelled":
+        elif not isinstance(exc, cancelled):
             leaves.append(exc)
 
     walk(group)

@@ -36,7 +36,8 @@ import cloudpickle
 from .errors import JobError
 from .storage.cid import CID
 
-__all__ = ["Job", "JobDescriptor", "dump_job", "load_job_file", "show_sources"]
+__all__ = ["Job", "JobDescriptor", "dump_job", "load_job_file", "runtime", "runtime_mismatch",
+           "show_sources"]
 
 Pairs = Iterable[tuple[Any, Any]]
 
@@ -238,6 +239,28 @@ def show_sources(job: Job) -> None:
         lines = text.splitlines(keepends=True)
         # No modification time: linecache.checkcache() leaves the entry alone.
         linecache.cache[name] = (len(text), None, lines, name)
+
+
+def runtime() -> str:
+    """What this process pickles job code for: ``"cpython-3.11 cloudpickle-3.1.3"``.
+
+    Pickled code objects hold bytecode, which only the same Python
+    implementation and major.minor version can run.
+    """
+    version = sys.version_info
+    return (f"{sys.implementation.name}-{version.major}.{version.minor} "
+            f"cloudpickle-{cloudpickle.__version__}")
+
+
+def runtime_mismatch(job_runtime: str) -> str | None:
+    """Why code pickled for ``job_runtime`` cannot run here, or None if it can."""
+    if not job_runtime:
+        return None  # unknown: let the worker try
+    theirs, ours = job_runtime.split()[0], runtime().split()[0]
+    if theirs == ours:
+        return None
+    return (f"the job's code was pickled for {theirs}, and this peer runs {ours}: the "
+            f"master and its peers need the same Python version to share code")
 
 
 @dataclass(frozen=True)

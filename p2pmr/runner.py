@@ -7,6 +7,7 @@ show progress, and write the output locally if asked.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,7 @@ class RunSettings:
     output: Path | None = None
     overwrite: bool = False
     resume: bool = False
-    peer_timeout: float = 5.0
-    wait_for_workers: float = 120.0
-    encoding: str = "msgpack"
-    verify: int = 1
-    cid_version: int = 0
+    master: MasterOptions = field(default_factory=MasterOptions)
     psk: str | None = None
     progress: bool = True
     ipfs_api: str | None = None
@@ -175,7 +172,7 @@ async def run_job(settings: RunSettings) -> CID:
             base = Path(tempfile.mkdtemp(prefix="p2pmr-peers-"))
             stack.callback(shutil.rmtree, base, ignore_errors=True)
             extra = [*settings.local_peer_args]
-            if settings.encoding == "pickle":
+            if settings.master.encoding == "pickle":
                 extra.append("--allow-pickle")
             await stack.enter_async_context(local_swarm(
                 settings.local_peers, base, node.multiaddrs[0], str(node.peer_id),
@@ -192,7 +189,8 @@ async def run_job(settings: RunSettings) -> CID:
         async def add_input() -> None:
             nonlocal input_cid
             if settings.input is not None:
-                input_cid = await _resolve_input(node, settings.input, settings.cid_version)
+                input_cid = await _resolve_input(node, settings.input,
+                                                 settings.master.cid_version)
 
         with collapsed():
             async with trio.open_nursery() as prep:
@@ -214,11 +212,8 @@ async def run_job(settings: RunSettings) -> CID:
             log.info("resuming job %s (input %s, %d reducers)", found.job, input_cid, reducers)
         if input_cid is None:
             raise JobError("no input: give --input (or --resume an unfinished job)")
-        options = MasterOptions(peer_timeout=settings.peer_timeout,
-                                wait_for_workers=settings.wait_for_workers,
-                                encoding=settings.encoding, cid_version=settings.cid_version,
-                                verify=settings.verify, resume=settings.resume,
-                                resume_job=resume_job)
+        options = dataclasses.replace(settings.master, resume=settings.resume,
+                                      resume_job=resume_job)
         master = Master(node, input_cid, None, reducers, options, code=code, name=name)
         root = await _run_with_progress(master, settings.progress)
         elapsed = time.monotonic() - started

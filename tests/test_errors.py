@@ -53,3 +53,18 @@ async def test_errors_in_a_node_block_reach_the_caller_as_themselves(tmp_path) -
                 local_swarm(1, tmp_path / "peers", node.multiaddrs[0], str(node.peer_id),
                             workers=1):
             raise JobFailed("as itself")
+
+
+def test_every_error_class_is_raised_somewhere() -> None:
+    """An exported error class that nothing raises is a promise nobody keeps."""
+    import re
+    from pathlib import Path
+
+    from p2pmr import errors
+
+    source = "\n".join(p.read_text() for p in Path(errors.__file__).parent.rglob("*.py")
+                       if p.name != "errors.py" and "_pb" not in p.parts)
+    bases = {"P2PMRError"}  # raised only through its subclasses, by design
+    for name in errors.__all__:
+        if name[0].isupper() and name not in bases:
+            assert re.search(rf"\b{name}\(", source), f"{name} is never raised"

@@ -8,15 +8,24 @@ from pathlib import Path
 
 import pytest
 import trio
+from libp2p.peer.id import ID as PeerID
 
-from p2pmr import InitMaster, JobFailed
+from p2pmr import InitMaster, JobFailed, NotAuthorised
 from p2pmr.job import load_job_file
 from p2pmr.node import Node
 from p2pmr.peer import Faults
 from p2pmr.storage import unixfs
 from p2pmr.testing import MemorySwarm, memory_swarm
 from p2pmr.wire.codes import ErrorCode
-from p2pmr.wire.messages import Error, JobSpec, MapResult, MapTask, ReduceResult, ReduceTask
+from p2pmr.wire.messages import (
+    Assignment,
+    Error,
+    JobSpec,
+    MapResult,
+    MapTask,
+    ReduceResult,
+    ReduceTask,
+)
 
 from .conftest import peers
 from .helpers import GUTENBERG, ROOT
@@ -87,7 +96,7 @@ async def test_a_peer_that_does_not_trust_the_master_fails_the_job_in_seconds() 
         cid = await unixfs.add_path(swarm.master.blocks, TEXTS[0])
         job = InitMaster(swarm.master, cid, job=load_job_file(WORDCOUNT), n_reducers=1,
                          wait_for_workers=3)
-        with trio.fail_after(30), pytest.raises(JobFailed, match="does not trust this master"):
+        with trio.fail_after(30), pytest.raises(NotAuthorised, match="does not trust this master"):
             await job.run()
 
 
@@ -119,3 +128,55 @@ async def test_a_peer_that_vanishes_mid_job_loses_only_its_tasks() -> None:
         assert await output_counts(swarm.master, root) == \
             reference_counts(sorted(GUTENBERG.iterdir()))
         assert not job.get_peer_status()[str(hanging.peer_id)].online
+
+
+async def test_code_pickled_for_another_python_is_refused_at_once() -> None:
+    """Pickled code holds bytecode: a peer on another Python cannot load it,
+    and says so before fetching anything."""
+    from p2pmr.storage.cid import CID
+    from p2pmr.wire.framing import PROTOCOL_ID, FrameReader, FrameWriter
+    from p2pmr.wire.messages import Phase, Split, TaskId
+
+    async with memory_swarm(peers=1) as swarm:
+        job = CID.hash(b"job")
+        task = MapTask(TaskId(job, Phase.MAP, 0), split=Split(CID.hash(b"b"), "", 0, 1, True,
+                                                                True))
+        stream = await swarm.master.network.open_stream(swarm.peers[0].peer_id, PROTOCOL_ID)
+        await FrameWriter(stream).write(Assignment(
+            JobSpec(job, CID.hash(b"code"), 1, runtime="cpython-2.7 cloudpickle-0.5"),
+            maps=(task,)))
+        with trio.fail_after(10):
+            reply = await FrameReader(stream).read(10)
+    assert isinstance(reply, Error) and reply.code is ErrorCode.BAD_JOB
+    assert "pickled for cpython-2.7" in reply.message and "same Python version" in reply.message
+
+
+class OtherPython(Faults):
+    """Refuses every assignment as a peer on another Python version does."""
+
+    async def on_assignment(self, assignment: Assignment, remote: PeerID) -> Error | None:
+        return Error(ErrorCode.BAD_JOB, "the job's code was pickled for cpython-3.11, and "
+                     "this peer runs cpython-3.13")
+
+
+async def test_a_peer_that_cannot_load_the_job_is_excluded_at_once() -> None:
+    async with memory_swarm(peers=1) as swarm:
+        other = await swarm.add_peer(faults=OtherPython())
+        cid = await unixfs.add_path(swarm.master.blocks, TEXTS[0])
+        job = InitMaster(swarm.master, cid, job=load_job_file(WORDCOUNT), n_reducers=2)
+        with trio.fail_after(60):
+            root = await job.run()
+        assert await output_counts(swarm.master, root) == reference_counts(TEXTS[:1])
+        status = job.get_peer_status()[str(other.peer_id)]
+        assert status.excluded and status.failed <= 1
+        assert "pickled for cpython-3.11" in status.excluded_reason
+
+
+async def test_a_job_no_peer_can_load_fails_naming_the_runtimes() -> None:
+    async with memory_swarm(peers=0) as swarm:
+        await swarm.add_peer(faults=OtherPython())
+        cid = await unixfs.add_path(swarm.master.blocks, TEXTS[0])
+        job = InitMaster(swarm.master, cid, job=load_job_file(WORDCOUNT), n_reducers=1,
+                         wait_for_workers=2)
+        with trio.fail_after(30), pytest.raises(JobFailed, match=r"this peer runs cpython-3\.13"):
+            await job.run()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 
-from p2pmr import InitMaster, JobFailed, job
+from p2pmr import InitMaster, JobFailed, RemoteTaskError, job
 from p2pmr.job import dump_job, load_job_file
 from p2pmr.node import Node
 
@@ -43,6 +43,8 @@ async def test_remote_traceback_names_the_job_file_and_shows_its_lines(master: N
         with trio.fail_after(60), pytest.raises(JobFailed) as info:
             await InitMaster(master, cid, job=raises, n_reducers=1).run()
     message = str(info.value)
+    assert isinstance(info.value, RemoteTaskError)
+    assert 'File "raises.py", line 6, in map' in info.value.remote_traceback
     assert 'File "raises.py", line 6, in map' in message
     assert '    raise ValueError(f"refusing to map {line!r}")' in message
     assert "<dynamic-code>" not in message

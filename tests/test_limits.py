@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pmr import InitMaster, JobFailed, _worker
+from p2pmr import InitMaster, LimitExceeded, _worker
 from p2pmr.job import dump_job, load_job_file
 from p2pmr.node import Node
 from p2pmr.records import encode_records
@@ -151,7 +151,7 @@ async def test_the_kernels_oom_killer_is_a_limit_too(master: Node, tmp_path: Pat
             cgroup=group))
         try:
             job = InitMaster(master, cid, job=load_job_file(JOBS / "hog_memory.py"), n_reducers=1)
-            with trio.fail_after(120), pytest.raises(JobFailed) as info:
+            with trio.fail_after(120), pytest.raises(LimitExceeded) as info:
                 await job.run()
         finally:
             peer.kill()

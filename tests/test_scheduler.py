@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import trio
 
-from p2pmr.scheduler import Abort, FailureKind, Policy, Scheduler, State, Task
+from p2pmr.master.policy import Policy
+from p2pmr.master.scheduler import Abort, FailureKind, Scheduler, State, Task
 
 
 def make(n: int = 4, **policy: object) -> Scheduler:
@@ -15,7 +16,7 @@ def make(n: int = 4, **policy: object) -> Scheduler:
 
 def test_states_idle_in_progress_completed() -> None:
     sched = make(1)
-    sched.add_peer("p")
+    sched.book.add("p")
     task = sched.next_idle("map")
     assert task is not None and task.state is State.IDLE
     attempt = sched.start(task, "p", now=0.0)
@@ -27,45 +28,45 @@ def test_states_idle_in_progress_completed() -> None:
 
 def test_new_peer_earns_larger_windows_and_loses_them() -> None:
     sched = make(20, max_batch=8)
-    record = sched.add_peer("p")
+    record = sched.book.add("p")
     assert record.window == 1
     for expected in (2, 4, 8, 8):
         task = sched.next_idle("map")
         assert task is not None
         sched.succeed(task, sched.start(task, "p", 0.0), None, 1.0)
         assert record.window == expected
-    sched.peer_failed("p", now=10.0)
+    sched.book.failed("p", now=10.0)
     assert record.window == 4 and record.not_before > 10.0
-    assert list(sched.available_peers(now=10.0)) == []  # cooling off
-    assert [r.peer for r in sched.available_peers(now=20.0)] == ["p"]
+    assert list(sched.book.available(now=10.0)) == []  # cooling off
+    assert [r.peer for r in sched.book.available(now=20.0)] == ["p"]
 
 
 def test_repeated_failures_exclude_a_peer() -> None:
     sched = make(4, exclude_after=3)
-    record = sched.add_peer("bad")
+    record = sched.book.add("bad")
     for _ in range(3):
         task = sched.next_idle("map")
         assert task is not None
         sched.fail(task, sched.start(task, "bad", 0.0), FailureKind.INFRA, "timeout")
-    assert record.excluded and list(sched.available_peers(now=100.0)) == []
+    assert record.excluded and list(sched.book.available(now=100.0)) == []
     assert all(t.state is State.IDLE for t in sched.phase_tasks("map"))  # nothing lost
 
 
 def test_user_errors_fail_the_task_after_the_limit() -> None:
     sched = make(1, max_user_errors=3)
-    sched.add_peer("p")
+    sched.book.add("p")
     task = sched.phase_tasks("map")[0]
     for i in range(3):
         assert task.state is State.IDLE
         sched.fail(task, sched.start(task, "p", 0.0), FailureKind.USER, f"boom {i}", "tb")
     assert task.state is State.FAILED and sched.failed_task("map") is task
     assert task.last_error == "boom 2" and task.last_traceback == "tb"
-    assert sched.peers["p"].failures == 0  # user code errors are not the peer's fault
+    assert sched.book["p"].failures == 0  # user code errors are not the peer's fault
 
 
 def test_unreachable_and_busy_do_not_count_against_the_task() -> None:
     sched = make(1, max_task_failures=2)
-    sched.add_peer("p")
+    sched.book.add("p")
     task = sched.phase_tasks("map")[0]
     for _ in range(5):
         sched.fail(task, sched.start(task, "p", 0.0), FailureKind.UNREACHABLE, "gone")
@@ -75,21 +76,21 @@ def test_unreachable_and_busy_do_not_count_against_the_task() -> None:
 
 def test_first_result_wins_and_duplicates_are_ignored() -> None:
     sched = make(1)
-    sched.add_peer("a")
-    sched.add_peer("b")
+    sched.book.add("a")
+    sched.book.add("b")
     task = sched.phase_tasks("map")[0]
     first = sched.start(task, "a", 0.0)
     second = sched.start(task, "b", 1.0, backup=True)
     assert sched.succeed(task, second, "from b", 2.0)[0]
     assert not sched.succeed(task, first, "from a", 3.0)[0]
     assert task.output == "from b" and task.completed_by == "b"
-    assert sched.peers["a"].in_flight == 0 and sched.peers["b"].in_flight == 0
+    assert sched.book["a"].in_flight == 0 and sched.book["b"].in_flight == 0
 
 
 def test_backups_only_at_the_end_and_only_for_stragglers() -> None:
     sched = make(3, backup_factor=2.5, backup_min_age=3.0)
     for peer in ("a", "b", "c"):
-        sched.add_peer(peer)
+        sched.book.add(peer)
     t0, t1, t2 = sched.phase_tasks("map")
     a0 = sched.start(t0, "a", 0.0)
     a0.running_since = 0.0
@@ -109,8 +110,8 @@ def test_backups_only_at_the_end_and_only_for_stragglers() -> None:
 def test_queued_tasks_are_not_mistaken_for_stragglers() -> None:
     """A task queued on a peer that keeps making progress is not slow."""
     sched = make(6, backup_factor=2.5, backup_min_age=3.0)
-    sched.add_peer("a")
-    sched.add_peer("b")
+    sched.book.add("a")
+    sched.book.add("b")
     tasks = sched.phase_tasks("map")
     first = sched.start(tasks[0], "a", 0.0)
     sched.running(first, 0.0)
@@ -133,7 +134,7 @@ def test_queued_tasks_are_not_mistaken_for_stragglers() -> None:
 def test_verify_needs_agreement_of_distinct_peers_and_names_liars() -> None:
     sched = make(1, verify=2, max_attempts_running=3)
     for peer in ("honest1", "liar", "honest2"):
-        sched.add_peer(peer)
+        sched.book.add(peer)
     task = sched.phase_tasks("map")[0]
     first = sched.start(task, "honest1", 0.0)
     assert sched.next_idle("map", "honest1") is None      # never twice on one peer
@@ -153,7 +154,7 @@ def test_an_abort_before_the_attempt_is_wired_is_kept_not_lost() -> None:
     """A backup superseded between dispatch and its stream opening must still
     be stopped once the stream code takes it over."""
     sched = make(1)
-    sched.add_peer("p")
+    sched.book.add("p")
     task = sched.next_idle("map")
     assert task is not None
     attempt = sched.start(task, "p", now=0.0)
@@ -169,30 +170,30 @@ def test_an_abort_before_the_attempt_is_wired_is_kept_not_lost() -> None:
 def test_a_task_that_failed_on_a_peer_goes_elsewhere_while_it_can() -> None:
     sched = make(3)
     for peer in ("bad", "good"):
-        sched.add_peer(peer)
+        sched.book.add(peer)
     task = sched.next_idle("map", "bad")
     assert task is not None and task.index == 0
     sched.fail(task, sched.start(task, "bad", 0.0), FailureKind.INFRA, "INTERNAL: boom")
     assert sched.next_idle("map", "bad").index == 1       # not task 0 again…
     assert sched.next_idle("map", "good") is task         # …which waits for another peer
-    sched.exclude("good", "gone")
+    sched.book.exclude("good", "gone")
     assert sched.next_idle("map", "bad") is task          # no one else left: back it goes
 
 
 def test_every_failure_counts_and_three_in_a_row_exclude() -> None:
     sched = make(6, exclude_after=3)
-    sched.add_peer("bad")
-    sched.add_peer("good")
+    sched.book.add("bad")
+    sched.book.add("good")
     for i in range(3):
         task = sched.next_idle("map", "bad")
         assert task is not None
         sched.fail(task, sched.start(task, "bad", float(i)), FailureKind.INFRA, "refused",
                    now=float(i))
-    record = sched.peers["bad"]
+    record = sched.book["bad"]
     assert record.failures == 3 and record.excluded
     assert "3 failures in a row" in record.excluded_reason and "refused" in record.excluded_reason
-    assert [r.peer for r in sched.take_exclusions()] == ["bad"]
-    assert sched.take_exclusions() == []
+    assert [r.peer for r in sched.book.take_exclusions()] == ["bad"]
+    assert sched.book.take_exclusions() == []
 
 
 def test_claimed_user_errors_count_once_another_peer_runs_the_task() -> None:
@@ -200,22 +201,22 @@ def test_claimed_user_errors_count_once_another_peer_runs_the_task() -> None:
     that run the same tasks fine, and excluded on its failure rate."""
     sched = make(20)
     for peer in ("liar", "a", "b"):
-        sched.add_peer(peer)
+        sched.book.add(peer)
     for _ in range(10):
         task = sched.next_idle("map", "liar")
         assert task is not None
-        before = sched.peers["liar"].failures
+        before = sched.book["liar"].failures
         sched.fail(task, sched.start(task, "liar", 0.0), FailureKind.USER, "raised", "tb")
-        assert sched.peers["liar"].failures == before  # not yet: it might be the code
+        assert sched.book["liar"].failures == before  # not yet: it might be the code
         other = "a" if task.index % 2 else "b"
         assert sched.next_idle("map", other) is task
         sched.succeed(task, sched.start(task, other, 0.0), "ok", 1.0)
-        if sched.peers["liar"].excluded:
+        if sched.book["liar"].excluded:
             break
-    record = sched.peers["liar"]
+    record = sched.book["liar"]
     assert record.excluded and "attempts" in record.excluded_reason
     assert record.failures <= 8
-    assert not sched.peers["a"].excluded and not sched.peers["b"].excluded
+    assert not sched.book["a"].excluded and not sched.book["b"].excluded
 
 
 def test_a_swarm_that_fails_alike_excludes_nobody() -> None:
@@ -227,7 +228,7 @@ def test_a_swarm_that_fails_alike_excludes_nobody() -> None:
     sched = make(300)
     peers = ["a", "b", "c"]
     for peer in peers:
-        sched.add_peer(peer)
+        sched.book.add(peer)
     while (task := sched.next_idle("map")) is not None:
         for peer in rng.sample(peers, 3):
             if not sched.may_take(task, peer):
@@ -238,8 +239,8 @@ def test_a_swarm_that_fails_alike_excludes_nobody() -> None:
             else:
                 sched.succeed(task, attempt, "ok", 1.0)
             break
-    assert not any(r.excluded for r in sched.peers.values())
-    assert all(r.failures > 10 for r in sched.peers.values())
+    assert not any(r.excluded for r in sched.book.records.values())
+    assert all(r.failures > 10 for r in sched.book.records.values())
 
 
 def test_under_verify_a_task_failed_by_one_peer_can_still_be_verified() -> None:
@@ -247,7 +248,7 @@ def test_under_verify_a_task_failed_by_one_peer_can_still_be_verified() -> None:
     since B has given its own. It must not be stuck between the two rules."""
     sched = make(1, verify=2, max_attempts_running=3)
     for peer in ("a", "b"):
-        sched.add_peer(peer)
+        sched.book.add(peer)
     task = sched.phase_tasks("map")[0]
     sched.fail(task, sched.start(task, "a", 0.0), FailureKind.INFRA, "stream broke",
                blame_peer=False)
@@ -267,7 +268,7 @@ async def test_one_event_is_one_charge_however_many_streams_saw_it() -> None:
 
     sched = Scheduler(Policy())
     watch = PeerWatch(None, sched, peer_timeout=5.0, changed=lambda: None)  # type: ignore[arg-type]
-    record = sched.add_peer("p")
+    record = sched.book.add("p")
     watch.heard("p")  # type: ignore[arg-type]
     for stream in range(5):
         watch.charge("p", f"stream {stream} broke")  # type: ignore[arg-type]

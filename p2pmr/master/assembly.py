@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..scheduler import Task
 from ..storage import unixfs
 from ..storage.base import BlockStore, dag_links
 from ..storage.cid import CID
 from .outputs import MapOutput, ReduceOutput
+from .scheduler import Task
 
 __all__ = ["assemble"]
 

@@ -18,7 +18,7 @@ import trio
 from libp2p.peer.id import ID as PeerID
 
 from ..records import SplitInfo
-from ..scheduler import Abort, Attempt, FailureKind, Scheduler, Task
+from ..wire.codes import ErrorCode
 from ..wire.messages import (
     Assignment,
     Error,
@@ -37,6 +37,7 @@ from .options import MasterOptions
 from .outputs import Output, signature
 from .plan import MAP, BoundaryWork, ReduceWork
 from .results import AttemptFailed, Results, failure_of
+from .scheduler import Abort, Attempt, FailureKind, Scheduler, Task
 
 __all__ = ["Assignments"]
 
@@ -109,7 +110,7 @@ class Assignments:
                             if not attempt.backup:
                                 # A straggler that lost to its backup: it holds
                                 # tasks without finishing them, so it earns less.
-                                self.scheduler.peer_slow(attempt.peer)
+                                self.scheduler.book.slow(attempt.peer)
                         else:
                             # Lost with its peer, or timed out: whoever aborts
                             # charges the peer, once for the whole event.
@@ -131,7 +132,7 @@ class Assignments:
                 except AttemptFailed as exc:
                     failure = exc
                     if exc.kind is FailureKind.UNREACHABLE and not exc.blame:
-                        self.scheduler.peer_offline(peer)
+                        self.scheduler.book.offline(peer)
             if pending:
                 abandoned = failure or AttemptFailed(FailureKind.INFRA, "assignment abandoned",
                                                      blame=False)
@@ -216,7 +217,7 @@ class Assignments:
         log.info("%s task %d attempt %d on %s failed: %s", task.phase, task.index,
                  attempt.number, attempt.peer, exc.message)
         self.scheduler.fail(task, attempt, exc.kind, exc.message, exc.traceback,
-                            blame_peer=False, now=trio.current_time())
+                            blame_peer=False, now=trio.current_time(), code=exc.code)
         if charge:
             peer = attempt.peer
             assert isinstance(peer, PeerID)
@@ -225,11 +226,12 @@ class Assignments:
 
     def charge_for(self, peer: PeerID, exc: AttemptFailed) -> None:
         if exc.exclude:
-            self.watch.exclude(peer, self._exclusion_reason(exc.message))
+            self.watch.exclude(peer, self._exclusion_reason(exc.message),
+                               untrusted=exc.code is ErrorCode.NOT_AUTHORISED)
         elif exc.blame:
             self.watch.charge(peer, exc.message)
         elif exc.kind is FailureKind.BUSY:
-            self.scheduler.peer_busy(peer, trio.current_time())
+            self.scheduler.book.busy(peer, trio.current_time())
 
     def _exclusion_reason(self, message: str) -> str:
         me = self.network.local_peer

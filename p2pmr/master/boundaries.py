@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from ..errors import BlockNotFound, JobFailed, UnixFSError
 from ..records import SplitInfo, encode_records, stitch_file
-from ..scheduler import Scheduler, State, Task
 from ..storage import unixfs
 from ..storage.base import BlockStore, Fetcher
 from ..storage.cid import CID
 from .outputs import MapOutput
 from .plan import BoundaryWork, InputPlan
+from .scheduler import Scheduler, State, Task
 
 __all__ = ["Boundaries"]
 

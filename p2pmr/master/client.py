@@ -18,7 +18,6 @@ from libp2p.peer.id import ID as PeerID
 
 from ..errors import ProtocolError
 from ..network import Network, Stream
-from ..scheduler import FailureKind
 from ..wire.framing import PROTOCOL_ID, FrameReader, FrameWriter
 from ..wire.messages import (
     Accepted,
@@ -31,6 +30,7 @@ from ..wire.messages import (
     TaskId,
 )
 from .results import AttemptFailed, failure_of
+from .scheduler import FailureKind
 
 __all__ = ["Answer", "AssignmentClient", "Event", "Running"]
 

@@ -21,13 +21,13 @@ from typing import Any, overload
 import trio
 from libp2p.peer.id import ID as PeerID
 
-from ..errors import BlockNotFound, JobError, JobFailed, collapsed
-from ..job import Job, JobDescriptor, dump_job, is_job_like
+from ..errors import JobError, JobFailed, LimitExceeded, NotAuthorised, RemoteTaskError, collapsed
+from ..job import Job, JobDescriptor, dump_job, is_job_like, runtime
 from ..node import Node
 from ..records import SplitInfo
-from ..scheduler import Abort, Attempt, PeerStatus, PhaseStatus, Scheduler, Task, TaskInfo
 from ..storage import unixfs
 from ..storage.cid import CID
+from ..wire.codes import ErrorCode
 from ..wire.framing import PROTOCOL_ID
 from ..wire.messages import JobSpec
 from .assembly import assemble
@@ -37,18 +37,21 @@ from .journal import Journal, output_to_json
 from .liveness import PeerWatch
 from .options import MasterOptions
 from .outputs import MapOutput, ReduceOutput
+from .peerbook import PeerStatus
 from .plan import (
     MAP,
     REDUCE,
     BoundaryWork,
     InputPlan,
-    ReduceWork,
     plan_input,
     plan_reduce,
     store_input_lists,
 )
+from .policy import Policy
+from .repair import check_inputs
 from .results import Results
 from .resume import find_resumable, finished_output, replay, warn_if_code_changed
+from .scheduler import Abort, Attempt, PhaseStatus, Scheduler, Task, TaskInfo
 
 __all__ = ["InitMaster", "Master"]
 
@@ -108,7 +111,7 @@ class Master:
         return self.scheduler.status(REDUCE)
 
     def get_peer_status(self) -> dict[str, PeerStatus]:
-        return self.scheduler.peer_status()
+        return self.scheduler.book.status()
 
     def get_tasks(self, phase: str = MAP) -> list[TaskInfo]:
         return self.scheduler.infos(phase)
@@ -116,19 +119,7 @@ class Master:
     def task_profile(self) -> dict[str, dict[str, float]]:
         """Where task time went, summed per phase: the master's view of each
         winning attempt (wall) and the peer's (fetch, queue, compute, store)."""
-        profile: dict[str, dict[str, float]] = {}
-        for phase in (MAP, REDUCE):
-            sums = dict.fromkeys(("tasks", "wall", "fetch", "queue", "compute", "store"), 0.0)
-            for task in self.scheduler.phase_tasks(phase):
-                output = task.output
-                if task.duration is None or not isinstance(output, (MapOutput, ReduceOutput)):
-                    continue
-                sums["tasks"] += 1
-                sums["wall"] += task.duration
-                for key, value in output.timings.items():
-                    sums[key] += value
-            profile[phase] = {k: round(v, 3) for k, v in sums.items()}
-        return profile
+        return {phase: profile(self.scheduler.phase_tasks(phase)) for phase in (MAP, REDUCE)}
 
     def _signal(self) -> None:
         self._wake.set()
@@ -236,7 +227,7 @@ class Master:
             self.watch, self.scheduler,
             Results(blocks, self.reducers, self.options.fetch_timeout), self.options,
             JobSpec(self.job_cid, self.code_cid, self.reducers, self.options.encoding,
-                    self.options.cid_version),
+                    self.options.cid_version, runtime()),
             completed=self._completed, input_failed=self._input_failed, changed=self._signal)
         self.plan = await plan_input(blocks, self.input, timeout=self.options.input_timeout,
                                      boundary_group=self.options.boundary_group)
@@ -278,13 +269,13 @@ class Master:
                 raise self._fatal
             failed = sched.failed_task(phase)
             if failed is not None:
-                raise JobFailed(self._failure_message(failed), failed.last_traceback)
+                raise _task_failure(failed, sched.policy)
             if sched.phase_done(phase) and not self._settling:
                 return
             now = trio.current_time()
             self._enforce_task_timeouts(phase, now)
             assigned = self._dispatch(phase, now)
-            usable = sched.usable_peers()
+            usable = sched.book.usable()
             cooling = any(r.not_before > now for r in usable)
             if assigned or sched.any_running(phase) or cooling or self._settling or not usable:
                 stalled_since = None
@@ -303,12 +294,12 @@ class Master:
                 no_worker_since = now
                 log.info("waiting for workers (peers that speak %s)", PROTOCOL_ID)
             elif now - no_worker_since > self.options.wait_for_workers or (
-                    sched.peers and all(r.excluded for r in sched.peers.values())
+                    sched.book.records and all(r.excluded for r in sched.book.records.values())
                     and now - no_worker_since > min(self.options.wait_for_workers, 10.0)):
                 # Excluded peers stay excluded for the job, so once every peer
                 # seen is, only a newcomer could help: a trust mistake must
                 # cost seconds, not wait_for_workers.
-                raise JobFailed(self._no_worker_message(now - no_worker_since))
+                raise _no_worker(sched, self.node.peer_id, now - no_worker_since)
             with trio.move_on_after(0.25):
                 await self._wake.wait()
 
@@ -318,7 +309,7 @@ class Master:
         the last tasks of a phase are spread out rather than queued on one
         peer; or, near the end of the phase, one backup attempt."""
         sched = self.scheduler
-        peers = list(sched.available_peers(now))
+        peers = list(sched.book.available(now))
         share = max(1, math.ceil(sched.idle_count(phase) / max(1, len(peers))))
         assigned = 0
         for record in peers:
@@ -359,29 +350,6 @@ class Master:
         for peer in late:  # one charge per peer, however many tasks it sat on
             self.watch.charge(peer, f"held tasks past the {limit:.0f}s task deadline")
 
-    def _failure_message(self, task: Task) -> str:
-        what = f"{task.phase} task {task.index}"
-        policy = self.scheduler.policy
-        if task.user_errors >= policy.max_user_errors:
-            return f"{what} failed {task.user_errors} times: {task.last_error}"
-        if task.input_failures >= policy.max_input_failures:
-            return (f"{what} could not fetch its input on {task.input_failures} attempts: "
-                    f"{task.last_error}")
-        return f"{what} failed {task.failures} times; last error: {task.last_error}"
-
-    def _no_worker_message(self, waited: float) -> str:
-        peers = self.scheduler.peers
-        excluded = [r for r in peers.values() if r.excluded]
-        text = (f"no usable worker for {waited:.0f}s ({len(peers)} seen, "
-                f"{len(excluded)} excluded)")
-        if not peers:
-            text += (f": no peer that speaks {PROTOCOL_ID} connected; start peers with "
-                     f"`p2pmr peer --bootstrap MASTER_MULTIADDR --trust "
-                     f"{self.node.peer_id}` or run with --local-peers N")
-        for record in excluded:
-            text += f"\n  peer {record.peer} was excluded: {record.excluded_reason}"
-        return text
-
     # -- completions ------------------------------------------------------------------
 
     async def _completed(self, task: Task) -> None:
@@ -414,45 +382,53 @@ class Master:
             self._nursery.start_soon(self._check_corruption, task)
 
     async def _check_corruption(self, task: Task) -> None:
-        """A peer could not fetch a task's input: is this repo's copy bad?
+        failure = await check_inputs(self.node.blocks, task, self.code_cid,
+                                     self.node.repo, self.options.fetch_timeout)
+        if failure is not None:
+            self._fatal = failure
+            self._signal()
 
-        The master is where inputs, records files and map outputs come
-        from. A block of the task's inputs that turned out corrupt here has
-        been set aside; an intact copy is fetched from peers, and if none has
-        one, no retry can succeed: the job says so now, naming the block,
-        rather than after every attempt has timed out.
-        """
-        blocks = self.node.blocks
-        if not blocks.corrupt:
-            return
-        bad: set[CID] = set()
-        for root in self._inputs_of(task):
-            bad.update(cid for cid in await blocks.missing(root) if cid in blocks.corrupt)
-        for cid in sorted(bad):
-            try:
-                await blocks.get(cid, timeout=self.options.fetch_timeout)
-            except BlockNotFound as exc:
-                self._fatal = JobFailed(
-                    f"{task.phase} task {task.index} needs a block that is corrupt in the "
-                    f"master's repo, and no peer has an intact copy: {exc}. Add the input "
-                    f"again (`p2pmr add` repairs corrupt blocks it rewrites), and run `p2pmr "
-                    f"repo verify --repo {self.node.repo}` to find any other damage")
-                self._signal()
-                return
 
-    def _inputs_of(self, task: Task) -> Iterator[CID]:
-        """The roots of every DAG a task's peer fetches from this master."""
-        if self.code_cid is not None:
-            yield self.code_cid
-        work = task.payload
-        if isinstance(work, SplitInfo) and work.block is not None:
-            yield work.block
-        elif isinstance(work, BoundaryWork) and work.records is not None:
-            yield work.records
-        elif isinstance(work, ReduceWork):
-            yield from work.inputs
-            if work.listing is not None:
-                yield work.listing
+def profile(tasks: list[Task]) -> dict[str, float]:
+    sums = dict.fromkeys(("tasks", "wall", "fetch", "queue", "compute", "store"), 0.0)
+    for task in tasks:
+        output = task.output
+        if task.duration is None or not isinstance(output, (MapOutput, ReduceOutput)):
+            continue
+        sums["tasks"] += 1
+        sums["wall"] += task.duration
+        for key, value in output.timings.items():
+            sums[key] += value
+    return {k: round(v, 3) for k, v in sums.items()}
+
+
+def _task_failure(task: Task, policy: Policy) -> JobFailed:
+    """The job failed with this task; as precise an error as its failures allow."""
+    what = f"{task.phase} task {task.index}"
+    if task.user_errors >= policy.max_user_errors:
+        message = f"{what} failed {task.user_errors} times: {task.last_error}"
+        if task.last_code == ErrorCode.LIMIT_EXCEEDED:
+            return LimitExceeded(message, task.last_traceback)
+        return RemoteTaskError(message, task.last_traceback)
+    if task.input_failures >= policy.max_input_failures:
+        return JobFailed(f"{what} could not fetch its input on {task.input_failures} "
+                         f"attempts: {task.last_error}", task.last_traceback)
+    return JobFailed(f"{what} failed {task.failures} times; last error: {task.last_error}",
+                     task.last_traceback)
+
+
+def _no_worker(scheduler: Scheduler, me: PeerID, waited: float) -> JobFailed:
+    peers = scheduler.book.records
+    excluded = [r for r in peers.values() if r.excluded]
+    text = f"no usable worker for {waited:.0f}s ({len(peers)} seen, {len(excluded)} excluded)"
+    if not peers:
+        text += (f": no peer that speaks {PROTOCOL_ID} connected; start peers with `p2pmr peer "
+                 f"--bootstrap MASTER_MULTIADDR --trust {me}` or run with --local-peers N")
+    for record in excluded:
+        text += f"\n  peer {record.peer} was excluded: {record.excluded_reason}"
+    if excluded and all(r.untrusted for r in excluded) and len(excluded) == len(peers):
+        return NotAuthorised(text)
+    return JobFailed(text)
 
 
 MapFn = Callable[[Any, Any], Pairs]

@@ -11,8 +11,8 @@ import trio
 from libp2p.peer.id import ID as PeerID
 
 from ..network import Network
-from ..scheduler import Abort, Attempt, Scheduler
 from ..wire.framing import PROTOCOL_ID
+from .scheduler import Abort, Attempt, Scheduler
 
 __all__ = ["PeerWatch"]
 
@@ -47,20 +47,20 @@ class PeerWatch:
             now = trio.current_time()
             workers = set(self.network.peers_speaking(PROTOCOL_ID))
             for peer in workers:
-                record = self.scheduler.peers.get(peer)
+                record = self.scheduler.book.records.get(peer)
                 if record is None or not record.online:
-                    self.scheduler.add_peer(peer)
+                    self.scheduler.book.add(peer)
                     self._seen[peer] = now
                     log.info("worker %s joined", peer)
                     introduce(peer)
                     self._changed()
-            for record in list(self.scheduler.peers.values()):
+            for record in list(self.scheduler.book.records.values()):
                 known = record.peer
                 assert isinstance(known, PeerID)
                 if not record.online:
                     continue
                 if not self.network.is_connected(known):
-                    self.scheduler.peer_offline(known)
+                    self.scheduler.book.offline(known)
                     self.lost(known, "peer disconnected")
                 elif record.in_flight and self.awaiting_answers(known) and \
                         now - self._seen.get(known, now) > self.peer_timeout:
@@ -107,16 +107,16 @@ class PeerWatch:
         if self._heard.get(peer, -math.inf) <= self._charged.get(peer, -math.inf):
             return
         self._charged[peer] = now
-        self.scheduler.peer_failed(peer, now, reason=reason)
+        self.scheduler.book.failed(peer, now, reason=reason)
         self.act_on_exclusions()
 
-    def exclude(self, peer: PeerID, reason: str) -> None:
+    def exclude(self, peer: PeerID, reason: str, *, untrusted: bool = False) -> None:
         """Take a peer out of the job at once, with everything it still owes."""
-        self.scheduler.exclude(peer, reason)
+        self.scheduler.book.exclude(peer, reason, untrusted=untrusted)
         self.act_on_exclusions()
 
     def act_on_exclusions(self) -> None:
-        for record in self.scheduler.take_exclusions():
+        for record in self.scheduler.book.take_exclusions():
             log.warning("excluding peer %s from this job: %s", record.peer,
                         record.excluded_reason)
             peer = record.peer

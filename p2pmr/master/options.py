@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..scheduler import Policy
+from ..settings import setting
 from ..storage.cid import CID
+from .policy import Policy
 
 __all__ = ["MasterOptions"]
 
@@ -15,16 +16,21 @@ class MasterOptions:
     """Deadlines and policy for a job. Every network wait has a deadline."""
 
     heartbeat_interval: float = 0.5   # peers send Progress this often
-    peer_timeout: float = 5.0         # silence after which a peer counts as dead
+    peer_timeout: float = setting(5.0, flag="--peer-timeout", metavar="SECONDS", help=(
+        "Seconds of silence after which a peer counts as dead."))
     task_timeout: float | None = None  # per attempt; None: 60 s + 10x the typical task
     connect_timeout: float = 10.0
     fetch_timeout: float = 60.0
     input_timeout: float = 30.0       # resolving the input CID
-    wait_for_workers: float = 120.0   # how long to wait with no usable worker
-    encoding: str = "msgpack"
-    cid_version: int = 0
+    wait_for_workers: float = setting(120.0, flag="--wait-for-workers", metavar="SECONDS",
+                                      help="Seconds to wait when no worker is available.")
+    encoding: str = setting("msgpack", flag="--encoding", choices=("msgpack", "pickle"),
+                            help="Data encoding between peers.")
+    cid_version: int = setting(0, flag="--cid-version", low=0, high=1,
+                               help="CID version of the blocks the job writes.")
     boundary_group: int = 128         # splits per boundary task
-    verify: int = 1                   # run each task on this many peers; outputs must agree
+    verify: int = setting(1, flag="--verify", low=1, high=9, help=(
+        "Run every task on this many peers and accept only identical outputs."))
     journal: bool = True
     resume: bool = False
     resume_job: CID | None = None     # resume this journaled job (default: find a match)

@@ -20,11 +20,11 @@ import trio
 
 from ..errors import BlockNotFound, CIDError, JobFailed, UnixFSError
 from ..records import SplitInfo
-from ..scheduler import Task
 from ..storage import unixfs
 from ..storage.base import BlockStore, Fetcher
 from ..storage.cid import CID
 from .outputs import MapOutput
+from .scheduler import Task
 
 __all__ = ["MAP", "REDUCE", "BoundaryWork", "InputPlan", "ReduceWork", "Work", "plan_input",
            "plan_reduce", "store_input_lists"]

@@ -13,12 +13,12 @@ from libp2p.peer.id import ID as PeerID
 
 from ..errors import BlockNotFound, P2PMRError, collapsed
 from ..records import BlockEdges, SplitInfo
-from ..scheduler import FailureKind
 from ..storage.base import BlockStore, Fetcher, fetch_dag
 from ..storage.cid import CID
 from ..wire.codes import ErrorCode
 from ..wire.messages import Block, Error, MapResult, ReduceResult
 from .outputs import MapOutput, ReduceOutput
+from .scheduler import FailureKind
 
 __all__ = ["AttemptFailed", "Results", "failure_of"]
 
@@ -27,33 +27,40 @@ class AttemptFailed(Exception):
     """One attempt failed; ``kind`` and the flags say what it tells about its peer."""
 
     def __init__(self, kind: FailureKind, message: str, traceback: str = "",
-                 blame: bool = True, exclude: bool = False) -> None:
+                 blame: bool = True, exclude: bool = False,
+                 code: ErrorCode | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.traceback = traceback
         self.blame = blame      # the peer's fault: charge it
         self.exclude = exclude  # and never ask it again in this job
+        self.code = code        # the peer's error code, if it sent one
 
 
 def failure_of(error: Error) -> AttemptFailed:
     """A peer's error, classified (spec section 4.1)."""
     code = error.code
     text = error.describe()
+    kind, blame, exclude = FailureKind.INFRA, True, False
     if code in (ErrorCode.USER_CODE_ERROR, ErrorCode.LIMIT_EXCEEDED, ErrorCode.BAD_JOB):
-        return AttemptFailed(FailureKind.USER, text, error.traceback, blame=False)
-    if code is ErrorCode.WORKER_DIED:
-        return AttemptFailed(FailureKind.WORKER, text, blame=False)
-    if code in (ErrorCode.NOT_AUTHORISED, ErrorCode.UNSUPPORTED_VERSION):
-        return AttemptFailed(FailureKind.INFRA, text, exclude=True)
-    if code is ErrorCode.INPUT_NOT_FOUND:
-        return AttemptFailed(FailureKind.INPUT, text, blame=False)
-    if code is ErrorCode.BUSY:
-        return AttemptFailed(FailureKind.BUSY, text, blame=False)
-    # Anything else, CANCELLED included: the master drops a task it cancels
-    # and never reads an answer for it, so a CANCELLED it does read is the
-    # peer giving up on its own.
-    return AttemptFailed(FailureKind.INFRA, text, error.traceback)
+        kind, blame = FailureKind.USER, False
+    elif code is ErrorCode.WORKER_DIED:
+        kind, blame = FailureKind.WORKER, False
+    elif code in (ErrorCode.NOT_AUTHORISED, ErrorCode.UNSUPPORTED_VERSION):
+        exclude = True
+    if code is ErrorCode.BAD_JOB and error.id is None:
+        # A whole assignment refused because the job cannot run on that peer
+        # (code pickled for another Python): no task of it ever will there.
+        exclude = True
+    elif code is ErrorCode.INPUT_NOT_FOUND:
+        kind, blame = FailureKind.INPUT, False
+    elif code is ErrorCode.BUSY:
+        kind, blame = FailureKind.BUSY, False
+    # Anything else, CANCELLED included, is the peer's fault: the master drops
+    # a task it cancels and never reads an answer for it, so a CANCELLED it
+    # does read is the peer giving up on its own.
+    return AttemptFailed(kind, text, error.traceback, blame=blame, exclude=exclude, code=code)
 
 
 class Results:

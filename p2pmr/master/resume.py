@@ -16,13 +16,13 @@ from typing import Any
 from ..errors import CIDError
 from ..job import JobDescriptor
 from ..records import SplitInfo
-from ..scheduler import Scheduler, State
 from ..storage import unixfs
 from ..storage.base import BlockStore
 from ..storage.cid import CID
 from .journal import FoundJournal, find_journal, output_from_json
 from .outputs import MapOutput, Output
 from .plan import MAP, REDUCE, BoundaryWork
+from .scheduler import Scheduler, State
 
 __all__ = ["finished_output", "find_resumable", "replay", "warn_if_code_changed"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .._worker import WorkerLimits
+from ..settings import setting
 
 __all__ = ["PeerConfig", "usable_cpus"]
 
@@ -26,8 +27,10 @@ def usable_cpus() -> int:
 class PeerConfig:
     """Limits and policy for a peer. Defaults suit a volunteer machine."""
 
-    workers: int = field(default_factory=usable_cpus)
-    allow_pickle: bool = False
+    workers: int = setting(default_factory=usable_cpus, flag="--workers", help=(
+        "Tasks run at once, each in its own process [default: the usable CPUs]."))
+    allow_pickle: bool = setting(False, flag="--allow-pickle", help=(
+        "Accept the pickle data encoding (unpickles data from other peers)."))
     limits: WorkerLimits = field(default_factory=WorkerLimits)
     max_frame_size: int = 1024 * 1024
     max_code_size: int = 16 * 1024 * 1024
@@ -35,6 +38,8 @@ class PeerConfig:
     max_tasks_per_master: int = 64               # concurrent tasks per master
     max_streams_per_peer: int = 16               # concurrent protocol streams per remote peer
     max_streams: int = 256                       # concurrent protocol streams in all
-    task_wall_seconds: float = 3600.0
+    task_wall_seconds: float = setting(3600.0, flag="--max-task-time", metavar="SECONDS",
+                                       help="Wall-clock limit per task.")
     first_frame_timeout: float = 10.0
-    fetch_timeout: float = 60.0
+    fetch_timeout: float = setting(60.0, flag="--fetch-timeout", metavar="SECONDS", help=(
+        "How long to wait for a task's input from the swarm."))

@@ -22,6 +22,7 @@ import trio
 from libp2p.peer.id import ID as PeerID
 
 from ..errors import ProtocolError, UnsupportedVersion
+from ..job import runtime_mismatch
 from ..network import Stream
 from ..node import Node
 from ..wire.codes import ErrorCode
@@ -131,6 +132,10 @@ class PeerService:
             tasks = validate_assignment(message)
         except ProtocolError as exc:
             await self._refuse(writer, ErrorCode.BAD_REQUEST, f"malformed assignment: {exc}")
+            return
+        mismatch = runtime_mismatch(message.job.runtime)
+        if mismatch is not None:
+            await self._refuse(writer, ErrorCode.BAD_JOB, mismatch)
             return
         refusal = await self.faults.on_assignment(message, remote)
         if refusal is not None:

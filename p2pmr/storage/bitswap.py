@@ -105,6 +105,29 @@ class _Want:
         self.changed.set()
         self.changed = trio.Event()
 
+    def forget(self, peer: PeerID) -> None:
+        """The peer is gone: whatever it said or was asked no longer counts."""
+        if peer in self.have:
+            self.have.remove(peer)
+        self.asked_block.pop(peer, None)
+        self.asked_have.pop(peer, None)
+        self.signal()
+
+    def nobody_has(self, connected: list[PeerID]) -> bool:
+        """Every connected peer said twice it does not have it; none said it has."""
+        if self.have:
+            return False
+        return bool(connected) and all(self.said_no.get(p, 0) >= 2 for p in connected)
+
+    def why(self, timeout: float, connected: list[PeerID]) -> str:
+        asked = len(set(self.asked_block) | set(self.asked_have))
+        if not asked:
+            return f"no connected peer to ask within {timeout:g}s"
+        if self.nobody_has(connected):
+            return f"none of the {asked} peer(s) asked has it"
+        return (f"asked {asked} peer(s) for {timeout:g}s; {len(self.dont_have)} "
+                f"said they do not have it")
+
 
 @dataclass(eq=False)
 class _LedgerEntry:
@@ -328,11 +351,7 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
             sender.closed = True
             sender.wake.set()
         for want in self._wants.values():
-            if peer_id in want.have:
-                want.have.remove(peer_id)
-            want.asked_block.pop(peer_id, None)
-            want.asked_have.pop(peer_id, None)
-            want.signal()
+            want.forget(peer_id)
 
     def _sender(self, peer: PeerID) -> _PeerSender:
         sender = self._senders.get(peer)
@@ -375,13 +394,13 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
             with trio.move_on_after(timeout):
                 while not want.stored:
                     if want.data is None:
-                        if self._nobody_has(want):
+                        if want.nobody_has(self.peers()):
                             break
                         self._advance(want, providers)
                     with trio.move_on_after(_REEXAMINE):
                         await want.changed.wait()
             if want.data is None or not want.stored:
-                raise BlockNotFound(cid, self._why(want, timeout))
+                raise BlockNotFound(cid, want.why(timeout, self.peers()))
             return want.data
         finally:
             want.refs -= 1
@@ -391,22 +410,6 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
                     for peer in set(want.asked_block) | set(want.asked_have):
                         if peer in self._senders:
                             self._senders[peer].cancel(cid)
-
-    def _nobody_has(self, want: _Want) -> bool:
-        """Every connected peer said twice it does not have it; none said it has."""
-        if want.have:
-            return False
-        connected = self.peers()
-        return bool(connected) and all(want.said_no.get(p, 0) >= 2 for p in connected)
-
-    def _why(self, want: _Want, timeout: float) -> str:
-        asked = len(set(want.asked_block) | set(want.asked_have))
-        if not asked:
-            return f"no connected peer to ask within {timeout:g}s"
-        if self._nobody_has(want):
-            return f"none of the {asked} peer(s) asked has it"
-        return (f"asked {asked} peer(s) for {timeout:g}s; {len(want.dont_have)} "
-                f"said they do not have it")
 
     def _advance(self, want: _Want, providers: Sequence[PeerID]) -> None:
         now = trio.current_time()

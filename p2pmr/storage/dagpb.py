@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from ..errors import CIDError, UnixFSError
+from ..errors import CIDError, DagPBError
 from .cid import CID
 from .varint import decode_uvarint, encode_uvarint
 
@@ -70,20 +70,20 @@ def iter_fields(buf: bytes | memoryview, what: str) -> list[tuple[int, int, int 
             key, pos = decode_uvarint(view, pos)
             number, wire = key >> 3, key & 7
             if number == 0:
-                raise UnixFSError(f"malformed {what}: field number 0")
+                raise DagPBError(f"malformed {what}: field number 0")
             if wire == _VARINT:
                 value, pos = decode_uvarint(view, pos)
                 fields.append((number, wire, value))
             elif wire == _LEN:
                 length, pos = decode_uvarint(view, pos)
                 if pos + length > end:
-                    raise UnixFSError(f"malformed {what}: field runs past the end")
+                    raise DagPBError(f"malformed {what}: field runs past the end")
                 fields.append((number, wire, view[pos:pos + length]))
                 pos += length
             else:
-                raise UnixFSError(f"malformed {what}: unexpected wire type {wire}")
+                raise DagPBError(f"malformed {what}: unexpected wire type {wire}")
     except ValueError as exc:
-        raise UnixFSError(f"malformed {what}: {exc}") from exc
+        raise DagPBError(f"malformed {what}: {exc}") from exc
     return fields
 
 
@@ -96,18 +96,18 @@ def _decode_link(buf: memoryview) -> PBLink:
             try:
                 cid = CID.from_bytes(bytes(value))
             except CIDError as exc:
-                raise UnixFSError(f"dag-pb link has a bad CID: {exc}") from exc
+                raise DagPBError(f"dag-pb link has a bad CID: {exc}") from exc
         elif number == 2 and wire == _LEN and isinstance(value, memoryview):
             try:
                 name = bytes(value).decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise UnixFSError("dag-pb link name is not UTF-8") from exc
+                raise DagPBError("dag-pb link name is not UTF-8") from exc
         elif number == 3 and wire == _VARINT and isinstance(value, int):
             tsize = value
         else:
-            raise UnixFSError(f"dag-pb link has unexpected field {number}")
+            raise DagPBError(f"dag-pb link has unexpected field {number}")
     if cid is None:
-        raise UnixFSError("dag-pb link without a hash")
+        raise DagPBError("dag-pb link without a hash")
     return PBLink(cid, name, tsize)
 
 
@@ -120,8 +120,8 @@ def decode_node(block: bytes | memoryview) -> PBNode:
             links.append(_decode_link(value))
         elif number == 1 and wire == _LEN and isinstance(value, memoryview):
             if data is not None:
-                raise UnixFSError("dag-pb node has two Data fields")
+                raise DagPBError("dag-pb node has two Data fields")
             data = bytes(value)
         else:
-            raise UnixFSError(f"dag-pb node has unexpected field {number}")
+            raise DagPBError(f"dag-pb node has unexpected field {number}")
     return PBNode(tuple(links), data)

@@ -51,6 +51,7 @@ class JobSpec:
     reducers: int
     encoding: str = "msgpack"
     cid_version: int = 0
+    runtime: str = ""   # what the code was pickled for (see p2pmr.job.runtime)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +235,8 @@ def encode(message: Message) -> bytes:
         job = message.job
         frame.assignment.CopyFrom(pb.Assignment(
             job=pb.JobSpec(job=bytes(job.job), code=bytes(job.code), reducers=job.reducers,
-                           encoding=job.encoding, cid_version=job.cid_version),
+                           encoding=job.encoding, cid_version=job.cid_version,
+                           runtime=job.runtime),
             heartbeat_ms=message.heartbeat_ms,
             providers=[p.to_bytes() for p in message.providers],
             maps=[_map_task(t) for t in message.maps],
@@ -364,7 +366,7 @@ def decode(payload: bytes) -> Message:
         job = a.job
         return Assignment(
             JobSpec(_cid(job.job, "the job"), _cid(job.code, "the job code"), job.reducers,
-                    job.encoding or "msgpack", job.cid_version),
+                    job.encoding or "msgpack", job.cid_version, job.runtime),
             a.heartbeat_ms, tuple(_peer(p) for p in a.providers),
             tuple(_from_map_task(t) for t in a.maps),
             tuple(_from_reduce_task(t) for t in a.reduces))

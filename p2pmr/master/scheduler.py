@@ -12,11 +12,7 @@ A task may have several attempts running at once (backups near the end of
 a phase); the first result wins and the rest are cancelled. Results are
 content-addressed, so a late duplicate would only ever repeat the winner.
 
-Peers earn work by experience. A new peer gets one task at a time; each
-success doubles its window (the number of tasks it holds at once, within
-``min_batch``..``max_batch``, handed over as one assignment); each failure
-halves it; and a run of failures excludes the peer for the rest of the job.
-
+What the scheduler knows of each peer is in its :class:`~.peerbook.PeerBook`.
 One broken or hostile peer must never fail a job that honest peers could
 finish. Three rules see to that:
 
@@ -37,12 +33,14 @@ from __future__ import annotations
 import bisect
 import enum
 import heapq
-import math
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["Abort", "Attempt", "FailureKind", "PeerRecord", "PhaseStatus", "PeerStatus", "Policy",
-           "Scheduler", "State", "Task", "TaskInfo"]
+from .peerbook import PeerBook, PeerRecord
+from .policy import Policy
+
+__all__ = ["Abort", "Attempt", "FailureKind", "PhaseStatus", "Scheduler", "State", "Task",
+           "TaskInfo"]
 
 
 class State(enum.Enum):
@@ -60,38 +58,6 @@ class FailureKind(enum.Enum):
     UNREACHABLE = "unreachable"  # the task never reached the peer: blame the peer only
     BUSY = "busy"          # the peer had no room; no fault, try elsewhere
     CANCELLED = "cancelled"  # we cancelled it (a backup won); no fault
-
-
-@dataclass(frozen=True)
-class Policy:
-    min_batch: int = 1
-    max_batch: int = 8
-    exclude_after: int = 3        # consecutive peer failures before exclusion
-    max_user_errors: int = 3      # a task whose code raised this often fails the job
-    max_task_failures: int = 25   # other failures of one task before the job fails
-    max_input_failures: int = 3   # attempts that could not fetch the input
-    backups: bool = True
-    backup_factor: float = 2.5    # back up tasks running this many medians…
-    backup_min_age: float = 3.0   # …and at least this many seconds
-    max_attempts_running: int = 2  # per task, including the original
-    verify: int = 1               # identical results from this many distinct peers
-    # Exclude a peer whose failures are this unlikely under the swarm's failure
-    # rate (one-sided binomial test), once it has at least this many, fails at
-    # least this share of its attempts, and this many times the swarm's share.
-    # Strict, because every check is another chance of a false alarm: in
-    # simulation a swarm whose workers all die a third of the time loses a
-    # peer in about one job of 300; one peer that fails everything is out
-    # after 5 to 8 failures.
-    exclude_significance: float = 1e-6
-    exclude_min_failures: int = 5
-    exclude_min_rate: float = 0.5
-    exclude_rate_factor: float = 3.0
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min_batch <= self.max_batch:
-            raise ValueError("need 1 <= min_batch <= max_batch")
-        if self.verify < 1:
-            raise ValueError("verify must be at least 1")
 
 
 class Abort(enum.Enum):
@@ -165,6 +131,7 @@ class Task:
     input_failures: int = 0
     last_error: str = ""
     last_traceback: str = ""
+    last_code: int | None = None  # the peer's error code for the last failure, if any
     output: object = None
     completed_by: Hashable = None
     duration: float | None = None
@@ -194,34 +161,6 @@ class TaskInfo:
     output: object
 
 
-@dataclass
-class PeerRecord:
-    peer: Hashable
-    window: int
-    successes: int = 0
-    failures: int = 0
-    consecutive_failures: int = 0
-    in_flight: int = 0
-    excluded: bool = False
-    excluded_reason: str = ""
-    online: bool = True
-    not_before: float = 0.0  # after a failure, no new work until then
-    setbacks: int = 0        # BUSY answers or uncharged failures since its last success
-    progress: float = 0.0    # when it last started or finished a task
-    completed: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PeerStatus:
-    completed: int
-    failed: int
-    in_progress: int
-    window: int
-    excluded: bool
-    online: bool
-    excluded_reason: str = ""
-
-
 @dataclass(frozen=True)
 class PhaseStatus:
     """Progress of one phase. Safe to poll from any task while a job runs."""
@@ -242,7 +181,7 @@ class PhaseStatus:
 
 
 class Scheduler:
-    """Task and peer state, indexed so that every decision costs little.
+    """Task state, indexed so that every decision costs little; peers in :attr:`book`.
 
     A large input has tens of thousands of splits and the master consults
     the scheduler on every event, so nothing here scans all tasks: state
@@ -252,15 +191,14 @@ class Scheduler:
 
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()
+        self.book = PeerBook(self.policy)
         self.tasks: dict[str, list[Task]] = {}
-        self.peers: dict[Hashable, PeerRecord] = {}
         self._counts: dict[str, dict[State, int]] = {}
         self._idle: dict[str, list[int]] = {}        # heaps of possibly idle, ready tasks
         self._retry: dict[str, dict[int, None]] = {}  # idle, ready tasks that failed before
         self._failed: dict[str, list[Task]] = {}
         self._durations: dict[str, list[float]] = {}  # sorted
         self.running_attempts: dict[str, dict[tuple[int, int], tuple[Task, Attempt]]] = {}
-        self._exclusions: list[PeerRecord] = []
 
     # -- tasks -----------------------------------------------------------------------
 
@@ -360,7 +298,7 @@ class Scheduler:
                 del retry[index]  # stale: taken or finished since
                 continue
             if usable is None:
-                usable = self.usable_peers()
+                usable = self.book.usable()
             if peer is None or self.may_take(task, peer, usable):
                 return task
         heap = self._idle.get(phase, [])
@@ -378,7 +316,7 @@ class Scheduler:
         if peer not in task.failed_on:
             return True
         return not any(r.peer not in task.failed_on and not task.tried_by(r.peer)
-                       for r in (self.usable_peers() if usable is None else usable))
+                       for r in (self.book.usable() if usable is None else usable))
 
     def _next_to_verify(self, phase: str, peer: Hashable) -> Task | None:
         for task in self.phase_tasks(phase):
@@ -400,14 +338,14 @@ class Scheduler:
         task.running[attempt.number] = attempt
         self.running_attempts[task.phase][(task.index, attempt.number)] = (task, attempt)
         self._set_state(task, State.IN_PROGRESS)
-        record = self.peers[peer]
+        record = self.book.records[peer]
         record.in_flight += 1
         return attempt
 
     def _finish_attempt(self, task: Task, attempt: Attempt) -> None:
         task.running.pop(attempt.number, None)
         self.running_attempts[task.phase].pop((task.index, attempt.number), None)
-        self.peers[attempt.peer].in_flight -= 1
+        self.book.records[attempt.peer].in_flight -= 1
 
     def any_running(self, phase: str) -> bool:
         return bool(self.running_attempts.get(phase))
@@ -422,13 +360,7 @@ class Scheduler:
         results differ from that majority are returned, to be excluded.
         """
         self._finish_attempt(task, attempt)
-        record = self.peers[attempt.peer]
-        record.progress = now
-        record.successes += 1
-        record.consecutive_failures = 0
-        record.setbacks = 0
-        # Slow start: one task at first, then double with each success.
-        record.window = min(self.policy.max_batch, record.window * 2)
+        record = self.book.succeeded(attempt.peer, now)
         if task.state is State.COMPLETED:
             return False, set()
         if self.policy.verify > 1:
@@ -442,8 +374,8 @@ class Scheduler:
         task.completed_by = attempt.peer
         # The task works, so its earlier failures were their peers' own.
         for other, count in task.unproven.items():
-            if other != attempt.peer and other in self.peers:
-                self.peer_failed(other, now, hard=False, count=count,
+            if other != attempt.peer and other in self.book.records:
+                self.book.failed(other, now, hard=False, count=count,
                                  reason=f"failed {task.phase} task {task.index}, which another "
                                         f"peer then ran without error")
         task.unproven.clear()
@@ -460,7 +392,8 @@ class Scheduler:
         return True, liars
 
     def fail(self, task: Task, attempt: Attempt, kind: FailureKind, message: str,
-             traceback: str = "", *, blame_peer: bool = True, now: float = 0.0) -> None:
+             traceback: str = "", *, blame_peer: bool = True, now: float = 0.0,
+             code: int | None = None) -> None:
         """Record a failed attempt and move the task back to IDLE (or FAILED).
 
         With ``blame_peer``, an INFRA failure is charged to the peer here
@@ -471,13 +404,14 @@ class Scheduler:
         peer = attempt.peer
         if kind is not FailureKind.CANCELLED:
             task.last_error = message
+            task.last_code = code
             task.last_traceback = traceback or task.last_traceback
             task.failed_on[peer] = task.failed_on.get(peer, 0) + 1
         if kind in (FailureKind.USER, FailureKind.WORKER, FailureKind.INPUT):
             task.unproven[peer] = task.unproven.get(peer, 0) + 1
             # Not charged yet, but not rewarded with the next task at once
             # either: a peer that claims failures fast must not sweep the job.
-            self._pause(self.peers[peer], now)
+            self.book.pause(peer, now)
         if kind is FailureKind.UNREACHABLE:
             pass
         elif kind is FailureKind.USER:
@@ -486,11 +420,11 @@ class Scheduler:
             task.input_failures += 1
         elif kind is FailureKind.BUSY:
             if blame_peer:
-                self.peer_busy(peer, now)
+                self.book.busy(peer, now)
         elif kind in (FailureKind.INFRA, FailureKind.WORKER):
             task.failures += 1
             if blame_peer and kind is FailureKind.INFRA:
-                self.peer_failed(peer, now, reason=message)
+                self.book.failed(peer, now, reason=message)
         if task.state is State.COMPLETED:
             return
         if task.user_errors >= self.policy.max_user_errors or \
@@ -500,114 +434,6 @@ class Scheduler:
             return
         if not task.running:
             self._set_state(task, State.IDLE)
-
-    # -- peers -----------------------------------------------------------------------------
-
-    def add_peer(self, peer: Hashable) -> PeerRecord:
-        record = self.peers.get(peer)
-        if record is None:
-            record = self.peers[peer] = PeerRecord(peer, window=self.policy.min_batch)
-        record.online = True
-        return record
-
-    def peer_failed(self, peer: Hashable, now: float = 0.0, *, hard: bool = True, count: int = 1,
-                    reason: str = "") -> None:
-        """Charge ``count`` failures to a peer.
-
-        A *hard* failure is one the peer caused for certain (a protocol
-        violation, an error of its own, silence, a hang): it halves the
-        window, backs the peer off, and counts towards ``exclude_after`` in a
-        row. A soft one (charged after the fact, when another peer ran the
-        task fine) only counts towards the failure-rate test.
-        """
-        record = self.peers[peer]
-        record.failures += count
-        if hard:
-            record.consecutive_failures += count
-            record.window = max(self.policy.min_batch, record.window // 2)
-            # Back off before trusting it with work again: 0.5 s, 1 s, 2 s… up to 10 s.
-            record.not_before = now + min(10.0, 0.25 * 2 ** record.consecutive_failures)
-            if record.consecutive_failures >= self.policy.exclude_after:
-                self.exclude(peer, f"{record.consecutive_failures} failures in a row"
-                             + (f"; the last: {reason}" if reason else ""))
-                return
-        self._check_rate(record, reason)
-
-    def peer_offline(self, peer: Hashable) -> None:
-        """The peer disconnected; it is back once it reconnects (:meth:`add_peer`)."""
-        self.peers[peer].online = False
-
-    def peer_busy(self, peer: Hashable, now: float) -> None:
-        """The peer had no room: no fault, but fewer tasks and a pause."""
-        record = self.peers[peer]
-        record.window = max(self.policy.min_batch, record.window // 2)
-        self._pause(record, now)
-
-    def _pause(self, record: PeerRecord, now: float) -> None:
-        """No new work for a while after a setback: 0.5 s, doubling, at most 10 s."""
-        record.setbacks += 1
-        record.not_before = max(record.not_before, now + min(10.0, 0.25 * 2 ** record.setbacks))
-
-    def peer_slow(self, peer: Hashable) -> None:
-        """The peer lost a backup race: it gets fewer tasks, but no fault."""
-        record = self.peers[peer]
-        record.window = max(self.policy.min_batch, record.window // 2)
-
-    def exclude(self, peer: Hashable, reason: str) -> None:
-        record = self.peers[peer]
-        if not record.excluded:
-            record.excluded = True
-            record.excluded_reason = reason
-            self._exclusions.append(record)
-
-    def take_exclusions(self) -> list[PeerRecord]:
-        """Peers excluded since the last call, for the caller to act on.
-
-        Exclusion can follow from any recorded event (a success elsewhere
-        proves earlier failures were a peer's own), so rather than call back
-        into its owner, the scheduler lists them here.
-        """
-        out, self._exclusions = self._exclusions, []
-        return out
-
-    def _check_rate(self, record: PeerRecord, reason: str) -> None:
-        """Exclude a peer that fails far more often than the rest of the swarm."""
-        policy = self.policy
-        attempts = record.failures + record.successes
-        if record.excluded or record.failures < policy.exclude_min_failures or \
-                record.failures < policy.exclude_min_rate * attempts:
-            return
-        others = [r for r in self.peers.values() if r is not record]
-        other_failures = sum(r.failures for r in others)
-        other_attempts = sum(r.failures + r.successes for r in others)
-        if not other_attempts or not any(r.online and not r.excluded for r in others):
-            return  # nothing to compare with, or no one left to do the work
-        # The swarm's rate, with a prior of one failure in two attempts so
-        # that a few lucky attempts elsewhere do not make the bar zero.
-        swarm_rate = (other_failures + 1) / (other_attempts + 2)
-        if record.failures < policy.exclude_rate_factor * swarm_rate * attempts:
-            return
-        p_value = _binomial_tail(record.failures, attempts, swarm_rate)
-        if p_value < policy.exclude_significance:
-            self.exclude(record.peer, f"failed {record.failures} of {attempts} attempts, "
-                         f"against {other_failures} of {other_attempts} for the other peers"
-                         + (f"; the last: {reason}" if reason else ""))
-
-    def available_peers(self, now: float = 0.0) -> Iterator[PeerRecord]:
-        """Peers that can take another task now, least loaded first."""
-        ready = [r for r in self.peers.values()
-                 if r.online and not r.excluded and r.in_flight < r.window
-                 and r.not_before <= now]
-        ready.sort(key=lambda r: (r.in_flight / r.window, -r.successes))
-        return iter(ready)
-
-    def usable_peers(self) -> list[PeerRecord]:
-        return [r for r in self.peers.values() if r.online and not r.excluded]
-
-    def peer_status(self) -> dict[str, PeerStatus]:
-        return {str(r.peer): PeerStatus(sum(r.completed.values()), r.failures, r.in_flight,
-                                        r.window, r.excluded, r.online, r.excluded_reason)
-                for r in self.peers.values()}
 
     # -- stragglers --------------------------------------------------------------------------
 
@@ -644,10 +470,10 @@ class Scheduler:
         """The peer reports the attempt executing: that is progress, too."""
         if attempt.running_since is None:
             attempt.running_since = now
-        self.peers[attempt.peer].progress = now
+        self.book.records[attempt.peer].progress = now
 
     def age(self, attempt: Attempt, now: float) -> float:
-        return attempt.age(now, self.peers[attempt.peer].progress)
+        return attempt.age(now, self.book.records[attempt.peer].progress)
 
     def typical_duration(self, phase: str) -> float | None:
         """The median run time of the phase's completed tasks."""
@@ -658,20 +484,3 @@ class Scheduler:
         if len(durations) % 2:
             return durations[middle]
         return (durations[middle - 1] + durations[middle]) / 2
-
-
-def _binomial_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p), summed in log space."""
-    if k <= 0:
-        return 1.0
-    if p <= 0.0:
-        return 0.0
-    if p >= 1.0:
-        return 1.0
-    log_p, log_q = math.log(p), math.log1p(-p)
-    total = 0.0
-    for i in range(k, n + 1):
-        log_term = (math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
-                    + i * log_p + (n - i) * log_q)
-        total += math.exp(log_term)
-    return min(1.0, total)
