@@ -172,6 +172,17 @@ def fetch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def _listen_option(text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--listen", multiple=True, metavar="MULTIADDR",
+                        help=f"{text} Default {' '.join(DEFAULT_LISTEN)}.")
+
+
+_psk_option = click.option(
+    "--psk", envvar="P2PMR_PSK", default=None, metavar="HEX",
+    help="Pre-shared key of a private swarm: only peers holding it can connect "
+         "(64 hex digits).")
+
+
 @contextlib.asynccontextmanager
 async def open_store(settings: Settings, *, network: bool = False,
                      timeout: float = 60.0) -> AsyncIterator[BlockStore]:
@@ -215,7 +226,7 @@ def main(ctx: click.Context, repo: str | None, ipfs_api: str | None, log_level: 
 @click.option("--cid-version", type=click.Choice(["0", "1"]), default="0", show_default=True)
 @click.option("--raw-leaves", is_flag=True, default=None,
               help="Store leaves as raw blocks (default for CIDv1).")
-@click.option("--chunker", default="size-262144", show_default=True,
+@click.option("--chunker", default=f"size-{unixfs.DEFAULT_CHUNK_SIZE}", show_default=True,
               help="Fixed-size chunker, size-N.")
 @click.option("--hidden", is_flag=True, help="Include files whose names start with '.'.")
 @store_options
@@ -404,9 +415,8 @@ def _peer_ids(ctx: click.Context, param: click.Parameter,
 
 
 @main.command()
-@click.option("--listen", multiple=True, metavar="MULTIADDR",
-              help="Listen address (repeatable; default /ip4/127.0.0.1/tcp/0). "
-                   "Use /ip4/0.0.0.0/tcp/PORT to accept peers from other machines.")
+@_listen_option("Listen address (repeatable). Use /ip4/0.0.0.0/tcp/PORT to accept peers "
+                "from other machines.")
 @click.option("--bootstrap", multiple=True, metavar="MULTIADDR",
               help="Peer to connect to and stay connected to (repeatable).")
 @click.option("--trust", multiple=True, metavar="PEER_ID", callback=_peer_ids,
@@ -416,8 +426,7 @@ def _peer_ids(ctx: click.Context, param: click.Parameter,
               help="Run jobs from ANY master. Only for closed test swarms.")
 @click_options(PeerConfig, ["workers", "allow_pickle", "task_wall_seconds", "fetch_timeout"])
 @click_options(WorkerLimits)
-@click.option("--psk", envvar="P2PMR_PSK", default=None, metavar="HEX",
-              help="Pre-shared key: only peers holding it can connect (64 hex digits).")
+@_psk_option
 @click.option("--exit-with-parent", is_flag=True, hidden=True,
               help="Stop when the parent process dies (used by --local-peers).")
 @click.option("--remove-repo", is_flag=True, hidden=True,
@@ -472,8 +481,7 @@ def peer(ctx: click.Context, /, listen: tuple[str, ...], bootstrap: tuple[str, .
               help="Worker processes per local peer (default: CPUs / peers).")
 @click.option("--bootstrap", multiple=True, metavar="MULTIADDR",
               help="A peer to connect to (repeatable).")
-@click.option("--listen", multiple=True, metavar="MULTIADDR",
-              help="Master listen address (default /ip4/127.0.0.1/tcp/0).")
+@_listen_option("Master listen address (repeatable).")
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path),
               help="Also write the parts and manifest to this directory. A previous "
                    "output there is replaced whole; any other non-empty directory is "
@@ -484,8 +492,7 @@ def peer(ctx: click.Context, /, listen: tuple[str, ...], bootstrap: tuple[str, .
               help="Continue this repo's unfinished run of the job (or, with no JOBFILE, "
                    "the newest unfinished job) from its journal.")
 @click_options(MasterOptions)
-@click.option("--psk", envvar="P2PMR_PSK", default=None, metavar="HEX",
-              help="Pre-shared key of a private swarm.")
+@_psk_option
 @click.option("--progress/--no-progress", default=True, help="Show progress on stderr.")
 @click_options(WorkerLimits)
 @click_options(PeerConfig, ["task_wall_seconds"])

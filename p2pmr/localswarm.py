@@ -22,6 +22,7 @@ from pathlib import Path
 import trio
 
 from .errors import collapsed
+from .node import DEFAULT_LISTEN
 from .ready import peer_command, start_peer
 
 __all__ = ["LocalPeer", "local_swarm"]
@@ -93,7 +94,7 @@ async def local_swarm(n: int, base: Path, master_addr: str, master_id: str, *,
         from .peer import usable_cpus
 
         workers = max(1, usable_cpus() // max(1, n))
-    args = ["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", master_addr, "--trust", master_id,
+    args = ["--listen", DEFAULT_LISTEN[0], "--bootstrap", master_addr, "--trust", master_id,
             "--workers", str(workers), "--exit-with-parent", *extra_args]
     if temporary:
         args.append("--remove-repo")

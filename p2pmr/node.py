@@ -11,7 +11,7 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -20,6 +20,7 @@ import trio
 from libp2p import new_host
 from libp2p.abc import IHost
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.identity_utils import load_identity, save_identity
@@ -69,11 +70,11 @@ def parse_peer_addr(addr: str | multiaddr.Multiaddr) -> tuple[PeerID, multiaddr.
     return info.peer_id, ma
 
 
-def peer_id_of(key_pair: Any) -> str:
+def peer_id_of(key_pair: KeyPair) -> str:
     return str(PeerID.from_pubkey(key_pair.public_key))
 
 
-def load_or_create_identity(repo: Path) -> Any:
+def load_or_create_identity(repo: Path) -> KeyPair:
     """The repo's Ed25519 key pair, created and saved (mode 0600) on first use."""
     path = repo / _IDENTITY_FILE
     if path.exists():
@@ -85,7 +86,7 @@ def load_or_create_identity(repo: Path) -> Any:
 
 
 @contextlib.contextmanager
-def _repo_lock(repo: Path) -> Any:
+def _repo_lock(repo: Path) -> Iterator[None]:
     """Exclusive use of a repo by one running node (its identity is unique)."""
     with open(repo / _LOCK_FILE, "a+") as handle:
         try:
@@ -95,7 +96,7 @@ def _repo_lock(repo: Path) -> Any:
         yield
 
 
-def _build_host(key_pair: Any, psk: str | None) -> IHost:
+def _build_host(key_pair: KeyPair, psk: str | None) -> IHost:
     # Noise only. py-libp2p's defaults also offer plaintext, whose peer IDs
     # are unauthenticated claims; trust decisions rest on Noise's proof.
     noise = NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
@@ -154,7 +155,7 @@ class Node:
             out.append(text)
         return out
 
-    def spawn(self, fn: Any, *args: Any) -> None:
+    def spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
         """Run a background task for the node's lifetime."""
         self._nursery.start_soon(fn, *args)
 

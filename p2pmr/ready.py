@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from .node import Node
     from .peer import PeerService
 
-__all__ = ["READY", "Ready", "announce_ready", "parse_ready", "peer_command", "start_peer",
-           "start_peer_blocking"]
+__all__ = ["READY", "Ready", "announce_ready", "parse_ready", "peer_command", "ready_line",
+           "start_peer", "start_peer_blocking"]
 
 READY: Final = "ready "
 
@@ -56,8 +56,13 @@ def announce_ready(node: Node, service: PeerService) -> None:
     for addr in node.multiaddrs:
         print(f"  {addr}")
     print(f"Serving {service.config.workers} worker(s) for {service.trust.describe()}.")
-    print(READY + json.dumps({"peer_id": str(node.peer_id), "addrs": node.multiaddrs,
-                              "workers": service.config.workers}), flush=True)
+    print(ready_line(str(node.peer_id), node.multiaddrs, service.config.workers), flush=True)
+
+
+def ready_line(peer_id: str, addrs: Sequence[str], workers: int) -> str:
+    """The ready line, for any process that serves libp2p and is started by
+    :func:`start_peer` (a benchmark's stream server, say)."""
+    return READY + json.dumps({"peer_id": peer_id, "addrs": list(addrs), "workers": workers})
 
 
 def parse_ready(line: str) -> Ready | None:

@@ -29,7 +29,7 @@ from .job import STABLE_HASH_ENV, pickle_job_file, retire_after_one_job
 from .localswarm import local_swarm
 from .master import Master, MasterOptions
 from .master.journal import find_journal
-from .node import Node, open_node
+from .node import DEFAULT_LISTEN, Node, open_node
 from .output import write_output
 from .storage import unixfs
 from .storage.cid import CID
@@ -49,7 +49,7 @@ class RunSettings:
     local_workers: int | None = None
     local_peer_args: Sequence[str] = ()  # more `p2pmr peer` options for local peers
     bootstrap: Sequence[str] = ()
-    listen: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",)
+    listen: Sequence[str] = DEFAULT_LISTEN
     output: Path | None = None
     overwrite: bool = False
     resume: bool = False

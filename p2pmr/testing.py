@@ -61,7 +61,7 @@ class MemoryBlockStore:
         return {}
 
     async def get(self, cid: CID, *, timeout: float | None = None,
-                  providers: Sequence[Any] = ()) -> bytes:
+                  providers: Sequence[PeerID] = ()) -> bytes:
         await trio.lowlevel.checkpoint()
         data = self.blocks.get(cid.multihash)
         if data is None:

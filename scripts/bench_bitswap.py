@@ -67,6 +67,9 @@ from typing import Any
 
 from _benchutil import CLK_TCK, loadavg, system_busy_seconds, wait_quiet
 
+from p2pmr.errors import NodeError
+from p2pmr.ready import ready_line, start_peer_blocking
+
 MIB = 1024 * 1024
 TARGET_MBPS = 30.0
 RAW_PROTOCOL = "/p2pmr-bench/raw/1.0.0"
@@ -77,34 +80,21 @@ LISTEN = "/ip4/127.0.0.1/tcp/0"
 
 
 class Child:
-    """A child process that prints its multiaddrs and then ``Ready.``."""
+    """A child process that announces itself with p2pmr's ready line."""
 
     def __init__(self, cmd: Sequence[str], *, timeout: float = 60.0) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env, start_new_session=True)
-        self.addrs: list[str] = []
         self.stderr_lines: list[str] = []
-        threading.Thread(target=self._drain, args=(self.proc.stderr, self.stderr_lines),
-                         daemon=True).start()
-        deadline = time.monotonic() + timeout
-        assert self.proc.stdout is not None
+
+        def drain_stderr(proc: subprocess.Popen[str]) -> None:
+            threading.Thread(target=self._drain, args=(proc.stderr, self.stderr_lines),
+                             daemon=True).start()
+
         try:
-            while True:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{cmd[3:5]} not ready in {timeout}s:\n{self.stderr}")
-                line = self.proc.stdout.readline()
-                if not line:
-                    self.proc.wait(10)
-                    raise RuntimeError(f"child exited ({self.proc.returncode}):\n{self.stderr}")
-                line = line.strip()
-                if "/p2p/" in line:
-                    self.addrs.append(line.split()[-1])
-                elif line == "Ready.":
-                    break
-        except BaseException:
-            self.stop()
-            raise
+            self.proc, ready = start_peer_blocking(cmd, timeout=timeout, stderr=subprocess.PIPE,
+                                                   started=drain_stderr)
+        except NodeError as exc:
+            raise RuntimeError(f"{exc}:\n{self.stderr}") from None
+        self.addrs = list(ready.addrs)
         threading.Thread(target=self._drain, args=(self.proc.stdout, []), daemon=True).start()
 
     @staticmethod
@@ -243,12 +233,9 @@ async def raw_server(write_size: int) -> None:
     async with host.run(listen_addrs=[multiaddr.Multiaddr(LISTEN)]):
         await _quiet_network(host)
         host.set_stream_handler(TProtocol(RAW_PROTOCOL), handle)
-        for addr in host.get_addrs():
-            text = str(addr)
-            if "/p2p/" not in text:
-                text += f"/p2p/{host.get_id()}"
-            print(f"  {text}")
-        print("Ready.", flush=True)
+        addrs = [str(a) if "/p2p/" in str(a) else f"{a}/p2p/{host.get_id()}"
+                 for a in host.get_addrs()]
+        print(ready_line(str(host.get_id()), addrs, 0), flush=True)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for _ in signals:
                 return
@@ -478,7 +465,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                            str(args.raw_write_kib))) as server, \
             Child(p2pmr_cmd("peer", "--repo", str(repo_a), "--workers", "1",
                             "--listen", LISTEN)) as peer:
-        # The peer spawns its worker process after "Ready."; let that finish.
+        # The peer spawns its worker process after its ready line; let that finish.
         waited = wait_quiet()
         print(f"peer A: {peer.addr}\nraw server: {server.addr}\n"
               f"(waited {waited:.1f}s for the machine to go quiet; load average {loadavg()})\n")

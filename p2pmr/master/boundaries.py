@@ -8,6 +8,8 @@ and the group's boundary task becomes ready.
 
 from __future__ import annotations
 
+from libp2p.peer.id import ID as PeerID
+
 from ..errors import BlockNotFound, JobFailed, UnixFSError
 from ..records import SplitInfo, encode_records, stitch_file
 from ..storage import unixfs
@@ -63,7 +65,8 @@ class Boundaries:
         head, tail = output.head, output.tail
         if (output.edges.head and head is None) or (output.edges.tail and tail is None):
             # Long fragments are not sent inline: read them from the block.
-            providers = [task.completed_by] if task.completed_by is not None else []
+            peer = task.completed_by
+            providers = [peer] if isinstance(peer, PeerID) else []
             try:
                 block = await Fetcher(self.blocks, self.fetch_timeout, providers).get(split.block)
                 data = unixfs.extract_data(split.block, block)

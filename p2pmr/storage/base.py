@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 import trio
 
 from ..errors import CorruptBlock, StorageError, collapsed
 from .cid import CID, DAG_PB, RAW
 from .dagpb import decode_node
+
+if TYPE_CHECKING:  # workers use this module and must not import libp2p
+    from libp2p.peer.id import ID as PeerID
 
 __all__ = ["MAX_BLOCK_SIZE", "BlockSink", "BlockSource", "BlockStore", "Fetcher", "dag_links",
            "fetch_dag", "missing_blocks"]
@@ -57,7 +60,7 @@ class BlockStore(Protocol):
         ...
 
     async def get(self, cid: CID, *, timeout: float | None = None,
-                  providers: Sequence[Any] = ()) -> bytes: ...
+                  providers: Sequence[PeerID] = ()) -> bytes: ...
 
     async def put(self, cid: CID, data: bytes) -> None: ...
 
@@ -89,7 +92,7 @@ class Fetcher:
     a task's input from the peers that have it, within the task's deadline.
     """
 
-    def __init__(self, blocks: BlockStore, timeout: float, providers: Sequence[Any] = ()
+    def __init__(self, blocks: BlockStore, timeout: float, providers: Sequence[PeerID] = ()
                  ) -> None:
         self._blocks = blocks
         self._timeout = timeout
@@ -140,7 +143,7 @@ class _HeldBlocks(Protocol):
     async def has(self, cid: CID) -> bool: ...
 
     async def get(self, cid: CID, *, timeout: float | None = None,
-                  providers: Sequence[Any] = ()) -> bytes: ...
+                  providers: Sequence[PeerID] = ()) -> bytes: ...
 
 
 async def missing_blocks(store: _HeldBlocks, root: CID) -> list[CID]:

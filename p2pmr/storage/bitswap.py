@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -326,7 +326,7 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
                 with trio.CancelScope(shield=True):
                     await self.stop()
 
-    def spawn(self, fn: Any, *args: Any) -> None:
+    def spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
         if self._own_nursery is not None:
             self._own_nursery.start_soon(fn, *args)
 
