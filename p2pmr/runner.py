@@ -33,6 +33,7 @@ from .node import DEFAULT_LISTEN, Node, open_node
 from .output import write_output
 from .storage import unixfs
 from .storage.cid import CID
+from .wire.framing import TRAFFIC
 
 __all__ = ["RunSettings", "run_job"]
 
@@ -57,6 +58,15 @@ class RunSettings:
     psk: str | None = None
     progress: bool = True
     ipfs_api: str | None = None
+
+
+def _traffic(node: Node) -> dict[str, int]:
+    """Bytes through this (the master's) process: protocol frames, and block
+    payloads exchanged over Bitswap (0 with a Kubo daemon, which moves them)."""
+    stats = node.bitswap.stats if node.bitswap is not None else None
+    return {"protocol_in": TRAFFIC.bytes_in, "protocol_out": TRAFFIC.bytes_out,
+            "blocks_in": stats.bytes_received if stats else 0,
+            "blocks_out": stats.bytes_sent if stats else 0}
 
 
 async def _resolve_input(node: Node, text: str, cid_version: int) -> CID:
@@ -221,7 +231,8 @@ async def run_job(settings: RunSettings) -> CID:
                   "timings": master.timings, "resumed_tasks": master.resumed_tasks,
                   "task_profile": master.task_profile(),
                   "counts": master.manifest.get("counts", {}),
-                  "peers": {k: vars(v) for k, v in master.get_peer_status().items()}}
+                  "peers": {k: vars(v) for k, v in master.get_peer_status().items()},
+                  "traffic": _traffic(node)}
         report_dir = settings.repo / "jobs" / str(master.job_cid)
         await trio.Path(report_dir).mkdir(parents=True, exist_ok=True)
         await trio.Path(report_dir / "report.json").write_text(json.dumps(report, indent=2))

@@ -10,6 +10,7 @@ otherwise interleave halves of their messages.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 import trio
@@ -20,11 +21,25 @@ from ..network import Stream
 from ..storage.varint import decode_uvarint, encode_uvarint
 from .messages import Message, decode, encode
 
-__all__ = ["FrameReader", "FrameWriter", "MAX_FRAME_SIZE", "PROTOCOL_ID"]
+__all__ = ["TRAFFIC", "FrameReader", "FrameWriter", "MAX_FRAME_SIZE", "PROTOCOL_ID", "Traffic"]
 
 PROTOCOL_ID: Final = TProtocol("/ipfs/mapreduce/1.0.0")
 MAX_FRAME_SIZE: Final = 1024 * 1024
 _READ_CHUNK: Final = 65536
+
+
+@dataclass
+class Traffic:
+    """Bytes of this protocol through this process, for run reports and benchmarks."""
+
+    bytes_in: int = 0
+    bytes_out: int = 0
+    frames_in: int = 0
+    frames_out: int = 0
+
+
+#: The process's totals (a process is one master or one peer).
+TRAFFIC: Final = Traffic()
 
 
 class FrameReader:
@@ -75,6 +90,8 @@ class FrameReader:
                 raise ProtocolError("stream ended inside a frame")
         payload = bytes(self._buf[pos:pos + length])
         del self._buf[:pos + length]
+        TRAFFIC.bytes_in += pos + length
+        TRAFFIC.frames_in += 1
         return decode(payload)
 
 
@@ -93,6 +110,8 @@ class FrameWriter:
             try:
                 with trio.fail_after(self.timeout):
                     await self.stream.write(data)
+                TRAFFIC.bytes_out += len(data)
+                TRAFFIC.frames_out += 1
             except trio.TooSlowError:
                 raise ProtocolError(f"write did not complete within {self.timeout:g}s") from None
             except ProtocolError:
