@@ -30,7 +30,7 @@ import cloudpickle
 import msgpack
 
 from .encoding import Codec, get_codec, group_pairs
-from .errors import CIDError, CorruptBlock, EncodingError, UnixFSError
+from .errors import BlockNotFound, CIDError, CorruptBlock, EncodingError, UnixFSError
 from .job import Job, show_sources
 from .records import block_records, decode_line, decode_records
 from .settings import setting
@@ -387,12 +387,23 @@ def _read_run(req: MapRequest, store: FlatFS | None) -> bytes:
     if req.blocks and len(req.blocks) != len(req.block_cids):
         raise ValueError(f"{len(req.blocks)} blocks sent for a run of {len(req.block_cids)}")
     pieces: list[bytes] = []
+    bad: CorruptBlock | BlockNotFound | None = None
     for i, raw in enumerate(req.block_cids):
         cid = CID.from_bytes(raw)
         if req.blocks:
             block = req.blocks[i]
         elif store is not None:
-            block = _read_block(store, cid)
+            try:
+                found = store.read(cid)  # checked against the CID
+            except CorruptBlock as exc:
+                # Go on: every bad copy is set aside now, so one fetch
+                # replaces them all before the peer's retry.
+                bad = bad or exc
+                continue
+            if found is None:
+                bad = bad or BlockNotFound(cid, "not in the peer's store")
+                continue
+            block = found
         else:
             raise UnixFSError(f"block {cid} was neither sent nor in a store")
         piece = extract_data(cid, block)
@@ -402,6 +413,8 @@ def _read_run(req: MapRequest, store: FlatFS | None) -> bytes:
             raise ValueError(f"block {cid} holds {len(piece)} bytes of file data, not the "
                              f"{req.sizes[i]} its split names")
         pieces.append(piece)
+    if bad is not None:
+        raise bad
     data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
     if req.size >= 0 and len(data) != req.size:
         raise ValueError(f"the split's blocks hold {len(data)} bytes of file data, not the "
@@ -409,7 +422,7 @@ def _read_run(req: MapRequest, store: FlatFS | None) -> bytes:
     return data
 
 
-def _input_failure(exc: CorruptBlock) -> Failure:
+def _input_failure(exc: CorruptBlock | BlockNotFound) -> Failure:
     # The peer's own disk went bad: the copy is gone now and a retry fetches
     # it again, here or elsewhere. Not the input's fault, nor the master's.
     return Failure(ErrorCode.INPUT_NOT_FOUND, f"input {exc}")
@@ -475,7 +488,7 @@ def _run_map(req: MapRequest, doing: _Doing) -> MapOutcome:
                 out.head = data[:edges.head]
             if edges.tail and edges.tail <= req.inline_limit:
                 out.tail = data[len(data) - edges.tail:]
-    except CorruptBlock as exc:
+    except (CorruptBlock, BlockNotFound) as exc:
         out.failure = _input_failure(exc)
         return out
     except (UnixFSError, ValueError, msgpack.UnpackException) as exc:

@@ -259,8 +259,19 @@ class TaskRunner:
                                                      self.config.max_input_size,
                                                      "boundary records")
         timing.fetch = trio.current_time() - fetch_started
-        outcome, inline = await self._execute(_worker.run_map, request, task.id.index,
-                                              progress, timing)
+        try:
+            outcome, inline = await self._execute(_worker.run_map, request, task.id.index,
+                                                  progress, timing)
+        except TaskFailed as exc:
+            if exc.code is not ErrorCode.INPUT_NOT_FOUND or task.split is None \
+                    or self._store_path is None:
+                raise
+            # A local copy was corrupt or gone; the worker set every bad one
+            # aside, so fetching again brings intact copies. Once.
+            log.info("map task %d: %s; fetching its input again", task.id.index, exc.message)
+            await self._input_blocks(task.split.blocks, providers)
+            outcome, inline = await self._execute(_worker.run_map, request, task.id.index,
+                                                  progress, timing)
         assert isinstance(outcome, _worker.MapOutcome)
         progress.records += outcome.records_in
         return MapResult(
