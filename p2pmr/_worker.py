@@ -484,7 +484,7 @@ def run_sample(req: SampleRequest) -> SampleOutcome:
     Runs for the master in a fresh process, from the same code bytes the
     peers run, so the sample's keys are the keys the map tasks will yield.
     """
-    doing = _Doing("map (sampling the input for TotalOrder)", WorkerLimits(None, None))
+    doing = _Doing("map", WorkerLimits(None, None))
     prepared = _prepare(req.code_cid, req.code, req.encoding, True, doing.limits)
     if isinstance(prepared, Failure):
         return SampleOutcome(failure=prepared)
@@ -504,12 +504,14 @@ def run_sample(req: SampleRequest) -> SampleOutcome:
                 map_fn = job.map
                 pairs = chain.from_iterable(map_fn(k, v) for k, v in records)
             keys.extend(key for key, _ in pairs)
-        boundaries = boundaries_of(keys, req.reducers)
-        return SampleOutcome(codec.dumps(boundaries), len(keys))
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         return SampleOutcome(failure=_user_failure(exc, doing))
+    try:
+        return SampleOutcome(codec.dumps(boundaries_of(keys, req.reducers)), len(keys))
+    except (TypeError, EncodingError) as exc:  # keys that do not compare, or travel
+        return SampleOutcome(failure=Failure(ErrorCode.USER_CODE_ERROR, str(exc)))
 
 
 def run_map(req: MapRequest) -> MapOutcome:
