@@ -176,6 +176,24 @@ async def test_sort_concatenates_to_sorted_and_repeats_its_cid(tmp_path: Path) -
     _balanced(parts)
 
 
+async def test_a_resumed_sort_keeps_its_boundaries() -> None:
+    """The journaled descriptor names the boundaries: a resumed run uses them
+    rather than sampling again, and a finished job gives its output back."""
+    data = _text(random.Random(12), 500)
+    async with memory_swarm(peers=1) as swarm:
+        cid = await swarm.master.add_bytes(data)
+        job = load_job_file(SORT)
+        first = InitMaster(swarm.master, cid, job=job, n_reducers=2)
+        root = await first.run()
+        again = InitMaster(swarm.master, cid, job=job, n_reducers=2, resume=True)
+        with trio.fail_after(30):
+            assert await again.run() == root
+        assert again.job_cid == first.job_cid and first.job_cid is not None
+        descriptor = JobDescriptor.from_json(
+            await unixfs.read_range(swarm.master.blocks, first.job_cid))
+        assert descriptor.boundaries is not None
+
+
 async def test_sort_on_peer_processes(master: Node, tmp_path: Path) -> None:
     """Real peers bind the sampled boundaries the job spec names, and give the
     output CID that a swarm in memory gives for the same input."""
