@@ -194,6 +194,20 @@ async def test_a_resumed_sort_keeps_its_boundaries() -> None:
         assert descriptor.boundaries is not None
 
 
+async def test_one_reducer_needs_no_sample() -> None:
+    data = b"b\nc\na\n"
+    async with memory_swarm(peers=1) as swarm:
+        cid = await swarm.master.add_bytes(data)
+        master = InitMaster(swarm.master, cid, job=load_job_file(SORT), n_reducers=1)
+        root = await master.run()
+        assert await _parts(swarm.master, root) == [["a", "b", "c"]]
+        assert master.job_cid is not None
+        descriptor = JobDescriptor.from_json(
+            await unixfs.read_range(swarm.master.blocks, master.job_cid))
+        assert descriptor.boundaries is not None
+        assert await unixfs.read_range(swarm.master.blocks, descriptor.boundaries) == b"\x90"
+
+
 async def test_sort_on_peer_processes(master: Node, tmp_path: Path) -> None:
     """Real peers bind the sampled boundaries the job spec names, and give the
     output CID that a swarm in memory gives for the same input."""
