@@ -23,6 +23,7 @@ __all__ = [
     "PeerConfig",
     "PhaseStatus",
     "Policy",
+    "TotalOrder",
     "WorkerLimits",
     "open_node",
     "register_protocol",
@@ -56,6 +57,7 @@ _WHERE = {
     "register_protocol": "peer",
     "PhaseStatus": "master.scheduler",
     "Policy": "master.policy",
+    "TotalOrder": "partition",
     "WorkerLimits": "_worker",
 }
 
@@ -82,6 +84,7 @@ if TYPE_CHECKING:
     from .master.policy import Policy
     from .master.scheduler import PhaseStatus
     from .node import Node, open_node
+    from .partition import TotalOrder
     from .peer import PeerConfig, register_protocol
     from .storage.cid import CID
     from .storage.unixfs import ImportOptions

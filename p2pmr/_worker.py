@@ -30,8 +30,9 @@ import cloudpickle
 import msgpack
 
 from .encoding import Codec, get_codec, group_pairs
-from .errors import BlockNotFound, CIDError, CorruptBlock, EncodingError, UnixFSError
+from .errors import BlockNotFound, CIDError, CorruptBlock, EncodingError, JobError, UnixFSError
 from .job import Job, show_sources
+from .partition import Partitioner, TotalOrder, bind_partition, boundaries_of
 from .records import block_records, decode_line, decode_records
 from .settings import setting
 from .storage.cid import CID
@@ -39,8 +40,9 @@ from .storage.flatfs import FlatFS
 from .storage.unixfs import ImportOptions, extract_data, import_bytes, read_file_sync
 from .wire.codes import ErrorCode
 
-__all__ = ["MapOutcome", "MapRequest", "ReduceOutcome", "ReduceRequest", "WorkerLimits",
-           "init_worker", "run_map", "run_reduce", "should_retire"]
+__all__ = ["MapOutcome", "MapRequest", "ReduceOutcome", "ReduceRequest", "SampleBlock",
+           "SampleOutcome", "SampleRequest", "WorkerLimits", "init_worker", "run_map",
+           "run_reduce", "run_sample", "should_retire"]
 
 
 _CODE_CACHE: OrderedDict[bytes, Job] = OrderedDict()
@@ -157,6 +159,7 @@ class MapRequest:
     records: bytes = b""      # a records file (boundary lines) instead of a block
     inline_limit: int = 4096  # fragments up to this size travel inline
     inline_output: int = 256 * 1024  # outputs up to this size travel with the result
+    boundaries: bytes | None = None  # the sampled boundaries file, for a TotalOrder job
 
 
 @dataclass
@@ -229,8 +232,8 @@ def _register_job_modules(job: Job) -> None:
     and the running job's objects replace whatever the stand-in held.
     """
     seen: set[int] = set()
-    pending: list[Any] = [fn for fn in (job.map, job.map_batch, job.reduce, job.combine)
-                          if fn is not None]
+    pending: list[Any] = [fn for fn in (job.map, job.map_batch, job.reduce, job.combine,
+                                        job.partition) if fn is not None]
     while pending:
         obj = pending.pop()
         if id(obj) in seen or not isinstance(obj, (types.FunctionType, type)):
@@ -450,6 +453,80 @@ def _quiet_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
+def _partitioner(job: Job, codec: Codec, req: MapRequest) -> Partitioner | Failure | None:
+    """The job's partitioner, bound to its sampled boundaries; None for crc32."""
+    try:
+        return bind_partition(job.partition, req.boundaries, codec, req.reducers)
+    except JobError as exc:  # the job needs what the assignment lacks
+        return Failure(ErrorCode.BAD_JOB, str(exc))
+    except EncodingError as exc:
+        return Failure(ErrorCode.BAD_REQUEST, f"malformed partition boundaries: {exc}")
+
+
+@dataclass
+class SampleBlock:
+    """One leaf block the master samples: its file data and where it lies."""
+
+    path: str
+    offset: int
+    data: bytes
+    first: bool  # the file's first block
+    last: bool   # the file's last block
+
+
+@dataclass
+class SampleRequest:
+    code_cid: bytes
+    code: bytes
+    encoding: str
+    reducers: int
+    blocks: list[SampleBlock]
+
+
+@dataclass
+class SampleOutcome:
+    boundaries: bytes = b""  # the boundaries file: the encoded array of keys
+    keys: int = 0            # how many keys the sample held
+    failure: Failure | None = None
+
+
+def run_sample(req: SampleRequest) -> SampleOutcome:
+    """A TotalOrder job's boundaries: map the sampled blocks' whole lines, and
+    take the quantiles of the keys (spec section 6.3).
+
+    Runs for the master in a fresh process, from the same code bytes the
+    peers run, so the sample's keys are the keys the map tasks will yield.
+    """
+    doing = _Doing("map", WorkerLimits(None, None))
+    prepared = _prepare(req.code_cid, req.code, req.encoding, True, doing.limits)
+    if isinstance(prepared, Failure):
+        return SampleOutcome(failure=prepared)
+    job, codec = prepared
+    if not isinstance(job.partition, TotalOrder):
+        return SampleOutcome(failure=Failure(ErrorCode.BAD_JOB, "the job's partition is not a "
+                                             "TotalOrder, so it samples nothing"))
+    keys: list[Any] = []
+    try:
+        for block in req.blocks:
+            records, _, _ = block_records(block.path, block.data, block.offset, block.first,
+                                          block.last)
+            if job.map_batch is not None:
+                pairs: Iterable[tuple[Any, Any]] = job.map_batch(records)
+            else:
+                assert job.map is not None
+                map_fn = job.map
+                pairs = chain.from_iterable(map_fn(k, v) for k, v in records)
+            keys.extend(key for key, _ in pairs)
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return SampleOutcome(failure=_user_failure(exc, doing))
+    try:
+        return SampleOutcome(codec.dumps(boundaries_of(keys, req.reducers)), len(keys))
+    except (TypeError, EncodingError) as exc:  # keys that do not compare, or travel
+        return SampleOutcome(failure=Failure(ErrorCode.USER_CODE_ERROR, str(exc)))
+
+
 def run_map(req: MapRequest) -> MapOutcome:
     doing = _Doing("map", req.limits)
     try:
@@ -471,6 +548,10 @@ def _run_map(req: MapRequest, doing: _Doing) -> MapOutcome:
     job, codec = prepared
     doing.combine = job.combine is not None
     out = MapOutcome()
+    partition = _partitioner(job, codec, req)
+    if isinstance(partition, Failure):
+        out.failure = partition
+        return out
     store = FlatFS(req.store) if req.store else None
     try:
         if req.records:
@@ -502,7 +583,8 @@ def _run_map(req: MapRequest, doing: _Doing) -> MapOutcome:
                 assert job.map is not None
                 map_fn = job.map
                 pairs = chain.from_iterable(map_fn(k, v) for k, v in records)
-            partitions, out.records_out, _ = group_pairs(pairs, codec, req.reducers, job.combine)
+            partitions, out.records_out, _ = group_pairs(pairs, codec, req.reducers, job.combine,
+                                                         partition)
             # Encoding the values is part of the user's output: a value the
             # encoding cannot carry is the job's error, named as such.
             encoded = [codec.encode_partition(groups) if groups else b""

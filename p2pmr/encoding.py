@@ -150,6 +150,7 @@ def partition_of(key_bytes: bytes, reducers: int) -> int:
 
 def group_pairs(pairs: Iterable[tuple[Any, Any]], codec: Codec, reducers: int,
                 combine: Callable[[Any, Iterator[Any]], Iterable[tuple[Any, Any]]] | None = None,
+                partition: Callable[[Any, int], int] | None = None,
                 ) -> tuple[list[list[tuple[bytes, list[Any]]]], int, int]:
     """Group map output by key, combine it, and split it into partitions.
 
@@ -160,6 +161,9 @@ def group_pairs(pairs: Iterable[tuple[Any, Any]], codec: Codec, reducers: int,
     ``combine`` runs only on keys with more than one value: as in Hadoop, a
     combiner may be applied zero or more times, so it must not change keys
     and its values must be valid input to itself and to reduce.
+
+    ``partition(key, reducers)``, the job's own partitioner if it has one,
+    decides each key's reducer instead of :func:`partition_of`.
 
     Returns (partitions, records_in, records_out) where each partition is a
     list of (key_bytes, values) sorted by key_bytes.
@@ -208,13 +212,16 @@ def group_pairs(pairs: Iterable[tuple[Any, Any]], codec: Codec, reducers: int,
                 if ck is key or ck == key:
                     combined.append(cv)
                 else:  # a combiner that changes keys: regroup under the new key
-                    groups.setdefault(dumps(ck), []).append(cv)
+                    ckb = dumps(ck)
+                    groups.setdefault(ckb, []).append(cv)
+                    keys.setdefault(ckb, ck)
             groups[kb] = combined
     partitions: list[list[tuple[bytes, list[Any]]]] = [[] for _ in range(reducers)]
     produced = 0
     for kb in sorted(groups):
         values = groups[kb]
         if values:
-            partitions[partition_of(kb, reducers)].append((kb, values))
+            r = partition_of(kb, reducers) if partition is None else partition(keys[kb], reducers)
+            partitions[r].append((kb, values))
             produced += len(values)
     return partitions, count, produced

@@ -7,7 +7,10 @@ A job is a Python file (or module, or :class:`Job`) with generator functions
   ``map_batch(records)``, called once per split with an iterable of
   ``((path, offset), line)`` records, which is much faster in Python;
 * ``reduce(key, values)`` yielding ``(key, value)`` pairs;
-* optionally ``combine(key, values)``, run on each map task's output.
+* optionally ``combine(key, values)``, run on each map task's output;
+* optionally ``partition(key, n_reducers)`` returning the key's reducer, or
+  ``partition = TotalOrder()`` for sorted ranges of keys sampled from the
+  input (:mod:`p2pmr.partition`); without it, crc32 decides.
 
 The functions are serialised with cloudpickle *by value*, so the job file
 need not be installed on any peer. The bytes are stored in IPFS; their CID
@@ -24,22 +27,25 @@ import importlib.util
 import io
 import json
 import linecache
+import os
 import sys
 import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cloudpickle
 
 from .errors import JobError
+from .partition import TotalOrder
 from .storage.cid import CID
 
 __all__ = ["Job", "JobDescriptor", "dump_job", "load_job_file", "runtime", "runtime_mismatch",
            "show_sources"]
 
 Pairs = Iterable[tuple[Any, Any]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,16 +60,27 @@ class Job:
     # The source files of the code, by the file names its code objects carry,
     # so a peer shows the job's lines in tracebacks without having the files.
     sources: tuple[tuple[str, str], ...] = ()
+    # partition(key, n_reducers) -> reducer; a TotalOrder samples ranges.
+    partition: Callable[[Any, int], int] | None = None
 
     def __post_init__(self) -> None:
         if self.map is None and self.map_batch is None:
             raise JobError("a job needs a map(key, value) or map_batch(records) function")
-        for attr in ("map", "map_batch", "reduce", "combine"):
+        for attr in ("map", "map_batch", "reduce", "combine", "partition"):
             fn = getattr(self, attr)
             if fn is not None and not callable(fn):
                 raise JobError(f"job attribute {attr!r} is not callable")
         if not callable(self.reduce):
             raise JobError("a job needs a reduce(key, values) function")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A job without a partitioner pickles as it did before jobs had one:
+        # its code CID, and so its output CID, stay what they were. The
+        # class attribute (the field's default) stands in when unpickled.
+        state = dict(self.__dict__)
+        if state.get("partition") is None:
+            state.pop("partition", None)
+        return state
 
     @classmethod
     def from_object(cls, obj: object, name: str | None = None) -> Job:
@@ -76,6 +93,7 @@ class Job:
         return cls(reduce=reduce_fn, map=getattr(obj, "map", None),
                    map_batch=getattr(obj, "map_batch", None),
                    combine=getattr(obj, "combine", None),
+                   partition=getattr(obj, "partition", None),
                    name=name or str(getattr(obj, "__name__", "job")))
 
 
@@ -207,7 +225,7 @@ def dump_job(job: Job) -> bytes:
     which process pickles it.
     """
     known = dict(job.sources)
-    for fn in (job.map, job.map_batch, job.reduce, job.combine):
+    for fn in (job.map, job.map_batch, job.reduce, job.combine, job.partition):
         module = _by_value(fn)
         if module is not None:
             path = Path(getattr(module, "__file__", None) or "")
@@ -275,6 +293,7 @@ class JobDescriptor:
     name: str = "job"
     boundary_group: int = 128  # which splits each boundary task covers
     split_size: int = 0        # average bytes per split (0: a split per leaf block)
+    boundaries: CID | None = None  # sampled range boundaries (a TotalOrder job's)
 
     def to_json(self) -> bytes:
         doc = {
@@ -289,6 +308,8 @@ class JobDescriptor:
             "boundary_group": self.boundary_group,
             "split_size": self.split_size,
         }
+        if self.boundaries is not None:  # absent otherwise: other jobs' CIDs stay put
+            doc["boundaries"] = str(self.boundaries)
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
     @classmethod
@@ -301,7 +322,8 @@ class JobDescriptor:
                        reducers=int(doc["reducers"]), encoding=str(doc["encoding"]),
                        cid_version=int(doc.get("cid_version", 0)), name=str(doc.get("name", "")),
                        boundary_group=int(doc.get("boundary_group", 128)),
-                       split_size=int(doc.get("split_size", 0)))
+                       split_size=int(doc.get("split_size", 0)),
+                       boundaries=CID.parse(doc["boundaries"]) if "boundaries" in doc else None)
         except JobError:
             raise
         except Exception as exc:
@@ -343,15 +365,45 @@ def _stable_class_ids(module: types.ModuleType, source: bytes) -> None:
             by_id[tag] = obj
 
 
+async def in_fresh_process(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(*args)`` in a new process started with :data:`STABLE_HASH_ENV`.
+
+    For the master's dealings with job code (pickling a job file, sampling
+    the input for a :class:`~p2pmr.partition.TotalOrder`): its own process
+    never executes job code, and a fresh process with a fixed hash seed
+    gives the same result every time, as the peers' workers do.
+    """
+    import trio_parallel  # not in worker processes, which import this module
+
+    saved = {k: os.environ.get(k) for k in STABLE_HASH_ENV}
+    os.environ.update(STABLE_HASH_ENV)
+    try:
+        async with trio_parallel.open_worker_context(
+                worker_type=trio_parallel.WorkerType.SPAWN, retire=retire_after_one_job) as ctx:
+            result: T = await ctx.run_sync(fn, *args)
+            return result
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def retire_after_one_job() -> bool:
     """For a worker pool: a fresh process for every job file pickled (and
     importing only this light module, not libp2p)."""
     return True
 
 
-def pickle_job_file(path: str) -> tuple[bytes, str]:
+def pickle_job_file(path: str) -> tuple[bytes, str, TotalOrder | None]:
     """Load and pickle a job file; meant to run in a fresh worker process (with
     :data:`STABLE_HASH_ENV`), so the master's own process never executes job
-    code and the bytes depend only on the file."""
+    code and the bytes depend only on the file.
+
+    Returns the code, the job's name and its :class:`~p2pmr.partition.TotalOrder`
+    if it has one (plain data the master may hold: it says to sample the input).
+    """
     job = load_job_file(path)
-    return dump_job(job), job.name
+    order = job.partition if isinstance(job.partition, TotalOrder) else None
+    return dump_job(job), job.name, order

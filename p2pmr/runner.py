@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -22,15 +21,15 @@ from typing import Any
 
 import click
 import trio
-import trio_parallel
 
 from .errors import JobError, P2PMRError, collapsed
-from .job import STABLE_HASH_ENV, pickle_job_file, retire_after_one_job
+from .job import in_fresh_process, pickle_job_file
 from .localswarm import local_swarm
 from .master import Master, MasterOptions
 from .master.journal import find_journal
 from .node import DEFAULT_LISTEN, Node, open_node
 from .output import write_output
+from .partition import TotalOrder
 from .storage import unixfs
 from .storage.cid import CID
 from .wire.framing import TRAFFIC
@@ -147,28 +146,17 @@ async def _run_with_progress(master: Master, progress: bool) -> CID:
     return root
 
 
-async def _load_job(jobfile: Path) -> tuple[bytes, str]:
+async def _load_job(jobfile: Path) -> tuple[bytes, str, TotalOrder | None]:
     # Import and pickle the job file in a worker process: the master's own
-    # process never executes job code.
-    # A fresh process each time, started with a fixed hash seed: the same
-    # file then always pickles to the same bytes (see job.STABLE_HASH_ENV).
-    saved = {k: os.environ.get(k) for k in STABLE_HASH_ENV}
-    os.environ.update(STABLE_HASH_ENV)
+    # process never executes job code. A fresh process each time, started
+    # with a fixed hash seed: the same file then always pickles to the same
+    # bytes (see job.STABLE_HASH_ENV).
     try:
-        async with trio_parallel.open_worker_context(
-                worker_type=trio_parallel.WorkerType.SPAWN, retire=retire_after_one_job) as ctx:
-            result: tuple[bytes, str] = await ctx.run_sync(pickle_job_file, str(jobfile))
+        return await in_fresh_process(pickle_job_file, str(jobfile))
     except P2PMRError:
         raise
     except Exception as exc:
         raise JobError(f"cannot load {jobfile}: {exc!r}") from exc
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    return result
 
 
 
@@ -189,12 +177,13 @@ async def run_job(settings: RunSettings) -> CID:
                 workers=settings.local_workers, extra_args=extra, wait=False, temporary=True))
         code: bytes | None = None
         name: str | None = None
+        order: TotalOrder | None = None
         input_cid: CID | None = None
 
         async def load() -> None:
-            nonlocal code, name
+            nonlocal code, name, order
             if settings.jobfile is not None:
-                code, name = await _load_job(settings.jobfile)
+                code, name, order = await _load_job(settings.jobfile)
 
         async def add_input() -> None:
             nonlocal input_cid
@@ -224,7 +213,8 @@ async def run_job(settings: RunSettings) -> CID:
             raise JobError("no input: give --input (or --resume an unfinished job)")
         options = dataclasses.replace(settings.master, resume=settings.resume,
                                       resume_job=resume_job)
-        master = Master(node, input_cid, None, reducers, options, code=code, name=name)
+        master = Master(node, input_cid, None, reducers, options, code=code, name=name,
+                        total_order=order)
         root = await _run_with_progress(master, settings.progress)
         elapsed = time.monotonic() - started
         report = {"output": str(root), "job": str(master.job_cid), "wall_seconds": elapsed,

@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 
 from p2pmr.encoding import MSGPACK, group_pairs, partition_of
-from p2pmr.job import load_job_file
+from p2pmr.job import JobDescriptor, load_job_file
 from p2pmr.master import InitMaster
 from p2pmr.master.plan import cut_runs
+from p2pmr.master.sampling import leaf_blocks
+from p2pmr.partition import sample_indices
 from p2pmr.records import encode_records
 from p2pmr.storage import unixfs
 from p2pmr.storage.cid import CID
@@ -162,6 +164,40 @@ async def test_output_of_a_job(tmp_path: Path, cid_version: int) -> None:
                 data = await unixfs.read_range(swarm.master.blocks, entry.cid)
                 parts[entry.name] = {"cid": str(entry.cid), "text": data.decode()}
     _check(f"output-cidv{cid_version}", {"input": str(cid), "parts": parts})
+
+
+SORT_TEXT = ("pear\nApple\nfig\r\nzucchini\n\nbanana\nÉclair\ncherry\napple\nkiwi\n"
+             "date\nmango\nfig\n10 limes\n9 plums\nolive\nquince\nnectarine\n~tilde\n"
+             "yam\nwatermelon\nraspberry\ngrape\nhoneydew\nlemon\nzucchini\nno newline")
+
+
+async def test_sampled_boundaries() -> None:
+    """A TotalOrder job (section 6.3.1) over 24-byte blocks, R = 3: the
+    boundaries file and the parts, which concatenate to the sorted lines."""
+    job = load_job_file(ROOT / "tests" / "jobs" / "sort_lines.py")
+    async with memory_swarm(peers=1) as swarm:
+        store = swarm.master.blocks
+        cid = await unixfs.add_bytes(store, SORT_TEXT.encode(),
+                                     unixfs.ImportOptions(chunk_size=24))
+        master = InitMaster(swarm.master, cid, job=job, n_reducers=3, split_size=0)
+        root = await master.run()
+        assert master.job_cid is not None
+        descriptor = JobDescriptor.from_json(await unixfs.read_range(store, master.job_cid))
+        assert descriptor.boundaries is not None
+        boundaries = await unixfs.read_range(store, descriptor.boundaries)
+        parts = {}
+        for entry in await unixfs.list_directory(store, root):
+            if entry.name.startswith("part-"):
+                parts[entry.name] = (await unixfs.read_range(store, entry.cid)).decode()
+    lines = SORT_TEXT.replace("\r", "").split("\n")
+    assert "".join(parts.values()) == "".join(f"{line}\t\n" for line in sorted(lines))
+    assert master.plan is not None
+    leaves = len(leaf_blocks(master.plan))
+    _check("sort-boundaries", {
+        "input": str(cid), "leaf_blocks": leaves, "sampled": sample_indices(leaves, 4),
+        "boundaries": {"keys": MSGPACK.loads(boundaries), "hex": boundaries.hex(),
+                       "cid": str(descriptor.boundaries)},
+        "parts": parts})
 
 
 def test_splits() -> None:

@@ -24,6 +24,7 @@ from libp2p.peer.id import ID as PeerID
 from ..errors import JobError, JobFailed, LimitExceeded, NotAuthorised, RemoteTaskError, collapsed
 from ..job import Job, JobDescriptor, dump_job, is_job_like, runtime
 from ..node import Node
+from ..partition import TotalOrder
 from ..records import SplitInfo
 from ..storage import unixfs
 from ..storage.cid import CID
@@ -51,6 +52,7 @@ from .policy import Policy
 from .repair import check_inputs
 from .results import Results
 from .resume import find_resumable, finished_output, replay, warn_if_code_changed
+from .sampling import sample_boundaries
 from .scheduler import Abort, Attempt, PhaseStatus, Scheduler, Task, TaskInfo
 
 __all__ = ["InitMaster", "Master"]
@@ -65,13 +67,17 @@ class Master:
 
     def __init__(self, node: Node, data_cid: CID | str, job: Job | None, n_reducers: int,
                  options: MasterOptions | None = None, *, code: bytes | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, total_order: TotalOrder | None = None) -> None:
         if not isinstance(n_reducers, int) or n_reducers < 1:
             raise JobError(f"n_reducers must be a positive integer, not {n_reducers!r}")
         self.node = node
         self.input = CID.parse(data_cid)
         self.job = job
         self.code = code
+        # The job's TotalOrder, if any: the input is sampled before the map
+        # phase. Given apart for code the master holds only as bytes.
+        self.total_order = total_order or (
+            job.partition if job is not None and isinstance(job.partition, TotalOrder) else None)
         self.name = name or (job.name if job is not None else "job")
         self.reducers = n_reducers
         self.options = options or MasterOptions()
@@ -199,8 +205,10 @@ class Master:
             descriptor = found.descriptor
             code = self.code if self.code is not None or self.job is None else dump_job(self.job)
             warn_if_code_changed(code, descriptor)
-            if await blocks.missing(descriptor.code):
-                raise JobFailed(f"cannot resume: the job code {descriptor.code} is gone")
+            for kept, what in ((descriptor.code, "job code"),
+                               (descriptor.boundaries, "partition boundaries")):
+                if kept is not None and await blocks.missing(kept):
+                    raise JobFailed(f"cannot resume: the {what} {kept} is gone")
             # The journaled run's settings decide what its journaled outputs
             # mean: its encoding, CID version and boundary grouping hold.
             self.input, self.reducers, self.name = \
@@ -215,12 +223,12 @@ class Master:
                 if self.job is None:
                     raise JobError("no job to run and no unfinished job to resume")
                 code = dump_job(self.job)
-            opts = unixfs.ImportOptions(cid_version=self.options.cid_version)
-            descriptor = JobDescriptor(await unixfs.add_bytes(blocks, code, opts), self.input,
-                                       self.reducers, self.options.encoding,
-                                       self.options.cid_version, self.name,
-                                       max(1, self.options.boundary_group),
-                                       max(0, self.options.split_size))
+        self.plan = await plan_input(blocks, self.input, timeout=self.options.input_timeout,
+                                     boundary_group=self.options.boundary_group,
+                                     split_size=self.options.split_size)
+        if found is None:
+            assert code is not None
+            descriptor = await _describe(self, code, self.plan)
         self.code_cid = descriptor.code
         self.job_cid = await unixfs.add_bytes(
             blocks, descriptor.to_json(), unixfs.ImportOptions(cid_version=descriptor.cid_version))
@@ -228,11 +236,8 @@ class Master:
             self.watch, self.scheduler,
             Results(blocks, self.reducers, self.options.fetch_timeout), self.options,
             JobSpec(self.job_cid, self.code_cid, self.reducers, self.options.encoding,
-                    self.options.cid_version, runtime()),
+                    self.options.cid_version, runtime(), descriptor.boundaries),
             completed=self._completed, input_failed=self._input_failed, changed=self._signal)
-        self.plan = await plan_input(blocks, self.input, timeout=self.options.input_timeout,
-                                     boundary_group=self.options.boundary_group,
-                                     split_size=self.options.split_size)
         self.scheduler.add_tasks(MAP, self.plan.tasks)
         self.manifest_counts = self.plan.counts()
         log.info("job %s: %d file(s), %d split(s), %d boundary task(s), %d reducer(s)",
@@ -389,6 +394,22 @@ class Master:
         if failure is not None:
             self._fatal = failure
             self._signal()
+
+
+async def _describe(master: Master, code: bytes, plan: InputPlan) -> JobDescriptor:
+    """A new run's descriptor: the code stored, the boundaries sampled if need be."""
+    options, blocks = master.options, master.node.blocks
+    code_cid = await unixfs.add_bytes(blocks, code,
+                                      unixfs.ImportOptions(cid_version=options.cid_version))
+    boundaries = None
+    if master.total_order is not None:
+        boundaries = await sample_boundaries(
+            blocks, plan, code, code_cid, master.total_order, reducers=master.reducers,
+            encoding=options.encoding, cid_version=options.cid_version,
+            timeout=options.input_timeout)
+    return JobDescriptor(code_cid, master.input, master.reducers, options.encoding,
+                         options.cid_version, master.name, max(1, options.boundary_group),
+                         max(0, options.split_size), boundaries)
 
 
 def profile(tasks: list[Task]) -> dict[str, float]:

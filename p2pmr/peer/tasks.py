@@ -181,16 +181,20 @@ class TaskRunner:
         return [] if local else found
 
     async def _code_for(self, job: JobSpec, providers: Sequence[PeerID]) -> bytes:
-        code = self._code.get(job.code)
-        if code is None:
-            code = await self._fetch_file(job.code, providers, self.config.max_code_size,
-                                          "job code")
-            self._code[job.code] = code
+        return await self._cached(job.code, providers, "job code")
+
+    async def _cached(self, cid: CID, providers: Sequence[PeerID], what: str) -> bytes:
+        """A small file every task of a job needs (its code, its partition
+        boundaries), fetched once and kept for the job's later tasks."""
+        data = self._code.get(cid)
+        if data is None:
+            data = await self._fetch_file(cid, providers, self.config.max_code_size, what)
+            self._code[cid] = data
             while len(self._code) > _CODE_CACHE:
                 self._code.popitem(last=False)
         else:
-            self._code.move_to_end(job.code)
-        return code
+            self._code.move_to_end(cid)
+        return data
 
     # -- running -----------------------------------------------------------------------
 
@@ -243,6 +247,9 @@ class TaskRunner:
             code_cid=bytes(job.code), code=code, encoding=job.encoding,
             allow_pickle=self.config.allow_pickle, reducers=job.reducers,
             cid_version=job.cid_version, limits=self.config.limits, store=self._store_path)
+        if job.boundaries is not None:
+            request.boundaries = await self._cached(job.boundaries, providers,
+                                                    "partition boundaries")
         if task.split is not None:
             split = task.split
             _Budget(self.config.max_input_size).take(split.size, "the split's input")

@@ -52,6 +52,7 @@ class JobSpec:
     encoding: str = "msgpack"
     cid_version: int = 0
     runtime: str = ""   # what the code was pickled for (see p2pmr.job.runtime)
+    boundaries: CID | None = None  # sampled range boundaries, for a TotalOrder job
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +248,8 @@ def encode(message: Message) -> bytes:
         frame.assignment.CopyFrom(pb.Assignment(
             job=pb.JobSpec(job=bytes(job.job), code=bytes(job.code), reducers=job.reducers,
                            encoding=job.encoding, cid_version=job.cid_version,
-                           runtime=job.runtime),
+                           runtime=job.runtime,
+                           boundaries=bytes(job.boundaries) if job.boundaries else b""),
             heartbeat_ms=message.heartbeat_ms,
             providers=[p.to_bytes() for p in message.providers],
             maps=[_map_task(t) for t in message.maps],
@@ -378,7 +380,9 @@ def decode(payload: bytes) -> Message:
         job = a.job
         return Assignment(
             JobSpec(_cid(job.job, "the job"), _cid(job.code, "the job code"), job.reducers,
-                    job.encoding or "msgpack", job.cid_version, job.runtime),
+                    job.encoding or "msgpack", job.cid_version, job.runtime,
+                    _cid(job.boundaries, "the partition boundaries") if job.boundaries
+                    else None),
             a.heartbeat_ms, tuple(_peer(p) for p in a.providers),
             tuple(_from_map_task(t) for t in a.maps),
             tuple(_from_reduce_task(t) for t in a.reduces))

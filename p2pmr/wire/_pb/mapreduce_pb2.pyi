@@ -89,20 +89,22 @@ class TaskId(_message.Message):
     def __init__(self, job: _Optional[bytes] = ..., phase: _Optional[_Union[Phase, str]] = ..., index: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("job", "code", "reducers", "encoding", "cid_version", "runtime")
+    __slots__ = ("job", "code", "reducers", "encoding", "cid_version", "runtime", "boundaries")
     JOB_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     REDUCERS_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     CID_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    BOUNDARIES_FIELD_NUMBER: _ClassVar[int]
     job: bytes
     code: bytes
     reducers: int
     encoding: str
     cid_version: int
     runtime: str
-    def __init__(self, job: _Optional[bytes] = ..., code: _Optional[bytes] = ..., reducers: _Optional[int] = ..., encoding: _Optional[str] = ..., cid_version: _Optional[int] = ..., runtime: _Optional[str] = ...) -> None: ...
+    boundaries: bytes
+    def __init__(self, job: _Optional[bytes] = ..., code: _Optional[bytes] = ..., reducers: _Optional[int] = ..., encoding: _Optional[str] = ..., cid_version: _Optional[int] = ..., runtime: _Optional[str] = ..., boundaries: _Optional[bytes] = ...) -> None: ...
 
 class Split(_message.Message):
     __slots__ = ("block", "path", "offset", "size", "first", "last", "more", "sizes")
