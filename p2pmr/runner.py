@@ -222,7 +222,8 @@ async def run_job(settings: RunSettings) -> CID:
                   "task_profile": master.task_profile(),
                   "counts": master.manifest.get("counts", {}),
                   "peers": {k: vars(v) for k, v in master.get_peer_status().items()},
-                  "traffic": _traffic(node)}
+                  "traffic": _traffic(node),
+                  "locality": master.locality.report.as_json() if master.locality else {}}
         report_dir = settings.repo / "jobs" / str(master.job_cid)
         await trio.Path(report_dir).mkdir(parents=True, exist_ok=True)
         await trio.Path(report_dir / "report.json").write_text(json.dumps(report, indent=2))

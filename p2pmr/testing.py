@@ -81,6 +81,11 @@ class MemoryBlockStore:
     async def written(self, cids: Sequence[CID]) -> None:
         await trio.lowlevel.checkpoint()
 
+    async def holders(self, cids: Sequence[CID], peers: Sequence[PeerID], *,
+                      timeout: float) -> dict[CID, set[PeerID]]:
+        await trio.lowlevel.checkpoint()  # one store for the whole swarm: no locality
+        return {}
+
     async def has(self, cid: CID) -> bool:
         await trio.lowlevel.checkpoint()
         return cid.multihash in self.blocks

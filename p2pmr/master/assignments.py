@@ -12,7 +12,7 @@ still pending on it fails, as one failure of its peer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 
 import trio
 from libp2p.peer.id import ID as PeerID
@@ -61,6 +61,8 @@ class Assignments:
         self._completed = completed
         self._input_failed = input_failed
         self._changed = changed
+        #: The peers that hold a map task's input (by task index), if known.
+        self.holders: Callable[[int], set[Hashable]] = lambda index: set()
 
     # -- messages -----------------------------------------------------------------------
 
@@ -71,6 +73,9 @@ class Assignments:
     def _assignment(self, items: list[tuple[Task, Attempt]]) -> Assignment:
         maps: list[MapTask] = []
         reduces: list[ReduceTask] = []
+        # Peers known to hold a split's blocks come first: the master may not
+        # hold the input at all, and they are where it is.
+        holders: dict[PeerID, None] = {}
         for task, attempt in items:
             task_id = self._task_id(task, attempt)
             work = task.payload
@@ -85,8 +90,11 @@ class Assignments:
                 maps.append(MapTask(task_id, split=Split(
                     work.block, work.path, work.offset, work.size, work.first, work.last,
                     work.more, work.sizes)))
+                holders.update((p, None) for p in self.holders(task.index)
+                               if isinstance(p, PeerID) and p != attempt.peer)
+        providers = (*list(holders)[:8], self.network.local_peer)
         return Assignment(self.job, int(self.options.heartbeat_interval * 1000),
-                          (self.network.local_peer,), tuple(maps), tuple(reduces))
+                          providers, tuple(maps), tuple(reduces))
 
     # -- one stream -----------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from .assignments import Assignments
 from .boundaries import Boundaries
 from .journal import Journal, output_to_json
 from .liveness import PeerWatch
+from .locality import Locality
 from .options import MasterOptions
 from .outputs import MapOutput, ReduceOutput
 from .peerbook import PeerStatus
@@ -97,6 +98,7 @@ class Master:
         self.resumed_tasks = 0
         self.plan: InputPlan | None = None
         self._boundaries: Boundaries | None = None
+        self.locality: Locality | None = None  # who holds which splits, once planned
         self._journal: Journal | None = None
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
@@ -163,6 +165,14 @@ class Master:
     def _introduce(self, peer: PeerID) -> None:
         if self._nursery is not None:
             self._nursery.start_soon(self.node.network.introduce, peer)
+            if self.locality is not None and self.phase in ("planning", MAP):
+                self._nursery.start_soon(self._probe, [peer])
+
+    async def _probe(self, peers: list[PeerID]) -> None:
+        """Learn which splits these peers hold, then dispatch again."""
+        assert self.locality is not None
+        await self.locality.probe(peers, self.scheduler.takeable)
+        self._signal()
 
     async def _run(self) -> None:
         finished = await self._prepare()
@@ -171,6 +181,10 @@ class Master:
             # Every task, the reduces too (never planned in this process).
             self.resumed_tasks = len(self.scheduler.phase_tasks(MAP)) + self.reducers
             return
+        if self.locality is not None and self._nursery is not None:
+            # In the background: a peer waits for its own answer, not for all.
+            self._nursery.start_soon(self._probe, [
+                r.peer for r in self.scheduler.book.usable() if isinstance(r.peer, PeerID)])
         for phase in (MAP, REDUCE):
             phase_start = time.monotonic()
             if phase == REDUCE:
@@ -239,6 +253,10 @@ class Master:
                     self.options.cid_version, runtime(), descriptor.boundaries),
             completed=self._completed, input_failed=self._input_failed, changed=self._signal)
         self.scheduler.add_tasks(MAP, self.plan.tasks)
+        self.locality = Locality(self.plan.tasks, blocks, wait=self.options.locality_wait,
+                                 probe_timeout=min(2.0, self.options.fetch_timeout))
+        self.scheduler.place(MAP, self.locality)
+        self._assignments.holders = self.locality.holders
         self.manifest_counts = self.plan.counts()
         log.info("job %s: %d file(s), %d split(s), %d boundary task(s), %d reducer(s)",
                  self.job_cid, self.manifest_counts["files"], self.manifest_counts["splits"],
@@ -379,6 +397,8 @@ class Master:
                                             "output": output_to_json(output), **extra})
             if isinstance(task.payload, SplitInfo):
                 assert self._boundaries is not None
+                if self.locality is not None:
+                    self.locality.completed(task, task.completed_by)
                 await self._boundaries.split_done(task)
         finally:
             self._settling -= 1

@@ -29,6 +29,9 @@ class MasterOptions:
     cid_version: int = setting(0, flag="--cid-version", low=0, high=1,
                                help="CID version of the blocks the job writes.")
     boundary_group: int = 128         # splits per boundary task
+    locality_wait: float = setting(3.0, flag="--locality-wait", metavar="SECONDS", help=(
+        "Seconds a peer with no split of its own waits before it takes one that "
+        "another peer holds."))
     split_size: int = setting(
         4 * 1024**2, flag="--split-size", metavar="MIB", scale=1024**2, low=0, help=(
             "Average bytes of input per map task, in whole leaf blocks (0: one block each)."))

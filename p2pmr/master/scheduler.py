@@ -35,12 +35,13 @@ import enum
 import heapq
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .peerbook import PeerBook, PeerRecord
 from .policy import Policy
 
-__all__ = ["Abort", "Attempt", "FailureKind", "PhaseStatus", "Scheduler", "State", "Task",
-           "TaskInfo"]
+__all__ = ["Abort", "Attempt", "FailureKind", "PhaseStatus", "Placement", "Scheduler", "State",
+           "Task", "TaskInfo"]
 
 
 class State(enum.Enum):
@@ -180,6 +181,15 @@ class PhaseStatus:
                 f"{self.failed} failed")
 
 
+class Placement(Protocol):
+    """Which task a peer takes first (:class:`~p2pmr.master.locality.Locality`)."""
+
+    def next_for(self, peer: Hashable, idle: Callable[[Task], bool],
+                 usable: Callable[[Hashable], bool]) -> Task | bool:
+        """A task for ``peer``; True: take any; False: nothing for now."""
+        ...
+
+
 class Scheduler:
     """Task state, indexed so that every decision costs little; peers in :attr:`book`.
 
@@ -196,6 +206,7 @@ class Scheduler:
         self._counts: dict[str, dict[State, int]] = {}
         self._idle: dict[str, list[int]] = {}        # heaps of possibly idle, ready tasks
         self._retry: dict[str, dict[int, None]] = {}  # idle, ready tasks that failed before
+        self._placement: dict[str, Placement] = {}
         self._failed: dict[str, list[Task]] = {}
         self._durations: dict[str, list[float]] = {}  # sorted
         self.running_attempts: dict[str, dict[tuple[int, int], tuple[Task, Attempt]]] = {}
@@ -281,6 +292,18 @@ class Scheduler:
     def idle_count(self, phase: str) -> int:
         return self._counts[phase][State.IDLE] if phase in self._counts else 0
 
+    def place(self, phase: str, placement: Placement) -> None:
+        """Let ``placement`` say which of a phase's tasks each peer takes first."""
+        self._placement[phase] = placement
+
+    def takeable(self, task: Task) -> bool:
+        """Idle, ready, and never failed: any peer may take it."""
+        return task.state is State.IDLE and task.ready and not task.failed_on
+
+    def _usable(self, peer: Hashable) -> bool:
+        record = self.book.records.get(peer)
+        return record is not None and record.online and not record.excluded
+
     def next_idle(self, phase: str, peer: Hashable = None) -> Task | None:
         """The next task that wants an attempt (on ``peer``, when given).
 
@@ -301,10 +324,15 @@ class Scheduler:
                 usable = self.book.usable()
             if peer is None or self.may_take(task, peer, usable):
                 return task
+        placement = self._placement.get(phase)
+        if placement is not None and peer is not None:
+            choice = placement.next_for(peer, self.takeable, self._usable)
+            if choice is False or isinstance(choice, Task):
+                return choice or None
         heap = self._idle.get(phase, [])
         while heap:
             task = tasks[heap[0]]
-            if task.state is State.IDLE and task.ready and not task.failed_on:
+            if self.takeable(task):
                 return task
             heapq.heappop(heap)  # stale: taken, finished or failed since
         return None

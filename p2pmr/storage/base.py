@@ -81,6 +81,12 @@ class BlockStore(Protocol):
         """The blocks of the DAG under ``root`` not held here (intact)."""
         ...
 
+    async def holders(self, cids: Sequence[CID], peers: Sequence[PeerID], *,
+                      timeout: float) -> dict[CID, set[PeerID]]:
+        """Which of ``peers`` say they hold which of ``cids`` (best effort:
+        an empty answer means nothing is known, not that nobody has them)."""
+        ...
+
     async def pin(self, cid: CID, *, recursive: bool = True,
                   timeout: float | None = None) -> None: ...
 

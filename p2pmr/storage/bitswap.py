@@ -54,7 +54,7 @@ from .cid import CID, DAG_PB, SHA2_256
 from .flatfs import FlatFSStore
 from .varint import decode_uvarint, encode_uvarint
 
-__all__ = ["Bitswap", "BitswapStats"]
+__all__ = ["Bitswap", "BitswapStats", "want_have_round"]
 
 log = logging.getLogger(__name__)
 
@@ -633,3 +633,43 @@ class Bitswap(BitswapClient):  # type: ignore[misc]
                 if peer_id in want.have:
                     want.have.remove(peer_id)
             want.signal()
+
+
+async def want_have_round(engine: Bitswap, cids: Sequence[CID], peers: Sequence[PeerID], *,
+                          timeout: float) -> dict[CID, set[PeerID]]:
+    """Which of ``peers`` hold which of ``cids``, by one round of want-have.
+
+    No block is asked for: each peer answers HAVE or DONT_HAVE for every
+    CID in one message, so asking costs a few bytes a block whatever the
+    blocks' size. Returns what was said within ``timeout``; a peer that
+    said nothing counts as holding nothing. The wants are cancelled after,
+    so no peer is left owing an answer.
+    """
+    connected = set(engine.peers())
+    asked = [p for p in dict.fromkeys(peers) if p in connected]
+    wants: list[_Want] = []
+    for cid in dict.fromkeys(cids):
+        want = engine._wants.get(cid.multihash)
+        if want is None:
+            want = engine._wants[cid.multihash] = _Want(cid)
+        want.refs += 1
+        wants.append(want)
+    try:
+        now = trio.current_time()
+        for want in wants:
+            for peer in asked:
+                if peer not in want.have and peer not in want.asked_have:
+                    engine._ask(want, peer, _WANT_HAVE, now)
+        with trio.move_on_after(timeout):
+            for want in wants:
+                while not all(p in want.have or p in want.dont_have for p in asked):
+                    await want.changed.wait()
+        return {w.cid: {p for p in w.have if p in asked} for w in wants if w.have}
+    finally:
+        for want in wants:
+            want.refs -= 1
+            if want.refs == 0:
+                engine._wants.pop(want.cid.multihash, None)
+                for peer in asked:
+                    if peer in engine._senders:
+                        engine._senders[peer].cancel(want.cid)

@@ -14,7 +14,7 @@ from libp2p.peer.id import ID as PeerID
 
 from ..errors import BlockNotFound, CorruptBlock
 from .base import fetch_dag
-from .bitswap import Bitswap
+from .bitswap import Bitswap, want_have_round
 from .cid import CID
 from .flatfs import FlatFSStore
 
@@ -64,6 +64,10 @@ class EmbeddedStore:
         await self.local.written(cids)
         for cid in cids:
             self.exchange.announce(cid)
+
+    async def holders(self, cids: Sequence[CID], peers: Sequence[PeerID], *,
+                      timeout: float) -> dict[CID, set[PeerID]]:
+        return await want_have_round(self.exchange, cids, peers, timeout=timeout)
 
     async def has(self, cid: CID) -> bool:
         return await self.local.has(cid)

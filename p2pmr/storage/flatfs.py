@@ -217,6 +217,11 @@ class FlatFSStore:
             raise BlockVerificationError(f"bytes do not hash to {cid}")
         await self.put(cid, data)
 
+    async def holders(self, cids: Sequence[CID], peers: Sequence[Any], *,
+                      timeout: float) -> dict[CID, set[Any]]:
+        """A store without a network knows no other holders."""
+        return {}
+
     async def has(self, cid: CID) -> bool:
         return self.path_of(cid).exists()
 
