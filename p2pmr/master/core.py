@@ -166,13 +166,7 @@ class Master:
         if self._nursery is not None:
             self._nursery.start_soon(self.node.network.introduce, peer)
             if self.locality is not None and self.phase in ("planning", MAP):
-                self._nursery.start_soon(self._probe, [peer])
-
-    async def _probe(self, peers: list[PeerID]) -> None:
-        """Learn which splits these peers hold, then dispatch again."""
-        assert self.locality is not None
-        await self.locality.probe(peers, self.scheduler.takeable)
-        self._signal()
+                self._nursery.start_soon(self.locality.probe, [peer])
 
     async def _run(self) -> None:
         finished = await self._prepare()
@@ -183,7 +177,7 @@ class Master:
             return
         if self.locality is not None and self._nursery is not None:
             # In the background: a peer waits for its own answer, not for all.
-            self._nursery.start_soon(self._probe, [
+            self._nursery.start_soon(self.locality.probe, [
                 r.peer for r in self.scheduler.book.usable() if isinstance(r.peer, PeerID)])
         for phase in (MAP, REDUCE):
             phase_start = time.monotonic()
@@ -253,7 +247,8 @@ class Master:
                     self.options.cid_version, runtime(), descriptor.boundaries),
             completed=self._completed, input_failed=self._input_failed, changed=self._signal)
         self.scheduler.add_tasks(MAP, self.plan.tasks)
-        self.locality = Locality(self.plan.tasks, blocks, wait=self.options.locality_wait,
+        self.locality = Locality(self.plan.tasks, blocks, self.scheduler.takeable, self._signal,
+                                 wait=self.options.locality_wait,
                                  probe_timeout=min(2.0, self.options.fetch_timeout))
         self.scheduler.place(MAP, self.locality)
         self._assignments.holders = self.locality.holders

@@ -52,9 +52,11 @@ class LocalityReport:
 class Locality:
     """Which peers hold which splits, and the order that gives each peer's work."""
 
-    def __init__(self, tasks: Sequence[Task], blocks: BlockStore, *, wait: float,
-                 probe_timeout: float) -> None:
+    def __init__(self, tasks: Sequence[Task], blocks: BlockStore, idle: Callable[[Task], bool],
+                 learned: Callable[[], None], *, wait: float, probe_timeout: float) -> None:
         self.blocks = blocks
+        self._idle = idle        # a task any peer may take now
+        self._learned = learned  # called when answers are in: dispatch again
         self.wait = wait
         self.probe_timeout = probe_timeout
         self._splits = {t.index: t.payload for t in tasks if isinstance(t.payload, SplitInfo)}
@@ -73,19 +75,20 @@ class Locality:
 
     # -- learning -------------------------------------------------------------------------
 
-    async def probe(self, peers: Sequence[PeerID], idle: Callable[[Task], bool]) -> None:
+    async def probe(self, peers: Sequence[PeerID]) -> None:
         """Ask ``peers`` (not yet asked) which blocks of the idle splits they hold."""
         peers = [p for p in peers if p not in self._probed]
         if not peers:
             return
         self._probed.update(peers)
         try:
-            await self._probe(peers, idle)
+            await self._probe(peers)
         finally:
             self._answered.update(peers)
+            self._learned()
 
-    async def _probe(self, peers: Sequence[PeerID], idle: Callable[[Task], bool]) -> None:
-        wanted = {i: s for i, s in self._splits.items() if idle(self._tasks[i])}
+    async def _probe(self, peers: Sequence[PeerID]) -> None:
+        wanted = {i: s for i, s in self._splits.items() if self._idle(self._tasks[i])}
         cids = [cid for split in wanted.values() for cid in split.blocks]
         if not cids:
             return
