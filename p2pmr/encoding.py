@@ -62,7 +62,7 @@ def msgpack_packer() -> msgpack.Packer:
     return _packer()
 
 
-def msgpack_unpacker(file_like: Any, read_size: int = 256 * 1024) -> msgpack.Unpacker:
+def msgpack_unpacker(file_like: Any, read_size: int = 64 * 1024) -> msgpack.Unpacker:
     """A streaming unpacker that reads exactly what :data:`MSGPACK` reads.
 
     ``file_like`` only needs ``read(n)``. A reducer reads one pair of a
