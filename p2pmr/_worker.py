@@ -38,7 +38,16 @@ from .errors import CIDError, CorruptBlock, EncodingError, UnixFSError
 from .job import Job, show_sources
 from .outsort import OutputSorter
 from .records import block_records, decode_line, decode_records
-from .runs import ChunkReader, Counter, MalformedInput, decoded_run, merge_runs, read_run
+from .runs import (
+    ChunkReader,
+    Counter,
+    MalformedInput,
+    Opener,
+    Run,
+    decoded_run,
+    merge_runs,
+    read_run,
+)
 from .settings import setting
 from .storage.cid import CID
 from .storage.flatfs import FlatFS
@@ -530,24 +539,24 @@ def remove_stale_scratch(root: Path) -> None:
 
 
 def _openers(req: ReduceRequest, codec: Codec, store: FlatFS | None, counter: Counter
-             ) -> list[Callable[[], Iterator[list[Any]]]]:
+             ) -> list[Opener]:
     """How to open each input as a run, in the order of the map tasks."""
     streamed = codec is MSGPACK
 
-    def from_store(raw: bytes) -> Iterator[list[Any]]:
+    def from_store(raw: bytes) -> Run:
         assert store is not None
         pieces = iter_file_sync(lambda c: _read_block(store, c), CID.from_bytes(raw))
         if streamed:
             return read_run(ChunkReader(pieces), counter=counter)
         return decoded_run(codec, b"".join(pieces), counter)
 
-    def from_file(path: str) -> Iterator[list[Any]]:
+    def from_file(path: str) -> Run:
         if not streamed:
             with open(path, "rb") as handle:
                 return decoded_run(codec, handle.read(), counter)
         return _file_run(path, counter)
 
-    def from_bytes(data: bytes) -> Iterator[list[Any]]:
+    def from_bytes(data: bytes) -> Run:
         if streamed:
             return read_run(io.BytesIO(data), counter=counter)
         return decoded_run(codec, data, counter)
@@ -559,7 +568,7 @@ def _openers(req: ReduceRequest, codec: Codec, store: FlatFS | None, counter: Co
     return [partial(from_bytes, data) for data in req.inputs]
 
 
-def _file_run(path: str, counter: Counter) -> Iterator[list[Any]]:
+def _file_run(path: str, counter: Counter) -> Run:
     with open(path, "rb") as handle:
         yield from read_run(handle, counter=counter)
 
@@ -616,7 +625,7 @@ def _run_reduce(req: ReduceRequest, doing: _Doing) -> ReduceOutcome:
 
 
 def _reduce_all(req: ReduceRequest, job: Job, codec: Codec,
-                openers: list[Callable[[], Iterator[list[Any]]]], scratch: Path,
+                openers: list[Opener], scratch: Path,
                 store: FlatFS | None, out: ReduceOutcome) -> None:
     """Merge the inputs, run reduce on each key, write the sorted output."""
     limits = req.limits
