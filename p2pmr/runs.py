@@ -6,8 +6,9 @@ its runs by key bytes, and a key's values reach reduce in the order of the
 runs (the order of the map tasks), then each run's own order, so the values
 and every output CID are the same on every peer and every attempt.
 
-Nothing here holds a whole input. Each run is read as a stream, one pair
-at a time, and validated as it goes (shape, strictly increasing keys).
+Nothing here holds a whole input. Each run is read as a stream, a batch
+of pairs at a time, and validated as it goes (shape, strictly increasing
+keys).
 With more runs than ``fan_in``, consecutive groups of runs are merged into
 spill files first, pass after pass, so no more than ``fan_in`` files are
 open at once and the order of values is kept: each spill holds a
