@@ -348,6 +348,13 @@ def _disk_failure(what: str, exc: OSError) -> Failure:
                    f"bigger disk")
 
 
+def spool_failure(exc: OSError) -> Failure:
+    """The peer could not spool a reduce task's input to its disk."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return _disk_failure("spooling a reduce task's input", exc)
+    return Failure(ErrorCode.INTERNAL, f"cannot spool a reduce task's input: {exc}")
+
+
 def _resource_failure(exc: BaseException, doing: _Doing) -> Failure | None:
     """Resource exhaustion is a limit, never bad data or the peer's fault."""
     if isinstance(exc, MemoryError):

@@ -308,7 +308,11 @@ class TaskRunner:
                 data = await self._fetch_file(cid, providers, budget, "map output",
                                               read=not local)
                 if not local:
-                    await trio.Path(files[i]).write_bytes(data)
+                    try:
+                        await trio.Path(files[i]).write_bytes(data)
+                    except OSError as exc:  # a full disk is a limit, as in a worker
+                        failure = _worker.spool_failure(exc)
+                        raise TaskFailed(failure.code, failure.message) from None
 
         with collapsed():
             async with trio.open_nursery() as nursery:
