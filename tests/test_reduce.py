@@ -163,7 +163,7 @@ def test_spills_are_removed_when_reduce_fails(tmp_path: Path) -> None:
 
 
 _WORKER = """
-import json, resource, sys
+import json, sys
 from p2pmr import _worker
 from p2pmr.job import dump_job, load_job_file
 args = json.loads(sys.argv[1])
@@ -174,9 +174,12 @@ out = _worker.run_reduce(_worker.ReduceRequest(
     code_cid=b"hot", code=dump_job(load_job_file(args["job"])), encoding="msgpack",
     allow_pickle=False, cid_version=0, limits=limits, partition=0, inputs=[],
     input_files=args["files"], spill_dir=args["scratch"]))
+# This process's own peak: ru_maxrss would count the parent's, copied at fork.
+with open("/proc/self/status") as status:
+    peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
 print(json.dumps({"failure": out.failure and out.failure.message, "cid": out.cid.hex(),
                   "records_in": out.records_in, "keys": out.keys, "blocks": out.output.blocks,
-                  "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024},
+                  "maxrss": peak},
                  default=lambda b: b.hex()))
 """
 
