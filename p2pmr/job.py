@@ -274,6 +274,7 @@ class JobDescriptor:
     cid_version: int = 0
     name: str = "job"
     boundary_group: int = 128  # which splits each boundary task covers
+    split_size: int = 0        # average bytes per split (0: a split per leaf block)
 
     def to_json(self) -> bytes:
         doc = {
@@ -286,6 +287,7 @@ class JobDescriptor:
             "name": self.name,
             "records": "lines",
             "boundary_group": self.boundary_group,
+            "split_size": self.split_size,
         }
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
@@ -298,7 +300,8 @@ class JobDescriptor:
             return cls(code=CID.parse(doc["code"]), input=CID.parse(doc["input"]),
                        reducers=int(doc["reducers"]), encoding=str(doc["encoding"]),
                        cid_version=int(doc.get("cid_version", 0)), name=str(doc.get("name", "")),
-                       boundary_group=int(doc.get("boundary_group", 128)))
+                       boundary_group=int(doc.get("boundary_group", 128)),
+                       split_size=int(doc.get("split_size", 0)))
         except JobError:
             raise
         except Exception as exc:

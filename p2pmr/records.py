@@ -1,13 +1,14 @@
 """Lines as records, exactly once across block boundaries.
 
-A map split is one leaf block. The split maps every line that lies wholly
-inside its block, and hands back the partial lines at its two edges
-(*fragments*). The master joins the fragments on each side of a boundary
-into whole lines and maps those as one extra task. A line is therefore
-mapped exactly once whatever the chunker did to it, even a line longer than
-several blocks, and every split stays a pure function of its block.
+A map split is a run of consecutive leaf blocks of one file (often several
+MiB). The split maps every line that lies wholly inside its run, and hands
+back the partial lines at its two edges (*fragments*). The master joins the
+fragments on each side of a boundary into whole lines and maps those as one
+extra task. A line is therefore mapped exactly once whatever the chunker did
+to it, even a line longer than several blocks, and every split stays a pure
+function of its blocks.
 
-Who maps what, for a block of a file:
+Who maps what, for a run of a file ("block" below is the whole run):
 
 * a line that starts and ends (with ``\\n``) inside the block: the split;
 * the bytes before the block's first ``\\n`` (the *head*): the split when the
@@ -138,7 +139,7 @@ def block_records(path: str, data: bytes, base: int, first: bool, last: bool
 
 @dataclass(slots=True)
 class SplitInfo:
-    """One split: a leaf block of a file, in file order, and its edges once mapped.
+    """One split: a run of consecutive leaf blocks of a file, and its edges once mapped.
 
     The master plans a map task per split with this as its payload; the
     split's map task reports ``edges`` and the fragment bytes, which
@@ -152,9 +153,19 @@ class SplitInfo:
     edges: BlockEdges | None = None
     head: bytes | None = None   # the fragment bytes, once known
     tail: bytes | None = None
-    block: CID | None = None    # the leaf block
+    block: CID | None = None    # the run's first leaf block
     path: str = ""              # the file's path in the input
     file: int = 0               # the file's index in the input
+    more: tuple[CID, ...] = ()   # the run's further blocks, in order
+    sizes: tuple[int, ...] = ()  # file bytes per block; () for a run of one block
+
+    @property
+    def blocks(self) -> tuple[CID, ...]:
+        return () if self.block is None else (self.block, *self.more)
+
+    @property
+    def block_sizes(self) -> tuple[int, ...]:
+        return self.sizes or (self.size,)
 
 
 def stitch_file(splits: list[SplitInfo], *, partial: bool = False

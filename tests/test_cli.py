@@ -76,7 +76,8 @@ def test_run_with_local_peers_output_and_cat(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == \
         ["_manifest.json", "part-00000", "part-00001", "part-00002"]
     manifest = json.loads((out / "_manifest.json").read_text())
-    assert manifest["reducers"] == 3 and manifest["counts"]["splits"] == 18
+    # Every file is under the 4 MiB a split aims at: a split per file.
+    assert manifest["reducers"] == 3 and manifest["counts"]["splits"] == 9
     expected: Counter[str] = Counter()
     for path in sorted(GUTENBERG.iterdir()):
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():

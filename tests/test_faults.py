@@ -67,7 +67,8 @@ async def test_job_count_each_map_runs_once(master: Node, swarm: Swarm, tmp_path
     cid = await master.add_path(GUTENBERG)
     for _ in range(2):
         await trio.to_thread.run_sync(swarm.start)
-    master_job = InitMaster(master, cid, job=job, n_reducers=2)
+    # A split per block: 24 map tasks, as many as the original test's files.
+    master_job = InitMaster(master, cid, job=job, n_reducers=2, split_size=0)
     with trio.fail_after(200):
         await master_job.run()
     names = [p.name.rsplit("@", 1)[0] for p in markers.iterdir()]

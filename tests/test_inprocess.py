@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from libp2p.peer.id import ID as PeerID
 
 from p2pmr import InitMaster, JobFailed, NotAuthorised
@@ -29,9 +31,10 @@ from p2pmr.wire.messages import (
 
 from .conftest import peers
 from .helpers import GUTENBERG, ROOT
-from .swarm import output_counts, reference_counts
+from .swarm import expected_records, output_counts, output_lines, reference_counts
 
 WORDCOUNT = ROOT / "examples" / "wordcount.py"
+RECORDS = ROOT / "tests" / "jobs" / "records.py"
 TEXTS = sorted(GUTENBERG.glob("pg-*.txt"))[:3]
 
 
@@ -62,6 +65,28 @@ async def test_the_in_memory_swarm_gives_the_real_swarms_outputs(master: Node,
     async with peers(master, tmp_path / "peers", 1):
         real_root = await InitMaster(master, cid, job=wordcount, n_reducers=2).run()
     assert real_root == memory_root
+
+
+@settings(max_examples=25, deadline=None)
+@given(lines=st.lists(st.binary(max_size=90).map(lambda b: b.replace(b"\n", b"")),
+                      min_size=1, max_size=40),
+       chunk=st.sampled_from([16, 61, 256]), split_size=st.sampled_from([0, 40, 150, 700]),
+       group=st.sampled_from([1, 2, 5]))
+async def test_any_blocks_in_any_runs_give_every_line_once(
+        lines: list[bytes], chunk: int, split_size: int, group: int) -> None:
+    """Tiny blocks gathered into runs of any size: every line exactly once,
+    whether a block edge falls inside a task's run or between two runs."""
+    data = b"\n".join(lines)
+    async with memory_swarm(peers=2) as swarm:
+        cid = await unixfs.add_bytes(swarm.master.blocks, data,
+                                     unixfs.ImportOptions(chunk_size=chunk))
+        job = InitMaster(swarm.master, cid, job=load_job_file(RECORDS), n_reducers=2,
+                         split_size=split_size, boundary_group=group)
+        with trio.fail_after(60):
+            root = await job.run()
+        got = sorted(await output_lines(swarm.master, root))
+    whole = lines[:-1] if lines[-1] == b"" else lines  # no line after a final "\n"
+    assert got == expected_records(whole, "")
 
 
 class FailFast(Faults):

@@ -34,7 +34,15 @@ def reference_wordcount(paths: list[Path]) -> list[str]:
     return sorted(f"{w}\t{c}" for w, c in counts.items())
 
 
-async def test_wordcount_directory_matches_sequential(master: Node, tmp_path: Path) -> None:
+# Map tasks of one leaf block each, of runs of two or three blocks, and of
+# whole files (the default aims at 4 MiB): lines and words cut by block edges
+# are exact whether the edge lies inside a task's run or between two runs.
+SPLIT_SIZES = [0, 600_000, None]
+
+
+@pytest.mark.parametrize("split_size", SPLIT_SIZES)
+async def test_wordcount_directory_matches_sequential(master: Node, tmp_path: Path,
+                                                      split_size: int | None) -> None:
     wordcount = load_job_file(ROOT / "examples" / "wordcount.py")
     texts = gutenberg_files()
     cid = await master.add_path(copy_into(tmp_path / "books", texts))
@@ -46,13 +54,18 @@ async def test_wordcount_directory_matches_sequential(master: Node, tmp_path: Pa
     assert b"drum|s, an" in b" ".join(cuts) or any(c.startswith(b"drum|s") for c in cuts)
     assert any(c.startswith(b"e, g|rinds") or b"g|rindst" in c for c in cuts)
 
+    sized = {} if split_size is None else {"split_size": split_size}
     async with peers(master, tmp_path / "peers", 3):
-        job = InitMaster(master, cid, job=wordcount, n_reducers=5)
+        job = InitMaster(master, cid, job=wordcount, n_reducers=5, **sized)
         root = await job.run()
     assert sorted(await output_lines(master, root)) == reference_wordcount(texts)
-    status = job.get_map_status()
-    assert status.complete == status.total == 17 + sum(
-        1 for p in texts if p.stat().st_size > 262144)
+    status, counts = job.get_map_status(), job.manifest["counts"]
+    assert status.complete == status.total == counts["splits"] + counts["boundary_tasks"]
+    blocks = sum(-(-p.stat().st_size // 262144) for p in texts)
+    if split_size == 0:
+        assert counts["splits"] == blocks == 17
+    else:
+        assert len(texts) <= counts["splits"] < blocks
 
 
 async def test_wordcount_concatenated_file_and_per_line_map(master: Node,
@@ -63,8 +76,10 @@ async def test_wordcount_concatenated_file_and_per_line_map(master: Node,
     big.write_bytes(data)
     cid = await master.add_path(big)
     wordcount = load_job_file(ROOT / "examples" / "wordcount.py")
+    # Two ways to map, and two ways to cut the input into tasks: the part
+    # files of a word count depend on neither.
     per_line = InitMaster(master, cid, wordcount.map, wordcount.reduce, 3,
-                          combine_fn=wordcount.combine)
+                          combine_fn=wordcount.combine, split_size=600_000)
     async with peers(master, tmp_path / "peers", 3):
         batch_root = await InitMaster(master, cid, job=wordcount, n_reducers=3).run()
         line_root = await per_line.run()
@@ -91,8 +106,10 @@ async def test_indexer_matches_sequential(master: Node, tmp_path: Path) -> None:
     assert sorted(await output_lines(master, root)) == expected
 
 
-@pytest.mark.parametrize("group", [1, 2, 128])
-async def test_records_are_exact_keys_and_lines(master: Node, tmp_path: Path, group: int) -> None:
+@pytest.mark.parametrize(("group", "split_size"),
+                         [(1, 0), (2, 0), (128, 0), (1, 600_000), (2, 1_000_000), (1, None)])
+async def test_records_are_exact_keys_and_lines(master: Node, tmp_path: Path, group: int,
+                                                split_size: int | None) -> None:
     """Every line exactly once, with its (path, offset) key, across odd boundaries,
     including a line of several blocks that crosses boundary-task groups."""
     lines = [b"short", b"", b"x" * 700_000, b"crlf line\r", "caf\u00e9".encode(), b"\xff\xfe bad",
@@ -104,11 +121,13 @@ async def test_records_are_exact_keys_and_lines(master: Node, tmp_path: Path, gr
     (tree.parent / "empty.txt").write_bytes(b"")
     cid = await master.add_path(tree.parent)
     async with peers(master, tmp_path / "peers", 2):
+        sized = {} if split_size is None else {"split_size": split_size}
         job = InitMaster(master, cid, job=load_job_file(JOBS / "records.py"), n_reducers=2,
-                         boundary_group=group)
+                         boundary_group=group, **sized)
         root = await job.run()
-    splits = -(-len(data) // 262144)
-    assert splits == 5 and job.manifest["counts"]["boundary_tasks"] == -(-(splits - 1) // group)
+    splits = job.manifest["counts"]["splits"]  # the empty file has none
+    assert splits == 5 if split_size == 0 else 1 <= splits < 5
+    assert job.manifest["counts"]["boundary_tasks"] == -(-(splits - 1) // group)
     assert sorted(await output_lines(master, root)) == expected_records(lines, "sub/f.txt")
 
 
@@ -122,9 +141,9 @@ async def test_lines_spanning_many_blocks_stay_whole(master: Node, tmp_path: Pat
     (tmp_path / "long.txt").write_bytes(b"\n".join(lines))
     cid = await master.add_path(tmp_path / "long.txt")
     async with peers(master, tmp_path / "peers", 3):
-        for group in (1, 2, 3):
+        for group, split_size in ((1, 0), (2, 0), (3, 0), (1, 600_000), (2, 1_000_000)):
             job = InitMaster(master, cid, job=load_job_file(JOBS / "records.py"), n_reducers=2,
-                             boundary_group=group)
+                             boundary_group=group, split_size=split_size)
             with trio.fail_after(120):
                 root = await job.run()
             assert sorted(await output_lines(master, root)) == expected_records(lines, "")

@@ -6,7 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from p2pmr.master.plan import cut_runs
 from p2pmr.records import SplitInfo, block_records, decode_line, iter_block_lines, stitch_file
+from p2pmr.storage.cid import CID
+from p2pmr.storage.unixfs import Segment
 
 
 def reference_lines(data: bytes) -> list[tuple[int, str]]:
@@ -115,3 +118,36 @@ def test_stitching_refuses_a_missing_fragment() -> None:
             setattr(broken[victim], field, None)
             with pytest.raises(ValueError, match=f"{field} fragment"):
                 stitch_file(broken)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes=st.lists(st.sampled_from([1, 100, 1000, 262144]), max_size=120),
+       target=st.sampled_from([0, 1, 5000, 1 << 20]))
+def test_runs_cover_the_blocks_in_order_and_are_sized(sizes: list[int], target: int) -> None:
+    segments, offset = [], 0
+    for i, size in enumerate(sizes):
+        segments.append(Segment(CID.hash(i.to_bytes(4, "big")), offset, size))
+        offset += size
+    runs = cut_runs(segments, target)
+    assert [seg for run in runs for seg in run] == segments and all(runs)
+    assert runs == cut_runs(list(segments), target)  # a function of the blocks alone
+    for run in runs:
+        held = sum(seg.size for seg in run)
+        if target == 0:
+            assert len(run) == 1
+        else:  # never past twice the target but for its last block
+            assert held - run[-1].size < 2 * target
+    for run in runs[:-1]:
+        assert sum(seg.size for seg in run) >= target // 2
+
+
+def test_runs_average_the_target_and_resynchronise_after_an_edit() -> None:
+    blocks = [Segment(CID.hash(i.to_bytes(4, "big")), i * 262144, 262144) for i in range(4000)]
+    target = 4 << 20
+    runs = cut_runs(blocks, target)
+    mean = sum(sum(s.size for s in run) for run in runs) / len(runs)
+    assert 0.8 * target < mean < 1.2 * target
+    # A block inserted near the start moves only the cuts around it.
+    edited = cut_runs([Segment(CID.hash(b"new"), 0, 262144), *blocks], target)
+    tail = {tuple(s.cid for s in run) for run in runs[3:]}
+    assert len(tail & {tuple(s.cid for s in run) for run in edited}) >= len(tail) - 2

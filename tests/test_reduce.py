@@ -232,7 +232,7 @@ def _first_words(lines: list[str]) -> dict[str, list[int]]:
 
 async def test_spilling_in_a_swarm_gives_the_same_output_cid(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A job of ~140 map tasks (one per 1 KiB leaf) on peers without a local
+    """A job of ~140 map tasks (``split_size=0``: one per 1 KiB leaf) on peers without a local
     store (their inputs are spooled to files): reduced with a tiny memory
     budget and fan-in 3, its output CID is the one a reduce that merges every
     input at once in memory gives."""
@@ -248,7 +248,8 @@ async def test_spilling_in_a_swarm_gives_the_same_output_cid(
         async with memory_swarm(peers=2) as swarm:
             cid = await unixfs.add_bytes(swarm.master.blocks, data, ImportOptions(chunk_size=1024))
             with trio.fail_after(120):
-                roots.append(await InitMaster(swarm.master, cid, job=job, n_reducers=2).run())
+                roots.append(await InitMaster(swarm.master, cid, job=job, n_reducers=2,
+                                              split_size=0).run())
             got = dict(line.split("\t") for line in await output_lines(swarm.master, roots[-1]))
         assert {k: sorted(ast.literal_eval(v)) for k, v in got.items()} == _first_words(lines)
     assert roots[0] == roots[1]

@@ -339,7 +339,9 @@ async def test_input_limit_covers_all_of_a_reduces_inputs_together(master: Node,
     async with open_node(tmp_path / "peer", bootstrap=[master.multiaddrs[0]]) as peer:
         register_protocol(peer, trust=[master.peer_id], config=config)
         with trio.fail_after(120), pytest.raises(JobFailed) as info:
-            await InitMaster(master, cid, job=load_job_file(WORDCOUNT), n_reducers=1).run()
+            # Splits of one block each: every map task fits the limit.
+            await InitMaster(master, cid, job=load_job_file(WORDCOUNT), n_reducers=1,
+                             split_size=0).run()
     message = str(info.value)
     assert "reduce task 0" in message and "LIMIT_EXCEEDED" in message
     assert "limit for all inputs together" in message
@@ -453,7 +455,8 @@ def test_a_split_that_names_an_inner_node_is_refused_not_mapped() -> None:
     def request(cid: CID, size: int) -> MapRequest:
         return MapRequest(code_cid=b"c", code=code, encoding="msgpack", allow_pickle=False,
                           reducers=1, cid_version=0, limits=WorkerLimits(cpu_seconds=None),
-                          block_cid=bytes(cid), block=stored[cid], size=size)
+                          block_cids=[bytes(cid)], blocks=[stored[cid]], size=size,
+                          sizes=[size])
 
     refused = run_map(request(root, 262144))
     assert refused.failure is not None and refused.failure.code is ErrorCode.BAD_REQUEST

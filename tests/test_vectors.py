@@ -19,9 +19,11 @@ import pytest
 from p2pmr.encoding import MSGPACK, group_pairs, partition_of
 from p2pmr.job import load_job_file
 from p2pmr.master import InitMaster
+from p2pmr.master.plan import cut_runs
 from p2pmr.records import encode_records
 from p2pmr.storage import unixfs
 from p2pmr.storage.cid import CID
+from p2pmr.storage.unixfs import Segment
 from p2pmr.testing import memory_swarm
 from p2pmr.wire._pb import mapreduce_pb2 as pb
 from p2pmr.wire.codes import ErrorCode
@@ -77,6 +79,11 @@ def _frames() -> dict[str, Message]:
             (ID.from_base58(peer_id),),
             (MapTask(map_id, split=Split(block, "books/a.txt", 262144, 262144, False, True)),
              MapTask(TaskId(job, Phase.MAP, 4), records=CID.hash(b"records file")))),
+        "assignment-run": Assignment(
+            JobSpec(job, code, 2), 0, (),
+            (MapTask(TaskId(job, Phase.MAP, 0), split=Split(
+                block, "", 0, 262144 + 100, True, False, (CID.hash(b"next leaf"),),
+                (262144, 100))),)),
         "assignment-reduce": Assignment(
             JobSpec(job, code, 2), 0, (),
             reduces=(ReduceTask(reduce_id, 0, (part, CID.hash(b"another"))),)),
@@ -143,17 +150,28 @@ async def test_output_of_a_job(tmp_path: Path, cid_version: int) -> None:
     job's code, which depends on the Python that pickled it)."""
     wordcount = load_job_file(ROOT / "examples" / "wordcount.py")
     async with memory_swarm(peers=1) as swarm:
-        # 16-byte blocks, so lines cross block edges and boundary tasks run.
+        # 16-byte blocks in runs of a few, so lines cross block edges inside
+        # runs and between them, and boundary tasks run.
         options = unixfs.ImportOptions(chunk_size=16, cid_version=cid_version)
         cid = await unixfs.add_bytes(swarm.master.blocks, TEXT.encode(), options)
         root = await InitMaster(swarm.master, cid, job=wordcount, n_reducers=2,
-                                cid_version=cid_version).run()
+                                cid_version=cid_version, split_size=40).run()
         parts = {}
         for entry in await unixfs.list_directory(swarm.master.blocks, root):
             if entry.name.startswith("part-"):
                 data = await unixfs.read_range(swarm.master.blocks, entry.cid)
                 parts[entry.name] = {"cid": str(entry.cid), "text": data.decode()}
     _check(f"output-cidv{cid_version}", {"input": str(cid), "parts": parts})
+
+
+def test_splits() -> None:
+    """Where runs of leaf blocks end (section 5), for a few targets."""
+    blocks = [Segment(CID.hash(i.to_bytes(4, "big")), i * 262144, 262144) for i in range(48)]
+    blocks[20] = Segment(blocks[20].cid, blocks[20].offset, 1000)  # a short block mid-file
+    actual: dict[str, Any] = {"blocks": [[str(b.cid), b.size] for b in blocks], "runs": {}}
+    for target in (0, 1 << 20, 4 << 20):
+        actual["runs"][str(target)] = [len(run) for run in cut_runs(blocks, target)]
+    _check("splits", actual)
 
 
 def test_output_directory() -> None:

@@ -82,8 +82,9 @@ class Assignments:
                                           work.listing))
             else:
                 assert isinstance(work, SplitInfo) and work.block is not None
-                maps.append(MapTask(task_id, split=Split(work.block, work.path, work.offset,
-                                                         work.size, work.first, work.last)))
+                maps.append(MapTask(task_id, split=Split(
+                    work.block, work.path, work.offset, work.size, work.first, work.last,
+                    work.more, work.sizes)))
         return Assignment(self.job, int(self.options.heartbeat_interval * 1000),
                           (self.network.local_peer,), tuple(maps), tuple(reduces))
 

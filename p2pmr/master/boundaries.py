@@ -1,6 +1,6 @@
 """Lines across block edges: when a boundary task can run, and what it maps.
 
-A split's map task returns the partial lines at its block's two edges
+A split's map task returns the partial lines at its run's two edges
 (:mod:`p2pmr.records`). Once every split a group of boundaries depends on is
 mapped, the fragments are joined into whole lines, stored as a records file,
 and the group's boundary task becomes ready.
@@ -20,6 +20,23 @@ from .plan import BoundaryWork, InputPlan
 from .scheduler import Scheduler, State, Task
 
 __all__ = ["Boundaries"]
+
+
+async def _read_run(source: Fetcher, split: SplitInfo, start: int, stop: int) -> bytes:
+    """Bytes ``start:stop`` of a split's run, reading only the blocks they lie in."""
+    pieces: list[bytes] = []
+    offset = 0
+    for cid, size in zip(split.blocks, split.block_sizes, strict=True):
+        if offset < stop and start < offset + size:
+            try:
+                data = unixfs.extract_data(cid, await source.get(cid))
+            except (BlockNotFound, UnixFSError) as exc:
+                raise JobFailed(f"cannot read the input block {cid}: {exc}") from None
+            if len(data) != size:
+                raise JobFailed(f"the input block {cid} holds {len(data)} bytes, not {size}")
+            pieces.append(data[max(0, start - offset):stop - offset])
+        offset += size
+    return b"".join(pieces)
 
 
 class Boundaries:
@@ -64,18 +81,14 @@ class Boundaries:
         assert output.edges is not None and split.block is not None
         head, tail = output.head, output.tail
         if (output.edges.head and head is None) or (output.edges.tail and tail is None):
-            # Long fragments are not sent inline: read them from the block.
+            # Long fragments are not sent inline: read them from the run's blocks.
             peer = task.completed_by
-            providers = [peer] if isinstance(peer, PeerID) else []
-            try:
-                block = await Fetcher(self.blocks, self.fetch_timeout, providers).get(split.block)
-                data = unixfs.extract_data(split.block, block)
-            except (BlockNotFound, UnixFSError) as exc:
-                raise JobFailed(f"cannot read the input block {split.block}: {exc}") from None
+            source = Fetcher(self.blocks, self.fetch_timeout,
+                             [peer] if isinstance(peer, PeerID) else [])
             if head is None:
-                head = data[:output.edges.head]
+                head = await _read_run(source, split, 0, output.edges.head)
             if tail is None:
-                tail = data[len(data) - output.edges.tail:]
+                tail = await _read_run(source, split, split.size - output.edges.tail, split.size)
         split.head, split.tail = head, tail
         split.edges = output.edges
 

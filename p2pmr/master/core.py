@@ -207,7 +207,7 @@ class Master:
                 descriptor.input, descriptor.reducers, descriptor.name
             self.options = dataclasses.replace(
                 self.options, encoding=descriptor.encoding, cid_version=descriptor.cid_version,
-                boundary_group=descriptor.boundary_group)
+                boundary_group=descriptor.boundary_group, split_size=descriptor.split_size)
             log.info("resuming job %s from its journal", found.job)
         else:
             code = self.code
@@ -219,7 +219,8 @@ class Master:
             descriptor = JobDescriptor(await unixfs.add_bytes(blocks, code, opts), self.input,
                                        self.reducers, self.options.encoding,
                                        self.options.cid_version, self.name,
-                                       max(1, self.options.boundary_group))
+                                       max(1, self.options.boundary_group),
+                                       max(0, self.options.split_size))
         self.code_cid = descriptor.code
         self.job_cid = await unixfs.add_bytes(
             blocks, descriptor.to_json(), unixfs.ImportOptions(cid_version=descriptor.cid_version))
@@ -230,7 +231,8 @@ class Master:
                     self.options.cid_version, runtime()),
             completed=self._completed, input_failed=self._input_failed, changed=self._signal)
         self.plan = await plan_input(blocks, self.input, timeout=self.options.input_timeout,
-                                     boundary_group=self.options.boundary_group)
+                                     boundary_group=self.options.boundary_group,
+                                     split_size=self.options.split_size)
         self.scheduler.add_tasks(MAP, self.plan.tasks)
         self.manifest_counts = self.plan.counts()
         log.info("job %s: %d file(s), %d split(s), %d boundary task(s), %d reducer(s)",

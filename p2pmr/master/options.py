@@ -29,6 +29,9 @@ class MasterOptions:
     cid_version: int = setting(0, flag="--cid-version", low=0, high=1,
                                help="CID version of the blocks the job writes.")
     boundary_group: int = 128         # splits per boundary task
+    split_size: int = setting(
+        4 * 1024**2, flag="--split-size", metavar="MIB", scale=1024**2, low=0, help=(
+            "Average bytes of input per map task, in whole leaf blocks (0: one block each)."))
     verify: int = setting(1, flag="--verify", low=1, high=9, help=(
         "Run every task on this many peers and accept only identical outputs."))
     journal: bool = True

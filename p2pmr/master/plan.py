@@ -2,7 +2,8 @@
 
 Every task has one typed payload, which says what the task reads:
 
-* :class:`~p2pmr.records.SplitInfo`, a map task over one leaf block;
+* :class:`~p2pmr.records.SplitInfo`, a map task over a run of consecutive
+  leaf blocks of one file (:func:`cut_runs` decides where runs end);
 * :class:`BoundaryWork`, a map task over the lines that cross a group of
   block edges of one file (ready only once those splits are mapped);
 * :class:`ReduceWork`, one partition and the map outputs that feed it.
@@ -10,6 +11,7 @@ Every task has one typed payload, which says what the task reads:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -26,8 +28,8 @@ from ..storage.cid import CID
 from .outputs import MapOutput
 from .scheduler import Task
 
-__all__ = ["MAP", "REDUCE", "BoundaryWork", "InputPlan", "ReduceWork", "Work", "plan_input",
-           "plan_reduce", "store_input_lists"]
+__all__ = ["MAP", "REDUCE", "BoundaryWork", "InputPlan", "ReduceWork", "Work", "cut_runs",
+           "plan_input", "plan_reduce", "store_input_lists"]
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +78,54 @@ class InputPlan:
                 "boundary_tasks": sum(len(b) for b in self.boundaries)}
 
 
+def cut_runs(segments: list[unixfs.Segment], target: int) -> list[list[unixfs.Segment]]:
+    """Group a file's leaf blocks into runs of about ``target`` bytes.
+
+    A map task per leaf block (256 KiB) spends more on overhead than on
+    the user's code, so a split covers a run of blocks. Where a run ends is
+    decided by the blocks' content, not their position: once a run holds
+    ``target / 2`` bytes, it ends after a block whose multihash, hashed
+    again, falls under a threshold proportional to the block's size, and it
+    always ends by ``2 * target``. Runs then average ``target`` bytes, the
+    same input always gives the same runs (so the same values reach reduce
+    in the same order), and an edit to a file moves only the runs around
+    the edit, leaving the others, and their map outputs, as they were.
+    ``target`` 0 gives a run per block.
+    """
+    if target <= 0:
+        return [[seg] for seg in segments]
+    low, cap = target // 2, 2 * target
+    span = target - low
+    runs: list[list[unixfs.Segment]] = []
+    run: list[unixfs.Segment] = []
+    held = 0
+    for seg in segments:
+        run.append(seg)
+        held += seg.size
+        if held >= cap or (held >= low and _cut_after(seg, span)):
+            runs.append(run)
+            run, held = [], 0
+    if run:
+        runs.append(run)
+    return runs
+
+
+def _cut_after(seg: unixfs.Segment, span: int) -> bool:
+    """True with probability ``size / span``, decided by the block's content."""
+    draw = int.from_bytes(hashlib.sha256(seg.cid.multihash).digest()[:8], "big")
+    return draw * span < seg.size << 64
+
+
+def _split_of(run: list[unixfs.Segment], first: bool, last: bool, path: str, file: int
+              ) -> SplitInfo:
+    head, more = run[0], tuple(seg.cid for seg in run[1:])
+    sizes = tuple(seg.size for seg in run) if more else ()
+    return SplitInfo(head.offset, sum(seg.size for seg in run), first, last, block=head.cid,
+                     path=path, file=file, more=more, sizes=sizes)
+
+
 async def plan_input(blocks: BlockStore, input_cid: CID, *, timeout: float,
-                     boundary_group: int) -> InputPlan:
+                     boundary_group: int, split_size: int = 0) -> InputPlan:
     """Resolve the input to its files' leaf blocks and plan the map tasks.
 
     Raises :class:`JobFailed` naming what is wrong with the input.
@@ -98,11 +146,11 @@ async def plan_input(blocks: BlockStore, input_cid: CID, *, timeout: float,
     plan = InputPlan(files, [])
     for file_index, ((path, _), segs) in enumerate(zip(files, segments, strict=True)):
         indices = []
-        for i, seg in enumerate(segs):
+        runs = cut_runs(segs, split_size)
+        for i, run in enumerate(runs):
             indices.append(len(plan.tasks))
-            plan.tasks.append(Task(MAP, len(plan.tasks), SplitInfo(
-                seg.offset, seg.size, i == 0, i == len(segs) - 1, block=seg.cid, path=path,
-                file=file_index)))
+            plan.tasks.append(Task(MAP, len(plan.tasks), _split_of(
+                run, i == 0, i == len(runs) - 1, path, file_index)))
         plan.splits.append(indices)
     group = max(1, boundary_group)
     for file_index, indices in enumerate(plan.splits):

@@ -27,8 +27,8 @@ def inputs_of(task: Task, code: CID | None) -> Iterator[CID]:
     if code is not None:
         yield code
     work = task.payload
-    if isinstance(work, SplitInfo) and work.block is not None:
-        yield work.block
+    if isinstance(work, SplitInfo):
+        yield from work.blocks
     elif isinstance(work, BoundaryWork) and work.records is not None:
         yield work.records
     elif isinstance(work, ReduceWork):

@@ -157,6 +157,37 @@ class TaskRunner:
             raise TaskFailed(ErrorCode.BAD_REQUEST, f"{what} is not a valid UnixFS file: "
                              f"{exc}") from None
 
+    async def _input_blocks(self, cids: Sequence[CID], providers: Sequence[PeerID]
+                            ) -> list[bytes]:
+        """Make a split's blocks local, fetching the missing ones side by side.
+
+        With a local store the worker reads (and checks) the blocks itself, so
+        blocks already here are not read twice; without one, their bytes are
+        returned for the worker.
+        """
+        local = self._store_path is not None
+        found: list[bytes] = [b""] * len(cids)
+        limiter = trio.CapacityLimiter(8)
+
+        async def one(i: int, cid: CID) -> None:
+            async with limiter:
+                if local and await self.node.blocks.has(cid):
+                    return
+                data = await self.node.blocks.get(cid, timeout=self.config.fetch_timeout,
+                                                  providers=providers)
+                if not local:
+                    found[i] = data
+
+        try:
+            with collapsed():
+                async with trio.open_nursery() as nursery:
+                    for i, cid in enumerate(cids):
+                        nursery.start_soon(one, i, cid)
+        except BlockNotFound as exc:
+            raise TaskFailed(ErrorCode.INPUT_NOT_FOUND, f"cannot fetch input block: "
+                             f"{exc}") from None
+        return [] if local else found
+
     async def _code_for(self, job: JobSpec, providers: Sequence[PeerID]) -> bytes:
         code = self._code.get(job.code)
         if code is None:
@@ -222,16 +253,13 @@ class TaskRunner:
             cid_version=job.cid_version, limits=self.config.limits, store=self._store_path)
         if task.split is not None:
             split = task.split
-            try:
-                block = await self.node.blocks.get(
-                    split.block, timeout=self.config.fetch_timeout, providers=providers)
-            except BlockNotFound as exc:
-                raise TaskFailed(ErrorCode.INPUT_NOT_FOUND, f"cannot fetch input block: "
-                                 f"{exc}") from None
-            request.block_cid = bytes(split.block)
+            _Budget(self.config.max_input_size).take(split.size, "the split's input")
+            blocks = await self._input_blocks(split.blocks, providers)
+            request.block_cids = [bytes(c) for c in split.blocks]
             if self._store_path is None:
-                request.block = block  # the worker reads it from the store otherwise
+                request.blocks = blocks  # the worker reads them from the store otherwise
             request.path, request.offset, request.size = split.path, split.offset, split.size
+            request.sizes = list(split.block_sizes)
             request.first, request.last = split.first, split.last
         else:
             assert task.records is not None
@@ -239,8 +267,19 @@ class TaskRunner:
                                                      self.config.max_input_size,
                                                      "boundary records")
         timing.fetch = trio.current_time() - fetch_started
-        outcome, inline = await self._execute(_worker.run_map, request, task.id.index,
-                                              progress, timing)
+        try:
+            outcome, inline = await self._execute(_worker.run_map, request, task.id.index,
+                                                  progress, timing)
+        except TaskFailed as exc:
+            if exc.code is not ErrorCode.INPUT_NOT_FOUND or task.split is None \
+                    or self._store_path is None:
+                raise
+            # A local copy was corrupt or gone; the worker set every bad one
+            # aside, so fetching again brings intact copies. Once.
+            log.info("map task %d: %s; fetching its input again", task.id.index, exc.message)
+            await self._input_blocks(task.split.blocks, providers)
+            outcome, inline = await self._execute(_worker.run_map, request, task.id.index,
+                                                  progress, timing)
         assert isinstance(outcome, _worker.MapOutcome)
         progress.records += outcome.records_in
         return MapResult(

@@ -56,7 +56,7 @@ class JobSpec:
 
 @dataclass(frozen=True, slots=True)
 class Split:
-    """One leaf block of one input file."""
+    """A run of consecutive leaf blocks of one input file."""
 
     block: CID
     path: str
@@ -64,6 +64,16 @@ class Split:
     size: int
     first: bool
     last: bool
+    more: tuple[CID, ...] = ()   # the run's further blocks
+    sizes: tuple[int, ...] = ()  # file bytes per block; () for a run of one block
+
+    @property
+    def blocks(self) -> tuple[CID, ...]:
+        return (self.block, *self.more)
+
+    @property
+    def block_sizes(self) -> tuple[int, ...]:
+        return self.sizes or (self.size,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +224,8 @@ def _map_task(value: MapTask) -> pb.MapTask:
     if value.split is not None:
         s = value.split
         task.split.CopyFrom(pb.Split(block=bytes(s.block), path=s.path, offset=s.offset,
-                                     size=s.size, first=s.first, last=s.last))
+                                     size=s.size, first=s.first, last=s.last,
+                                     more=[bytes(c) for c in s.more], sizes=s.sizes))
     elif value.records is not None:
         task.records = bytes(value.records)
     return task
@@ -323,8 +334,9 @@ def _from_map_task(msg: pb.MapTask) -> MapTask:
     task_id = _from_task_id(msg.id)
     if which == "split":
         s = msg.split
+        more = tuple(_cid(c, "a split's block") for c in s.more)
         return MapTask(task_id, split=Split(_cid(s.block, "a split's block"), s.path, s.offset,
-                                            s.size, s.first, s.last))
+                                            s.size, s.first, s.last, more, tuple(s.sizes)))
     if which == "records":
         return MapTask(task_id, records=_cid(msg.records, "a records file"))
     raise ProtocolError(f"map task {msg.id.index} has no input")

@@ -105,20 +105,24 @@ class JobSpec(_message.Message):
     def __init__(self, job: _Optional[bytes] = ..., code: _Optional[bytes] = ..., reducers: _Optional[int] = ..., encoding: _Optional[str] = ..., cid_version: _Optional[int] = ..., runtime: _Optional[str] = ...) -> None: ...
 
 class Split(_message.Message):
-    __slots__ = ("block", "path", "offset", "size", "first", "last")
+    __slots__ = ("block", "path", "offset", "size", "first", "last", "more", "sizes")
     BLOCK_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     FIRST_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    SIZES_FIELD_NUMBER: _ClassVar[int]
     block: bytes
     path: str
     offset: int
     size: int
     first: bool
     last: bool
-    def __init__(self, block: _Optional[bytes] = ..., path: _Optional[str] = ..., offset: _Optional[int] = ..., size: _Optional[int] = ..., first: bool = ..., last: bool = ...) -> None: ...
+    more: _containers.RepeatedScalarFieldContainer[bytes]
+    sizes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, block: _Optional[bytes] = ..., path: _Optional[str] = ..., offset: _Optional[int] = ..., size: _Optional[int] = ..., first: bool = ..., last: bool = ..., more: _Optional[_Iterable[bytes]] = ..., sizes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class MapTask(_message.Message):
     __slots__ = ("id", "split", "records")
