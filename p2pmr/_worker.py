@@ -14,30 +14,52 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import io
 import os
 import resource
+import shutil
 import signal
 import sys
+import tempfile
 import traceback
 import types
 from collections import OrderedDict
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import chain
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
 import msgpack
 
-from .encoding import Codec, get_codec, group_pairs
+from .encoding import MSGPACK, Codec, get_codec, group_pairs
 from .errors import BlockNotFound, CIDError, CorruptBlock, EncodingError, JobError, UnixFSError
 from .job import Job, show_sources
+from .outsort import OutputSorter
 from .partition import Partitioner, TotalOrder, bind_partition, boundaries_of
 from .records import block_records, decode_line, decode_records
+from .runs import (
+    ChunkReader,
+    Counter,
+    MalformedInput,
+    Opener,
+    Run,
+    decoded_run,
+    merge_runs,
+    read_run,
+)
 from .settings import setting
 from .storage.cid import CID
 from .storage.flatfs import FlatFS
-from .storage.unixfs import ImportOptions, extract_data, import_bytes, read_file_sync
+from .storage.unixfs import (
+    ImportOptions,
+    StreamImporter,
+    extract_data,
+    import_bytes,
+    iter_file_sync,
+)
 from .wire.codes import ErrorCode
 
 __all__ = ["MapOutcome", "MapRequest", "ReduceOutcome", "ReduceRequest", "SampleBlock",
@@ -50,6 +72,7 @@ _CODE_CACHE_SIZE = 8
 _RETIRE = False
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _MIB = 1024 * 1024
+SCRATCH = "scratch"  # a repo's directory for reduce tasks' temporary files
 
 
 @dataclass(frozen=True)
@@ -62,6 +85,12 @@ class WorkerLimits:
     cpu_seconds: float | None = setting(
         600.0, flag="--max-task-cpu", metavar="SECONDS", zero_means_none=True,
         help="CPU time limit per task (0: none).")
+    reduce_memory: int = setting(
+        128 * 1024**2, flag="--reduce-memory", metavar="MIB", scale=1024**2, low=1,
+        help="Output a reduce task holds before it sorts the rest on disk.")
+    reduce_fan_in: int = setting(
+        64, flag="--reduce-fan-in", metavar="N", low=2,
+        help="Inputs a reduce task merges at once; more take passes through the disk.")
 
 
 class _CPULimit(Exception):
@@ -186,9 +215,11 @@ class ReduceRequest:
     cid_version: int
     limits: WorkerLimits
     partition: int
-    inputs: list[bytes]  # each map output's bytes, or its CID when the worker reads store
+    inputs: list[bytes]  # each map output's CID (worker reads store), or its bytes
     store: str | None = None
     inline_output: int = 256 * 1024
+    input_files: list[str] = field(default_factory=list)  # spooled inputs, instead
+    spill_dir: str | None = None  # the peer's scratch directory for this task, if any
 
 
 @dataclass
@@ -320,6 +351,13 @@ def _disk_failure(what: str, exc: OSError) -> Failure:
     return Failure(ErrorCode.LIMIT_EXCEEDED, f"{what}: this peer's disk is full ({exc.strerror}: "
                    f"{exc.filename or 'its repo'}); free space on it, or give it a --repo on a "
                    f"bigger disk")
+
+
+def spool_failure(exc: OSError) -> Failure:
+    """The peer could not spool a reduce task's input to its disk."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return _disk_failure("spooling a reduce task's input", exc)
+    return Failure(ErrorCode.INTERNAL, f"cannot spool a reduce task's input: {exc}")
 
 
 def _resource_failure(exc: BaseException, doing: _Doing) -> Failure | None:
@@ -602,30 +640,6 @@ def _run_map(req: MapRequest, doing: _Doing) -> MapOutcome:
     return out
 
 
-def _merge_groups(runs: list[list[Any]]) -> Generator[tuple[bytes, list[Any]], None, None]:
-    """Merge runs of (key bytes, values) into whole groups, in key-byte order.
-
-    Values keep the order of the runs, which is the order of the map tasks,
-    so a reduce sees the same value order on every peer and every attempt.
-    All runs are in memory already, so a dict and one sort of the distinct
-    keys beat a heap merge by a wide margin.
-    """
-    groups: dict[bytes, list[Any]] = {}
-    for run in runs:
-        for kb, vs in run:
-            bucket = groups.get(kb)
-            if bucket is None:
-                groups[kb] = vs
-            else:
-                bucket.extend(vs)
-    for kb in sorted(groups):
-        yield kb, groups[kb]
-
-
-def _sort_key(pair: tuple[Any, Any]) -> Any:
-    return pair[0]
-
-
 def run_reduce(req: ReduceRequest) -> ReduceOutcome:
     doing = _Doing(f"reduce of partition {req.partition}", req.limits)
     try:
@@ -640,6 +654,98 @@ def run_reduce(req: ReduceRequest) -> ReduceOutcome:
         return ReduceOutcome(failure=failure)
 
 
+@contextlib.contextmanager
+def _scratch(req: ReduceRequest, store: FlatFS | None) -> Iterator[Path]:
+    """A directory for spill files, removed however the task ends.
+
+    Under the repo when there is one (the disk the peer was given for data),
+    else the system's temporary directory. A worker killed on cancel cannot
+    clean up; the peer removes its own scratch directory then.
+    """
+    parent = req.spill_dir or (str(store.root / SCRATCH) if store is not None else None)
+    if parent is not None:
+        os.makedirs(parent, exist_ok=True)
+    path = tempfile.mkdtemp(prefix=f"reduce-{os.getpid()}-", dir=parent)
+    try:
+        yield Path(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_stale_scratch(root: Path) -> None:
+    """Remove scratch directories whose process is gone (killed, say, mid-task)."""
+    if not root.is_dir():
+        return
+    for entry in root.iterdir():
+        try:
+            pid = int(entry.name.split("-")[1])
+            os.kill(pid, 0)
+        except (IndexError, ValueError, ProcessLookupError):
+            shutil.rmtree(entry, ignore_errors=True)
+        except PermissionError:  # alive, but another user's
+            continue
+
+
+def _openers(req: ReduceRequest, codec: Codec, store: FlatFS | None, counter: Counter
+             ) -> list[Opener]:
+    """How to open each input as a run, in the order of the map tasks."""
+    streamed = codec is MSGPACK
+
+    def from_store(raw: bytes) -> Run:
+        assert store is not None
+        pieces = iter_file_sync(lambda c: _read_block(store, c), CID.from_bytes(raw))
+        if streamed:
+            return read_run(ChunkReader(pieces), counter=counter)
+        return decoded_run(codec, b"".join(pieces), counter)
+
+    def from_file(path: str) -> Run:
+        if not streamed:
+            with open(path, "rb") as handle:
+                return decoded_run(codec, handle.read(), counter)
+        return _file_run(path, counter)
+
+    def from_bytes(data: bytes) -> Run:
+        if streamed:
+            return read_run(io.BytesIO(data), counter=counter)
+        return decoded_run(codec, data, counter)
+
+    if req.input_files:
+        return [partial(from_file, path) for path in req.input_files]
+    if store is not None:
+        return [partial(from_store, raw) for raw in req.inputs]
+    return [partial(from_bytes, data) for data in req.inputs]
+
+
+def _file_run(path: str, counter: Counter) -> Run:
+    with open(path, "rb") as handle:
+        yield from read_run(handle, counter=counter)
+
+
+class _OutputSink:
+    """Where the output's blocks go as the streaming importer makes them."""
+
+    def __init__(self, store: FlatFS | None, inline_limit: int) -> None:
+        self.store = store
+        self.inline_limit = inline_limit
+        self.output = Output(stored=store is not None)
+        self._inline: int | None = 0
+
+    def __call__(self, cid: CID, block: bytes) -> None:
+        raw = bytes(cid)
+        self.output.cids.append(raw)
+        if self.store is None:
+            self.output.blocks.append((raw, block))
+            return
+        self.store.write(cid, block)
+        if self._inline is not None:  # all blocks travel inline, or none do
+            self._inline += len(block)
+            if self._inline <= self.inline_limit:
+                self.output.blocks.append((raw, block))
+            else:
+                self.output.blocks.clear()
+                self._inline = None
+
+
 def _run_reduce(req: ReduceRequest, doing: _Doing) -> ReduceOutcome:
     prepared = _prepare(req.code_cid, req.code, req.encoding, req.allow_pickle, req.limits)
     if isinstance(prepared, Failure):
@@ -648,55 +754,56 @@ def _run_reduce(req: ReduceRequest, doing: _Doing) -> ReduceOutcome:
     doing.combine = job.combine is not None
     out = ReduceOutcome()
     store = FlatFS(req.store) if req.store else None
-    try:
-        if store is not None:
-            datas = [read_file_sync(lambda c: _read_block(store, c), CID.from_bytes(raw))
-                     for raw in req.inputs]
-        else:
-            datas = req.inputs
-        runs = [codec.decode_partition(data) for data in datas]
-    except CorruptBlock as exc:
-        out.failure = _input_failure(exc)
-        return out
-    except (EncodingError, UnixFSError, CIDError) as exc:
-        out.failure = Failure(ErrorCode.BAD_REQUEST, f"malformed map output: {exc}")
-        return out
-    out.records_in = sum(len(group[1]) for run in runs for group in run)
-    results: list[tuple[Any, Any]] = []
-    groups = _merge_groups(runs)
-    try:
-        with _cpu_budget(req.limits.cpu_seconds):
-            for kb, values in groups:
-                out.keys += 1
-                key = codec.loads(kb)
-                for pair in job.reduce(key, iter(values)):
-                    try:
-                        rk, rv = pair
-                    except (TypeError, ValueError):
-                        raise TypeError(f"reduce must yield (key, value) pairs, got {pair!r}"
-                                        ) from None
-                    results.append((rk, rv))
-            try:
-                results.sort(key=_sort_key)
-            except TypeError:  # keys of mixed, unorderable types
-                results.sort(key=lambda p: (type(p[0]).__name__, str(p[0])))
-            text = "".join(f"{k}\t{v}\n" for k, v in results).encode("utf-8", "surrogateescape")
-    except BaseException as exc:
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
-        # Free the inputs before anything else runs: after a MemoryError even
-        # closing the merge would fail ("Exception ignored in ...").
-        runs.clear()
-        results.clear()
-        groups.close()
-        out.failure = _user_failure(exc, doing)
-        return out
-    out.records_out = len(results)
-    out.size = len(text)
-    made: list[tuple[bytes, bytes]] = []
-    out.cid = _import(text, req.cid_version, made)
-    out.output.finish(store, made, req.inline_output)
+    counter = Counter()
+    with _scratch(req, store) as scratch:
+        try:
+            with _cpu_budget(req.limits.cpu_seconds):
+                _reduce_all(req, job, codec, _openers(req, codec, store, counter), scratch,
+                            store, out)
+        except CorruptBlock as exc:
+            out.failure = _input_failure(exc)
+        except (MalformedInput, UnixFSError, CIDError) as exc:
+            out.failure = Failure(ErrorCode.BAD_REQUEST, f"malformed map output: {exc}")
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            out.failure = _user_failure(exc, doing)
+    out.records_in = counter.values
     return out
+
+
+def _reduce_all(req: ReduceRequest, job: Job, codec: Codec,
+                openers: list[Opener], scratch: Path,
+                store: FlatFS | None, out: ReduceOutcome) -> None:
+    """Merge the inputs, run reduce on each key, write the sorted output."""
+    limits = req.limits
+    groups = merge_runs(openers, scratch if codec is MSGPACK else None, limits.reduce_fan_in)
+    sorter = OutputSorter(limits.reduce_memory, scratch)
+    add = sorter.add
+    reduce_fn = job.reduce
+    loads = codec.loads
+    for kb, values in groups:
+        out.keys += 1
+        for pair in reduce_fn(loads(kb), values):
+            try:
+                rk, rv = pair
+            except (TypeError, ValueError):
+                raise TypeError(f"reduce must yield (key, value) pairs, got {pair!r}"
+                                ) from None
+            add(rk, rv)
+    made: list[tuple[_OutputSink, StreamImporter]] = []
+
+    def restart() -> Callable[[bytes], None]:
+        sink = _OutputSink(store, req.inline_output)
+        made[:] = [(sink, StreamImporter(sink, ImportOptions(cid_version=req.cid_version)))]
+        return made[0][1].write
+
+    sorter.write_to(restart)
+    sink, importer = made[0]
+    out.cid = bytes(importer.finish())
+    out.output = sink.output
+    out.records_out = sorter.pairs
+    out.size = importer.size
 
 
 def worker_pid() -> int:

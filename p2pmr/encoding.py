@@ -26,7 +26,8 @@ import msgpack
 
 from .errors import EncodingError
 
-__all__ = ["Codec", "MSGPACK", "PICKLE", "get_codec", "partition_of"]
+__all__ = ["Codec", "MSGPACK", "PICKLE", "get_codec", "msgpack_packer", "msgpack_unpacker",
+           "partition_of"]
 
 _EXT_TUPLE: Final = 1
 _EXT_BIGINT: Final = 2
@@ -54,6 +55,24 @@ def _packer() -> msgpack.Packer:
     # strict_types sends tuples (and str/int subclasses) to _default, so a
     # tuple is never silently flattened into a list.
     return msgpack.Packer(default=_default, strict_types=True, use_bin_type=True)
+
+
+def msgpack_packer() -> msgpack.Packer:
+    """A packer that writes exactly what :data:`MSGPACK` writes (for spill files)."""
+    return _packer()
+
+
+def msgpack_unpacker(file_like: Any, read_size: int = 64 * 1024) -> msgpack.Unpacker:
+    """A streaming unpacker that reads exactly what :data:`MSGPACK` reads.
+
+    ``file_like`` only needs ``read(n)``. A reducer reads one pair of a
+    partition at a time, and one pair may hold many values, so the buffer
+    may grow as large as the largest pair; the worker's memory limit, not
+    this, bounds it.
+    """
+    return msgpack.Unpacker(file_like, read_size=read_size, max_buffer_size=2**31 - 1,
+                            ext_hook=_ext_hook, raw=False, strict_map_key=False,
+                            use_list=True)
 
 
 def _unpackb(data: bytes) -> Any:

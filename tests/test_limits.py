@@ -41,11 +41,12 @@ def _text(path: Path, size: int) -> Path:
 
 
 def test_a_reduce_out_of_memory_names_the_limit_and_the_ways_out(tmp_path: Path) -> None:
-    """One reducer must hold every record of 24 MiB of short lines, in a
-    worker limited to 400 MiB. It used to come back as "malformed map output"
-    and get both healthy peers excluded, then fail 120 s later."""
-    data = _text(tmp_path / "lines.txt", 24 * 1024 * 1024)
-    result = run_cli("run", str(JOBS / "records.py"), "--input", str(data), "--reducers", "1",
+    """A reduce that holds far more than it reads, in a worker limited to 400
+    MiB. (The merge itself streams; what reduce keeps is its own.) It used to
+    come back as "malformed map output" and get both healthy peers excluded,
+    then fail 120 s later."""
+    data = _text(tmp_path / "lines.txt", 8 * 1024 * 1024)
+    result = run_cli("run", str(JOBS / "hoard.py"), "--input", str(data), "--reducers", "1",
                      "--local-peers", "2", "--max-task-memory", "400", "--repo",
                      str(tmp_path / "repo"), "--no-progress", check=False, timeout=240)
     err = result.stderr.decode()

@@ -68,6 +68,28 @@ def test_cidv1_import_matches_kubo(n: int) -> None:
     assert str(root) == KUBO_CIDV1[n]
 
 
+@pytest.mark.parametrize("n,cid_version", [(0, 0), (1000, 0), (262145, 0), (262145, 1),
+                                           (174 * 262144 + 1, 0)])
+def test_streaming_importer_matches_kubo(n: int, cid_version: int) -> None:
+    """Fed in pieces of any size, blocks handed out as made: Kubo's CIDs, and
+    the very blocks import_bytes makes, children before parents."""
+    data = random_bytes(n)
+    made: list[tuple[CID, bytes]] = []
+    importer = unixfs.StreamImporter(lambda cid, block: made.append((cid, block)),
+                                     ImportOptions(cid_version=cid_version))
+    rng = random.Random(n)
+    pos = 0
+    while pos < n:
+        step = rng.choice([1, 100, 262143, 262144, 700_000])
+        importer.write(data[pos:pos + step])
+        pos += step
+    root = importer.finish()
+    expected = KUBO_DEFAULT if cid_version == 0 else KUBO_CIDV1
+    assert str(root) == expected[n] and importer.size == n
+    assert made == import_bytes(data, ImportOptions(cid_version=cid_version))[1]
+    assert b"".join(unixfs.iter_file_sync(dict(made).__getitem__, root)) == data
+
+
 def test_empty_file_block_is_kubo_literal() -> None:
     root, blocks = import_bytes(b"")
     assert blocks == [(root, bytes.fromhex("0a0408021800"))]

@@ -9,9 +9,13 @@ a plain outcome back. Every fetch is bounded, in bytes and in time.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 import msgpack
@@ -113,6 +117,10 @@ class TaskRunner:
         # Workers read and write blocks in place when the store is on local disk.
         root = node.blocks.local_root
         self._store_path = str(root) if root is not None else None
+        # Reduce tasks spill to disk: under the repo when there is one.
+        self._scratch = Path(root) / _worker.SCRATCH if root is not None else None
+        if self._scratch is not None:
+            _worker.remove_stale_scratch(self._scratch)
 
     def queued(self) -> int:
         return max(0, self._limiter.statistics().tasks_waiting)
@@ -302,29 +310,59 @@ class TaskRunner:
                 raise TaskFailed(ErrorCode.BAD_REQUEST, f"malformed input list: {exc}") \
                     from None
         budget = _Budget(self.config.max_input_size, "all inputs together")
+        scratch = await trio.to_thread.run_sync(self._make_scratch)
+        try:
+            request = _worker.ReduceRequest(
+                code_cid=bytes(job.code), code=code, encoding=job.encoding,
+                allow_pickle=self.config.allow_pickle, cid_version=job.cid_version,
+                limits=self.config.limits, partition=task.partition, inputs=[],
+                store=self._store_path, spill_dir=str(scratch))
+            await self._fetch_inputs(inputs, providers, budget, scratch, request)
+            timing.fetch = trio.current_time() - fetch_started
+            outcome, inline = await self._execute(_worker.run_reduce, request, task.id.index,
+                                                  progress, timing)
+        finally:
+            # Also after a cancel, which kills the worker before it can clean up.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(shutil.rmtree, scratch, True)
+        assert isinstance(outcome, _worker.ReduceOutcome)
+        return ReduceResult(task.id, CID.from_bytes(outcome.cid), outcome.records_in,
+                            outcome.keys, outcome.records_out, outcome.size, timing.message(),
+                            inline)
+
+    def _make_scratch(self) -> Path:
+        if self._scratch is not None:
+            self._scratch.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"reduce-{os.getpid()}-", dir=self._scratch))
+
+    async def _fetch_inputs(self, inputs: Sequence[CID], providers: Sequence[PeerID],
+                            budget: _Budget, scratch: Path,
+                            request: _worker.ReduceRequest) -> None:
+        """Fetch a reduce task's inputs, and say in ``request`` where the worker finds them.
+
+        With a local store the worker reads them there, by CID. Without one
+        (Kubo), each is spooled to a file the worker streams: the inputs
+        together can be far larger than the memory of either process.
+        """
         local = self._store_path is not None
-        datas: list[bytes] = [b""] * len(inputs)
+        request.inputs = [bytes(cid) for cid in inputs] if local else []
+        files = [str(scratch / f"input-{i:06d}") for i in range(len(inputs))]
         limiter = trio.CapacityLimiter(16)
 
         async def fetch(i: int, cid: CID) -> None:
             async with limiter:
                 data = await self._fetch_file(cid, providers, budget, "map output",
                                               read=not local)
-            datas[i] = bytes(cid) if local else data
+                if not local:
+                    try:
+                        await trio.Path(files[i]).write_bytes(data)
+                    except OSError as exc:  # a full disk is a limit, as in a worker
+                        failure = _worker.spool_failure(exc)
+                        raise TaskFailed(failure.code, failure.message) from None
 
         with collapsed():
             async with trio.open_nursery() as nursery:
                 for i, cid in enumerate(inputs):
                     nursery.start_soon(fetch, i, cid)
-        timing.fetch = trio.current_time() - fetch_started
-        request = _worker.ReduceRequest(
-            code_cid=bytes(job.code), code=code, encoding=job.encoding,
-            allow_pickle=self.config.allow_pickle, cid_version=job.cid_version,
-            limits=self.config.limits, partition=task.partition, inputs=datas,
-            store=self._store_path)
-        outcome, inline = await self._execute(_worker.run_reduce, request, task.id.index,
-                                              progress, timing)
-        assert isinstance(outcome, _worker.ReduceOutcome)
-        return ReduceResult(task.id, CID.from_bytes(outcome.cid), outcome.records_in,
-                            outcome.keys, outcome.records_out, outcome.size, timing.message(),
-                            inline)
+        if not local:
+            request.input_files = files

@@ -35,6 +35,7 @@ __all__ = [
     "FileBuilder",
     "ImportOptions",
     "Segment",
+    "StreamImporter",
     "UnixFSNode",
     "add_bytes",
     "add_directory",
@@ -45,6 +46,7 @@ __all__ = [
     "extract_data",
     "file_segments",
     "import_bytes",
+    "iter_file_sync",
     "list_directory",
     "read_range",
     "stat",
@@ -319,6 +321,49 @@ def import_bytes(data: bytes | memoryview, options: ImportOptions | None = None
     return root, blocks
 
 
+class StreamImporter:
+    """Import bytes fed piece by piece: the same DAG and CIDs as :func:`import_bytes`.
+
+    A task's output can be larger than the memory it may use, so it is
+    written as it is made: pieces of any size are cut into exact chunks, and
+    every block is handed to ``sink`` as soon as it is complete (children
+    before parents), never held here.
+    """
+
+    def __init__(self, sink: Callable[[CID, bytes], None],
+                 options: ImportOptions | None = None) -> None:
+        self._builder = FileBuilder(options or ImportOptions())
+        self._sink = sink
+        self._buf = bytearray()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        buf = self._buf
+        buf += data
+        self.size += len(data)
+        chunk = self._builder.options.chunk_size
+        full = len(buf) - len(buf) % chunk
+        if not full:
+            return
+        with memoryview(buf) as view:
+            for start in range(0, full, chunk):
+                self._emit(self._builder.add_chunk(view[start:start + chunk]))
+        del buf[:full]
+
+    def _emit(self, blocks: list[tuple[CID, bytes]]) -> None:
+        for cid, block in blocks:
+            self._sink(cid, block)
+
+    def finish(self) -> CID:
+        """Close the DAG after the last piece; return the root CID."""
+        if self._buf:
+            self._emit(self._builder.add_chunk(bytes(self._buf)))
+            self._buf.clear()
+        root, tail = self._builder.finish()
+        self._emit(tail)
+        return root
+
+
 async def add_bytes(sink: BlockSink, data: bytes | memoryview,
                     options: ImportOptions | None = None) -> CID:
     root, blocks = import_bytes(data, options)
@@ -566,13 +611,15 @@ async def file_segments(source: BlockSource, root: CID, *, trust_tsize: bool = T
     return out
 
 
-def read_file_sync(get: Callable[[CID], bytes], root: CID) -> bytes:
-    """A whole file's bytes from a synchronous block getter (worker processes).
+def iter_file_sync(get: Callable[[CID], bytes], root: CID) -> Iterator[bytes]:
+    """A file's bytes, block by block, from a synchronous block getter.
 
-    Checks every node's sizes against its parent, as :func:`file_segments`
-    does, so a malformed DAG is an error rather than silently wrong bytes.
+    Worker processes stream their inputs through this, so a file never has
+    to fit in memory: at any time it holds one block and the pending links
+    of the nodes above it. Every node's sizes are checked against its
+    parent's, as :func:`file_segments` does, so a malformed DAG is an error
+    rather than silently wrong bytes.
     """
-    out = bytearray()
     stack: list[tuple[CID, int | None]] = [(root, None)]
     while stack:
         cid, expect = stack.pop()
@@ -585,10 +632,15 @@ def read_file_sync(get: Callable[[CID], bytes], root: CID) -> bytes:
         if (expect is not None and size != expect) or \
                 (node.filesize is not None and node.filesize != size):
             raise UnixFSError(f"{cid} holds {size} bytes, not what its parent says")
-        out += node.data
+        if node.data:
+            yield node.data
         stack.extend(zip(reversed([link.cid for link in node.links]),
                          reversed(node.blocksizes), strict=True))
-    return bytes(out)
+
+
+def read_file_sync(get: Callable[[CID], bytes], root: CID) -> bytes:
+    """A whole file's bytes from a synchronous block getter (checked as above)."""
+    return b"".join(iter_file_sync(get, root))
 
 
 async def read_segment(source: BlockSource, segment: Segment) -> bytes:
