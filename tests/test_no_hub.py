@@ -76,7 +76,8 @@ async def test_a_peer_holding_map_outputs_dies_before_the_reduces(
         while not killed:
             held: Counter[str] = Counter(
                 str(t.completed_by) for t in job.scheduler.phase_tasks("map")
-                if isinstance(t.output, MapOutput) and not t.output.local)
+                if t.state.value == "completed" and isinstance(t.output, MapOutput)
+                and not t.output.local)
             victim = next((p for p, n in held.most_common() if n >= 2 and p in by_id), None)
             if victim is not None and not job.get_map_status().done:
                 by_id[victim].kill()

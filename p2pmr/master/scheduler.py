@@ -258,11 +258,12 @@ class Scheduler:
         """Run a completed task again: its output was lost with its peers.
 
         Its output is a pure function of its inputs, so the rerun reproduces
-        it, CIDs and all: nothing that consumed it needs to change.
+        it, CIDs and all: nothing that consumed it needs to change, and
+        ``output`` stays as the description of what the rerun will give (the
+        manifest counts it even if every reduce finishes first).
         """
         if task.state is not State.COMPLETED:
             return
-        task.output = None
         task.completed_by = None
         task.votes.clear()
         task.vote_outputs.clear()
