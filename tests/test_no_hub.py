@@ -3,6 +3,7 @@ input and output (spec section 7). A lost map output is recomputed."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -89,3 +90,47 @@ async def test_a_peer_holding_map_outputs_dies_before_the_reduces(
     assert sorted(await output_lines(master, root)) == expected_lines(files)
     assert job._intermediates is not None and job._intermediates.reruns >= 2
     assert not any(r.excluded for r in job.get_peer_status().values())
+
+
+async def test_two_replicas_keep_a_copy_at_the_master(master: Node, tmp_path: Path) -> None:
+    """With ``replicas=2`` the master fetches every map output before its task
+    counts (revision r2's rule): nothing is ever recomputed for a lost peer."""
+    files = sorted(GUTENBERG.iterdir())
+    cid = await master.add_path(GUTENBERG)
+    job = InitMaster(master, cid, job=load_with_env("lines.py", P2PMR_LINES_SLEEP="0"),
+                     n_reducers=2, replicas=2)
+    async with peers(master, tmp_path / "peers", 2):
+        with trio.fail_after(240):
+            root = await job.run()
+    assert sorted(await output_lines(master, root)) == expected_lines(files)
+    outputs = [t.output for t in job.get_tasks("map")]
+    assert outputs and all(isinstance(o, MapOutput) and o.local for o in outputs)
+    for output in outputs:
+        assert isinstance(output, MapOutput)
+        for part in output.partitions:
+            assert part is None or not await master.blocks.missing(part)
+
+
+async def test_resumed_master_reruns_maps_whose_holders_are_gone(master: Node,
+                                                                 tmp_path: Path) -> None:
+    """The master stops after the map phase, and the peers that held the map
+    outputs leave too: the resumed master, with new peers, restores those map
+    tasks from its journal, finds their holders gone, and runs them again."""
+    files = sorted(GUTENBERG.iterdir())
+    cid = await master.add_path(GUTENBERG)
+    job = load_with_env("lines.py", P2PMR_LINES_SLEEP="0")
+    async with peers(master, tmp_path / "first", 2):
+        first = InitMaster(master, cid, job=job, n_reducers=2)
+        with trio.fail_after(120):
+            root = await first.run()
+    journal = master.repo / "jobs" / str(first.job_cid) / "journal"
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    kept = [r for r in records if r.get("t") != "output" and r.get("phase") != "reduce"]
+    journal.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    async with peers(master, tmp_path / "second", 2):
+        again = InitMaster(master, cid, job=job, n_reducers=2, resume=True)
+        with trio.fail_after(180):
+            assert await again.run() == root
+    assert again.resumed_tasks == first.get_map_status().total
+    assert again.map_reruns > 0
+    assert sorted(await output_lines(master, root)) == expected_lines(files)

@@ -124,6 +124,11 @@ class Master:
         winning attempt (wall) and the peer's (fetch, queue, compute, store)."""
         return {phase: profile(self.scheduler.phase_tasks(phase)) for phase in (MAP, REDUCE)}
 
+    @property
+    def map_reruns(self) -> int:
+        """Completed map tasks run again because their outputs were lost."""
+        return self._intermediates.reruns if self._intermediates is not None else 0
+
     def _signal(self) -> None:
         self._wake.set()
         self._wake = trio.Event()

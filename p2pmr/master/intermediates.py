@@ -73,6 +73,10 @@ class Intermediates:
             return now - self._started < self.grace
         return record.online and not record.excluded
 
+    def _connected(self, peer: PeerID) -> bool:
+        record = self.scheduler.book.records.get(peer)
+        return record is not None and record.online and not record.excluded
+
     def available(self, task: Task, now: float) -> bool:
         output = task.output
         return task.state is State.COMPLETED and isinstance(output, MapOutput) and (
@@ -129,7 +133,7 @@ class Intermediates:
                     continue  # the master has it: not lost (a corrupt copy is repair's)
                 if named:
                     # Its holders could not serve what they said they keep.
-                    blamed = [p for p in output.holders if self._alive(p, now)]
+                    blamed = [p for p in output.holders if self._connected(p)]
                     self._rerun(task, f"reduce task {reduce.index} could not fetch {cid}",
                                 blamed)
                     explained = True
