@@ -188,7 +188,7 @@ class Assignments:
         if isinstance(message, Error):
             failure = failure_of(message)
             if failure.kind is FailureKind.INPUT and task.phase != MAP and \
-                    self.intermediates.input_lost(task, failure.message):
+                    await self.intermediates.input_lost(task, failure.message):
                 # Map outputs were lost with (or by) their holders: they run
                 # again, and the reducer is not at fault.
                 failure = AttemptFailed(FailureKind.CANCELLED, failure.message, blame=False)

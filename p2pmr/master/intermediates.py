@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterable
 import trio
 from libp2p.peer.id import ID as PeerID
 
+from ..errors import BlockNotFound
 from ..network import Network
+from ..storage.base import BlockStore
 from ..storage.cid import CID
 from .outputs import MapOutput
 from .plan import MAP, REDUCE, ReduceWork
@@ -39,11 +41,14 @@ class Intermediates:
     outlived the master reconnect to it within seconds.
     """
 
-    def __init__(self, scheduler: Scheduler, network: Network, *, grace: float,
+    def __init__(self, scheduler: Scheduler, network: Network, blocks: BlockStore, *,
+                 grace: float, probe_timeout: float,
                  charge: Callable[[PeerID, str], None]) -> None:
         self.scheduler = scheduler
         self.network = network
+        self.blocks = blocks
         self.grace = grace
+        self.probe_timeout = probe_timeout
         self._charge = charge
         self._started = trio.current_time()
         self._online: frozenset[object] = frozenset()
@@ -110,10 +115,16 @@ class Intermediates:
                     and not self.available(task, now):
                 self._rerun(task, "every peer that held its output is gone", ())
 
-    def input_lost(self, reduce: Task, message: str) -> bool:
+    async def input_lost(self, reduce: Task, message: str) -> bool:
         """A reducer could not fetch some of its inputs: rerun the map tasks
         that made them. True if that explains the failure (the reducer is
-        not at fault)."""
+        not at fault).
+
+        A reducer's word alone never costs a holder: an input it names is
+        lost only if the master cannot get a block of it from anyone either
+        (a bounded probe, one block). Otherwise a lying reducer could have
+        honest holders charged, and excluded.
+        """
         work = reduce.payload
         if not isinstance(work, ReduceWork):
             return False
@@ -121,26 +132,38 @@ class Intermediates:
         tasks = self.scheduler.phase_tasks(MAP)
         explained = False
         for cid in work.inputs:
-            named = str(cid) in message
-            for index in self._made.get(cid, ()):
-                task = tasks[index]
-                if task.state is not State.COMPLETED:
-                    explained = True  # already running again
-                    continue
-                output = task.output
-                assert isinstance(output, MapOutput)
-                if output.local:
-                    continue  # the master has it: not lost (a corrupt copy is repair's)
-                if named:
-                    # Its holders could not serve what they said they keep.
-                    blamed = [p for p in output.holders if self._connected(p)]
-                    self._rerun(task, f"reduce task {reduce.index} could not fetch {cid}",
-                                blamed)
-                    explained = True
-                elif not self.available(task, now):
+            producers = [tasks[i] for i in sorted(self._made.get(cid, ()))]
+            if any(t.state is not State.COMPLETED for t in producers):
+                explained = True  # already running again
+                continue
+            outputs = [t.output for t in producers if isinstance(t.output, MapOutput)]
+            if not outputs or any(o.local for o in outputs):
+                continue  # the master has it: not lost (a corrupt copy is repair's)
+            if not any(self.available(t, now) for t in producers):
+                for task in producers:
                     self._rerun(task, "every peer that held its output is gone", ())
-                    explained = True
+                explained = True
+            elif str(cid) in message and not await self._served(cid, outputs):
+                for task in producers:
+                    output = task.output
+                    assert isinstance(output, MapOutput)
+                    blamed = [p for p in output.holders if self._connected(p)]
+                    self._rerun(task, f"reduce task {reduce.index} could not fetch {cid}, "
+                                      f"and no peer serves it", blamed)
+                explained = True
         return explained
+
+    async def _served(self, cid: CID, outputs: list[MapOutput]) -> bool:
+        """Can the master get a block of this map output it does not have?"""
+        missing = await self.blocks.missing(cid)
+        if not missing:
+            return True
+        holders = list(dict.fromkeys(p for o in outputs for p in o.holders))
+        try:
+            await self.blocks.get(missing[0], timeout=self.probe_timeout, providers=holders)
+        except BlockNotFound:
+            return False
+        return True
 
     def _rerun(self, task: Task, reason: str, blamed: Iterable[PeerID]) -> None:
         output = task.output
