@@ -207,9 +207,12 @@ class Libp2pNetwork:
         if not wanted:
             return
 
+        limiter = trio.CapacityLimiter(16)
+
         async def dial(peer: PeerID, where: list[Multiaddr]) -> None:
             try:
-                await self.host.connect(PeerInfo(peer, where))
+                async with limiter:
+                    await self.host.connect(PeerInfo(peer, where))
             except Exception as exc:
                 log.info("could not reach provider %s: %s", peer, exc)
                 return

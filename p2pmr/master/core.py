@@ -231,10 +231,8 @@ class Master:
         self.code_cid = descriptor.code
         self.job_cid = await unixfs.add_bytes(
             blocks, descriptor.to_json(), unixfs.ImportOptions(cid_version=descriptor.cid_version))
-        self._intermediates = Intermediates(
-            self.scheduler, self.node.network, blocks, charge=self.watch.charge,
-            grace=max(10.0, 3 * self.options.peer_timeout),
-            probe_timeout=min(10.0, self.options.fetch_timeout))
+        self._intermediates = Intermediates(self.scheduler, self.node.network, blocks,
+                                            self.options, charge=self.watch.charge)
         self._assignments = Assignments(
             self.watch, self.scheduler,
             Results(blocks, self.reducers, self.options.fetch_timeout,

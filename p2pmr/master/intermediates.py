@@ -22,6 +22,7 @@ from ..errors import BlockNotFound
 from ..network import Network
 from ..storage.base import BlockStore
 from ..storage.cid import CID
+from .options import MasterOptions
 from .outputs import MapOutput
 from .plan import MAP, REDUCE, ReduceWork
 from .scheduler import Scheduler, State, Task
@@ -38,17 +39,17 @@ class Intermediates:
 
     ``grace`` is how long a holder the master has not seen in this run
     (one journaled before a restart) still counts as alive: peers that
-    outlived the master reconnect to it within seconds.
+    outlived the master reconnect to it within seconds. ``probe_timeout``
+    bounds the master's own look for an output a reducer says is lost.
     """
 
-    def __init__(self, scheduler: Scheduler, network: Network, blocks: BlockStore, *,
-                 grace: float, probe_timeout: float,
-                 charge: Callable[[PeerID, str], None]) -> None:
+    def __init__(self, scheduler: Scheduler, network: Network, blocks: BlockStore,
+                 options: MasterOptions, *, charge: Callable[[PeerID, str], None]) -> None:
         self.scheduler = scheduler
         self.network = network
         self.blocks = blocks
-        self.grace = grace
-        self.probe_timeout = probe_timeout
+        self.grace = max(10.0, 3 * options.peer_timeout)
+        self.probe_timeout = min(10.0, options.fetch_timeout)
         self._charge = charge
         self._started = trio.current_time()
         self._online: frozenset[object] = frozenset()
