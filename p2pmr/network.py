@@ -10,12 +10,16 @@ sockets (httpx's transports are the model).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID as PeerID
+from libp2p.peer.peerinfo import PeerInfo
+from multiaddr import Multiaddr
 
 from ._libp2p import close_quietly, protocols_of
 
@@ -23,6 +27,8 @@ if TYPE_CHECKING:
     from .storage.kubo import KuboStore
 
 __all__ = ["Libp2pNetwork", "Libp2pStream", "Network", "Stream", "StreamHandler"]
+
+log = logging.getLogger(__name__)
 
 
 class Stream(Protocol):
@@ -75,6 +81,18 @@ class Network(Protocol):
 
     async def introduce(self, peer: PeerID) -> None:
         """Let the block store reach ``peer`` directly (a daemon's own swarm)."""
+        ...
+
+    def addresses(self, peer: PeerID) -> list[bytes]:
+        """Binary multiaddrs, each ending in ``/p2p/<peer>``, at which others
+        may dial ``peer``: what a master tells a reducer about the peers that
+        hold its inputs."""
+        ...
+
+    async def reach(self, addrs: Sequence[bytes], *, timeout: float) -> None:
+        """Connect, best effort and within ``timeout``, to the peers named by
+        ``addrs`` that we are not connected to: block exchange only asks
+        connected peers."""
         ...
 
 
@@ -159,3 +177,51 @@ class Libp2pNetwork:
                 text += f"/p2p/{peer}"
             if await self.kubo.swarm_connect(text):
                 return
+
+    def addresses(self, peer: PeerID) -> list[bytes]:
+        try:
+            addrs = self.host.get_peerstore().addrs(peer)
+        except Exception:  # a peer we know nothing about
+            return []
+        out = []
+        for addr in addrs[:4]:
+            text = str(addr)
+            if "/p2p/" not in text:
+                text += f"/p2p/{peer}"
+            try:
+                out.append(Multiaddr(text).to_bytes())
+            except Exception:
+                continue
+        return out
+
+    async def reach(self, addrs: Sequence[bytes], *, timeout: float) -> None:
+        wanted: dict[PeerID, list[Multiaddr]] = {}
+        for raw in addrs:
+            try:
+                addr = Multiaddr(raw)
+                peer = PeerID.from_base58(addr.value_for_protocol("p2p"))
+            except Exception:
+                continue  # a hint we cannot use is no error
+            if peer != self.local_peer and not self.is_connected(peer):
+                wanted.setdefault(peer, []).append(addr.decapsulate(Multiaddr(f"/p2p/{peer}")))
+        if not wanted:
+            return
+
+        limiter = trio.CapacityLimiter(16)
+
+        async def dial(peer: PeerID, where: list[Multiaddr]) -> None:
+            try:
+                async with limiter:
+                    await self.host.connect(PeerInfo(peer, where))
+            except Exception as exc:
+                log.info("could not reach provider %s: %s", peer, exc)
+                return
+            if self.kubo is not None:
+                for addr in where:
+                    if await self.kubo.swarm_connect(f"{addr}/p2p/{peer}"):
+                        break
+
+        with trio.move_on_after(timeout):
+            async with trio.open_nursery() as nursery:
+                for peer, where in wanted.items():
+                    nursery.start_soon(dial, peer, where)

@@ -61,11 +61,24 @@ class RunSettings:
 
 def _traffic(node: Node) -> dict[str, int]:
     """Bytes through this (the master's) process: protocol frames, and block
-    payloads exchanged over Bitswap (0 with a Kubo daemon, which moves them)."""
+    payloads exchanged over Bitswap (0 with a Kubo daemon, which moves them);
+    map outputs move peer to peer, so a job's blocks_in is about its output,
+    not its shuffle."""
     stats = node.bitswap.stats if node.bitswap is not None else None
     return {"protocol_in": TRAFFIC.bytes_in, "protocol_out": TRAFFIC.bytes_out,
             "blocks_in": stats.bytes_received if stats else 0,
             "blocks_out": stats.bytes_sent if stats else 0}
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for path in root.rglob("*"):
+        try:
+            if path.is_file():
+                total += path.stat().st_size
+        except OSError:  # a file removed while we looked
+            continue
+    return total
 
 
 async def _resolve_input(node: Node, text: str, cid_version: int) -> CID:
@@ -222,7 +235,9 @@ async def run_job(settings: RunSettings) -> CID:
                   "task_profile": master.task_profile(),
                   "counts": master.manifest.get("counts", {}),
                   "peers": {k: vars(v) for k, v in master.get_peer_status().items()},
-                  "traffic": _traffic(node),
+                  "map_reruns": master.map_reruns,
+                  "traffic": {**_traffic(node), "repo_bytes":
+                              await trio.to_thread.run_sync(_tree_size, settings.repo)},
                   "locality": master.locality.report.as_json() if master.locality else {}}
         report_dir = settings.repo / "jobs" / str(master.job_cid)
         await trio.Path(report_dir).mkdir(parents=True, exist_ok=True)

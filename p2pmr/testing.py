@@ -194,6 +194,12 @@ class MemoryNetwork:
     async def introduce(self, peer: PeerID) -> None:
         await trio.lowlevel.checkpoint()
 
+    def addresses(self, peer: PeerID) -> list[bytes]:
+        return []  # every node reaches every other already
+
+    async def reach(self, addrs: Sequence[bytes], *, timeout: float) -> None:
+        await trio.lowlevel.checkpoint()
+
 
 class ThreadWorkers:
     """A worker pool that runs tasks in threads of this process.

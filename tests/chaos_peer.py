@@ -14,7 +14,7 @@ hook (:class:`p2pmr.peer.Faults`). Modes:
 * ``hang-silent``: reads an assignment and then says nothing at all.
 * ``liar``: answers map tasks with made-up partitions (well-formed, wrong).
 * ``forgetful``: answers map tasks correctly, then deletes the outputs it
-  named before the master could fetch them (as a peer whose disk fails).
+  named before any reducer could fetch them (as a peer whose disk fails).
 
 Peers that fail fast, each in its own way, on every task they are given:
 

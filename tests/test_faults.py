@@ -182,9 +182,10 @@ async def test_churn(master: Node, swarm: Swarm, tmp_path: Path, mix: dict[str, 
 
 async def test_outputs_gone_before_the_master_fetched_them(master: Node, swarm: Swarm,
                                                            tmp_path: Path) -> None:
-    """A peer answers, then loses the outputs it named (too big to travel with
-    the answer). The master's fetch fails: the task is retried elsewhere and
-    the job still ends exact, rather than dying on the fetch error."""
+    """A peer answers, then loses the outputs it named. A reducer cannot
+    fetch them and says so: the map tasks run again elsewhere, the forgetful
+    peer is charged for what it lost (not the reducer), and the job still
+    ends exact."""
     files = gutenberg_files()[:3]
     cid = await master.add_path(copy_into(tmp_path / "in", files))
     forgetful = await trio.to_thread.run_sync(lambda: swarm.start("forgetful", name="forgetful"))
@@ -192,8 +193,8 @@ async def test_outputs_gone_before_the_master_fetched_them(master: Node, swarm: 
                      fetch_timeout=3)
 
     async def good_peer_after_a_lost_output() -> None:
-        # Alone, the forgetful peer gets a whole split first, whose output is
-        # too big to travel inline: the master must fetch it, and cannot.
+        # Alone, the forgetful peer maps everything, then cannot serve its
+        # own outputs to itself as a reducer: it is charged for the loss.
         while True:
             status = job.get_peer_status().get(forgetful.peer_id)
             if status is not None and status.failed:

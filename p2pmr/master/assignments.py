@@ -32,12 +32,13 @@ from ..wire.messages import (
     TaskId,
 )
 from .client import Answer, AssignmentClient, Running
+from .intermediates import Intermediates
 from .liveness import PeerWatch
 from .options import MasterOptions
-from .outputs import Output, signature
+from .outputs import MapOutput, Output, signature
 from .plan import MAP, BoundaryWork, ReduceWork
 from .results import AttemptFailed, Results, failure_of
-from .scheduler import Abort, Attempt, FailureKind, Scheduler, Task
+from .scheduler import Abort, Attempt, FailureKind, Scheduler, State, Task
 
 __all__ = ["Assignments"]
 
@@ -50,12 +51,14 @@ class Assignments:
     """Runs assignments for one job, and accounts for what comes back."""
 
     def __init__(self, watch: PeerWatch, scheduler: Scheduler, results: Results,
-                 options: MasterOptions, job: JobSpec, *, completed: Completed,
-                 input_failed: Callable[[Task], None], changed: Callable[[], None]) -> None:
+                 intermediates: Intermediates, options: MasterOptions, job: JobSpec, *,
+                 completed: Completed, input_failed: Callable[[Task], None],
+                 changed: Callable[[], None]) -> None:
         self.watch = watch
         self.network = watch.network
         self.scheduler = scheduler
         self.results = results
+        self.intermediates = intermediates
         self.options = options
         self.job = job
         self._completed = completed
@@ -92,9 +95,15 @@ class Assignments:
                     work.more, work.sizes)))
                 holders.update((p, None) for p in self.holders(task.index)
                                if isinstance(p, PeerID) and p != attempt.peer)
-        providers = (*list(holders)[:8], self.network.local_peer)
+        providers = [*list(holders)[:8], self.network.local_peer]
+        addrs: list[bytes] = []
+        if reduces:
+            # Map outputs are on the peers that made them: name those peers,
+            # and say where to dial them (spec section 7).
+            holding, addrs = self.intermediates.providers(t for t, _ in items)
+            providers += [p for p in holding if p != self.network.local_peer]
         return Assignment(self.job, int(self.options.heartbeat_interval * 1000),
-                          providers, tuple(maps), tuple(reduces))
+                          tuple(providers), tuple(maps), tuple(reduces), tuple(addrs))
 
     # -- one stream -----------------------------------------------------------------------
 
@@ -186,6 +195,11 @@ class Assignments:
         """Handle one task's answer: a checked output, or a classified failure."""
         if isinstance(message, Error):
             failure = failure_of(message)
+            if failure.kind is FailureKind.INPUT and task.phase != MAP and \
+                    await self.intermediates.input_lost(task, failure.message):
+                # Map outputs were lost with (or by) their holders: they run
+                # again, and the reducer is not at fault.
+                failure = AttemptFailed(FailureKind.CANCELLED, failure.message, blame=False)
             self.failed(task, attempt, failure)
             if failure.kind is FailureKind.INPUT:
                 self._input_failed(task)
@@ -205,6 +219,8 @@ class Assignments:
             return  # aborted while we checked it
         won, liars = self.scheduler.succeed(task, attempt, output, trio.current_time(),
                                             signature=signature(output))
+        if isinstance(output, MapOutput):
+            self._holders(task, output, won)
         for liar in liars:
             assert isinstance(liar, PeerID)
             self.watch.exclude(liar, f"its result for {task.phase} task {task.index} "
@@ -215,6 +231,19 @@ class Assignments:
                 other.abort(Abort.SUPERSEDED, "another attempt finished first")
             await self._completed(task)
         self._changed()
+
+    @staticmethod
+    def _holders(task: Task, output: MapOutput, won: bool) -> None:
+        """Every peer that returned the winning output holds a copy of it:
+        the verifiers that agreed, and a backup that finished second."""
+        kept = task.output
+        if not isinstance(kept, MapOutput) or task.state is not State.COMPLETED:
+            return
+        if won:
+            agreed = task.votes.get(signature(kept), set())
+            kept.holders = list(dict.fromkeys([*kept.holders, *agreed]))  # type: ignore[list-item]
+        elif kept is not output and signature(kept) == signature(output):
+            kept.holders = list(dict.fromkeys([*kept.holders, *output.holders]))
 
     def failed(self, task: Task, attempt: Attempt, exc: AttemptFailed, *,
                charge: bool = True) -> None:

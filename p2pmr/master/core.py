@@ -5,7 +5,8 @@ Everything else is done by the parts in this package, each with one job:
 :mod:`.assignments` and :mod:`.client` (carrying tasks to peers),
 :mod:`.results` (checking answers), :mod:`.liveness` (who is working, and
 what their failures cost them), :mod:`.resume` and :mod:`.journal`
-(durability), :mod:`.assembly` (the output directory).
+(durability), :mod:`.intermediates` (where map outputs live, and rerunning
+lost ones), :mod:`.assembly` (the output directory).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ..wire.messages import JobSpec
 from .assembly import assemble
 from .assignments import Assignments
 from .boundaries import Boundaries
+from .intermediates import Intermediates
 from .journal import Journal, output_to_json
 from .liveness import PeerWatch
 from .locality import Locality
@@ -107,6 +109,7 @@ class Master:
         self.watch = PeerWatch(node.network, self.scheduler,
                                peer_timeout=self.options.peer_timeout, changed=self._signal)
         self._assignments: Assignments | None = None  # once the job is stored
+        self._intermediates: Intermediates | None = None  # once running
 
     # -- status API ----------------------------------------------------------------
 
@@ -128,6 +131,11 @@ class Master:
         """Where task time went, summed per phase: the master's view of each
         winning attempt (wall) and the peer's (fetch, queue, compute, store)."""
         return {phase: profile(self.scheduler.phase_tasks(phase)) for phase in (MAP, REDUCE)}
+
+    @property
+    def map_reruns(self) -> int:
+        """Completed map tasks run again because their outputs were lost."""
+        return self._intermediates.reruns if self._intermediates is not None else 0
 
     def _signal(self) -> None:
         self._wake.set()
@@ -240,9 +248,13 @@ class Master:
         self.code_cid = descriptor.code
         self.job_cid = await unixfs.add_bytes(
             blocks, descriptor.to_json(), unixfs.ImportOptions(cid_version=descriptor.cid_version))
+        self._intermediates = Intermediates(self.scheduler, self.node.network, blocks,
+                                            self.options, charge=self.watch.charge)
         self._assignments = Assignments(
             self.watch, self.scheduler,
-            Results(blocks, self.reducers, self.options.fetch_timeout), self.options,
+            Results(blocks, self.reducers, self.options.fetch_timeout,
+                    keep_map_outputs=self.options.replicas > 1),
+            self._intermediates, self.options,
             JobSpec(self.job_cid, self.code_cid, self.reducers, self.options.encoding,
                     self.options.cid_version, runtime(), descriptor.boundaries),
             completed=self._completed, input_failed=self._input_failed, changed=self._signal)
@@ -268,6 +280,7 @@ class Master:
                     self._journal.records, self.scheduler, blocks,
                     plan_reduce=self._plan_reduce, note_split=self._boundaries.note)
                 await self._boundaries.update_all()
+                self._intermediates.note_all()
             else:
                 log.info("job %s had already finished: %s", self.job_cid, finished)
         self.timings["plan"] = time.monotonic() - start
@@ -281,23 +294,32 @@ class Master:
     # -- the phase loop ---------------------------------------------------------------
 
     async def _run_phase(self, phase: str) -> None:
+        """Run one phase to its end. In the reduce phase, map tasks whose
+        outputs were lost run again alongside (spec section 7)."""
         sched = self.scheduler
+        phases = (MAP, REDUCE) if phase == REDUCE else (MAP,)
         no_worker_since: float | None = None
         stalled_since: float | None = None
         while True:
             if self._fatal is not None:
                 raise self._fatal
-            failed = sched.failed_task(phase)
-            if failed is not None:
-                raise _task_failure(failed, sched.policy)
+            for each in phases:
+                failed = sched.failed_task(each)
+                if failed is not None:
+                    raise _task_failure(failed, sched.policy)
             if sched.phase_done(phase) and not self._settling:
                 return
+            assert self._intermediates is not None
+            self._intermediates.sweep()
             now = trio.current_time()
-            self._enforce_task_timeouts(phase, now)
-            assigned = self._dispatch(phase, now)
+            assigned = 0
+            for each in phases:
+                self._enforce_task_timeouts(each, now)
+                assigned += self._dispatch(each, now)
             usable = sched.book.usable()
             cooling = any(r.not_before > now for r in usable)
-            if assigned or sched.any_running(phase) or cooling or self._settling or not usable:
+            running = any(sched.any_running(each) for each in phases)
+            if assigned or running or cooling or self._settling or not usable:
                 stalled_since = None
             elif stalled_since is None:
                 stalled_since = now
@@ -395,6 +417,8 @@ class Master:
                 if self.locality is not None:
                     self.locality.completed(task, task.completed_by)
                 await self._boundaries.split_done(task)
+            if task.phase == MAP and self._intermediates is not None:
+                self._intermediates.note(task)
         finally:
             self._settling -= 1
             self._signal()

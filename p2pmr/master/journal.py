@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import trio
+from libp2p.peer.id import ID as PeerID
 
 from ..errors import JobFailed
 from ..job import JobDescriptor
@@ -234,7 +235,8 @@ def output_to_json(output: Output) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "partitions": [str(c) if c else None for c in output.partitions],
         "partition_records": output.partition_records,
-        "records_in": output.records_in, "records_out": output.records_out}
+        "records_in": output.records_in, "records_out": output.records_out,
+        "holders": [str(p) for p in output.holders], "local": output.local}
     if output.edges is not None:
         doc["edges"] = [output.edges.head, output.edges.tail, output.edges.no_newline]
         doc["head"] = output.head.hex() if output.head is not None else None
@@ -253,4 +255,10 @@ def output_from_json(reduce: bool, doc: dict[str, Any]) -> Output:
         output.edges = BlockEdges(head, tail, bool(no_newline))
         output.head = bytes.fromhex(doc["head"]) if doc.get("head") is not None else None
         output.tail = bytes.fromhex(doc["tail"]) if doc.get("tail") is not None else None
+    for text in doc.get("holders", ()):
+        try:
+            output.holders.append(PeerID.from_base58(text))
+        except Exception:  # a damaged entry names no one
+            continue
+    output.local = bool(doc.get("local", True))  # journals before r3: the master had all
     return output

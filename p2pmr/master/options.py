@@ -37,6 +37,9 @@ class MasterOptions:
             "Average bytes of input per map task, in whole leaf blocks (0: one block each)."))
     verify: int = setting(1, flag="--verify", low=1, high=9, help=(
         "Run every task on this many peers and accept only identical outputs."))
+    replicas: int = setting(1, flag="--replicas", low=1, high=2, help=(
+        "Copies of each map output before its task counts as complete: 1, the "
+        "producing peer's own (a lost one is recomputed); 2, the master keeps one too."))
     journal: bool = True
     resume: bool = False
     resume_job: CID | None = None     # resume this journaled job (default: find a match)

@@ -1,7 +1,8 @@
 """What a completed task produced, as the master keeps it (and journals it).
 
-A map task: one partition CID per reducer, its counts, and for a split the
-edge fragments that boundary tasks need. A reduce task: its part file.
+A map task: one partition CID per reducer, its counts, for a split the
+edge fragments that boundary tasks need, and who holds the partitions
+(spec section 7: they stay on the peers that made them). A reduce task: its part file.
 Everything here is named by CID, so it is also what verification compares.
 The journal (:mod:`.journal`) writes them as JSON.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
+
+from libp2p.peer.id import ID as PeerID
 
 from ..records import BlockEdges
 from ..storage.cid import CID
@@ -27,6 +30,14 @@ class MapOutput:
     head: bytes | None = None
     tail: bytes | None = None
     timings: dict[str, float] = field(default_factory=dict)  # not journaled
+    # Where the partitions are: the peers that computed them (and kept them),
+    # and whether the master holds them too (sent inline, or replicated).
+    holders: list[PeerID] = field(default_factory=list)
+    local: bool = False
+
+    def needed(self) -> bool:
+        """Has any partition a reducer must fetch?"""
+        return any(cid is not None for cid in self.partitions)
 
 
 @dataclass

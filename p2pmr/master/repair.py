@@ -1,6 +1,7 @@
 """When a peer cannot fetch a task's input: is the master's own copy bad?
 
-The master is where inputs, records files and map outputs come from. A block
+The master is where inputs and records files come from (map outputs come
+from the peers that made them, and a lost one is :mod:`.intermediates`'s). A block
 of the task's inputs that turned out corrupt here has been set aside; an
 intact copy is fetched from peers, and if none has one, no retry can
 succeed: the job says so at once, naming the block, rather than after every

@@ -1,8 +1,10 @@
 """Checking a peer's answer before it counts.
 
-A result is accepted only once it is consistent with the task and every
-block it names is in the master's own store: inline blocks are checked
-against their CIDs, the rest are fetched from the peer (spec section 7).
+A result is accepted only once it is consistent with the task. Inline
+blocks are checked against their CIDs and kept. A reduce task's part file
+is fetched into the master's store before it counts: it is the job's
+output. A map task's partitions stay on the peer that made them, unless
+the job keeps a second copy here (``replicas=2``); spec section 7.
 Anything else fails the attempt, with what the failure says about the peer.
 """
 
@@ -66,25 +68,32 @@ def failure_of(error: Error) -> AttemptFailed:
 class Results:
     """Accepts map and reduce results into the master's store."""
 
-    def __init__(self, blocks: BlockStore, reducers: int, fetch_timeout: float) -> None:
+    def __init__(self, blocks: BlockStore, reducers: int, fetch_timeout: float, *,
+                 keep_map_outputs: bool = False) -> None:
         self.blocks = blocks
         self.reducers = reducers
         self.fetch_timeout = fetch_timeout
+        self.keep_map_outputs = keep_map_outputs
 
     async def map(self, work: object, result: MapResult, peer: PeerID) -> MapOutput:
         if len(result.partitions) != self.reducers or \
                 len(result.partition_records) != self.reducers:
             raise AttemptFailed(FailureKind.INFRA, f"peer returned {len(result.partitions)} "
                                 f"partitions for {self.reducers} reducers")
-        await self._take_inline(result.blocks)
-        with collapsed():
-            async with trio.open_nursery() as nursery:
-                for cid in result.partitions:
-                    if cid is not None:
-                        nursery.start_soon(self._replicate, cid, peer)
+        # Map outputs stay on the peer that made them; blocks sent inline
+        # anyway (by a peer of revision r2) are checked, and kept only when
+        # the job keeps a copy of every map output here.
+        await self._take_inline(result.blocks, keep=self.keep_map_outputs)
+        local = self.keep_map_outputs
+        if local:
+            with collapsed():
+                async with trio.open_nursery() as nursery:
+                    for cid in result.partitions:
+                        if cid is not None:
+                            nursery.start_soon(self._replicate, cid, peer)
         output = MapOutput(list(result.partitions), list(result.partition_records),
                            result.records_in, result.records_out,
-                           timings=result.timings.seconds())
+                           timings=result.timings.seconds(), holders=[peer], local=local)
         if isinstance(work, SplitInfo):
             edges = BlockEdges(result.head.length, result.tail.length, result.no_newline)
             if edges.head > work.size or edges.tail > work.size or \
@@ -103,13 +112,14 @@ class Results:
         return ReduceOutput(result.output, result.records_in, result.keys, result.records_out,
                             result.bytes, timings=result.timings.seconds())
 
-    async def _take_inline(self, blocks: tuple[Block, ...]) -> None:
-        """Store blocks sent with a result, each checked against its CID first."""
+    async def _take_inline(self, blocks: tuple[Block, ...], *, keep: bool = True) -> None:
+        """Check blocks sent with a result against their CIDs; store them if ``keep``."""
         for block in blocks:
             if not block.cid.verify(block.data):
                 raise AttemptFailed(FailureKind.INFRA, f"peer sent bytes that are not "
                                     f"{block.cid}")
-        await self.blocks.put_many([(b.cid, b.data) for b in blocks])
+        if keep:
+            await self.blocks.put_many([(b.cid, b.data) for b in blocks])
 
     async def _replicate(self, cid: CID, peer: PeerID) -> None:
         try:

@@ -2,8 +2,10 @@
 
 A resumed master finds the journal of the job, takes its settings and
 code (they decide what its journaled outputs mean), and marks complete
-every task whose outputs are still intact in its own store; only the rest
-run again. A job that had finished returns its output at once.
+every task whose outputs are still intact in its own store, and every map
+task whose outputs were left on peers (spec section 7: if none of those
+peers comes back, or none serves them, the task runs again then); only the
+rest run again now. A job that had finished returns its output at once.
 """
 
 from __future__ import annotations
@@ -79,6 +81,11 @@ async def _outputs_intact(blocks: BlockStore, output: Output) -> bool:
     return True
 
 
+def _add_holders(kept: object, later: Output) -> None:
+    if isinstance(kept, MapOutput) and isinstance(later, MapOutput):
+        kept.holders = list(dict.fromkeys([*kept.holders, *later.holders]))
+
+
 async def replay(records: list[dict[str, Any]], scheduler: Scheduler, blocks: BlockStore, *,
                  plan_reduce: Callable[[], None],
                  note_split: Callable[[Any], Awaitable[None]]) -> int:
@@ -94,11 +101,19 @@ async def replay(records: list[dict[str, Any]], scheduler: Scheduler, blocks: Bl
             if record.get("t") != "done" or record.get("phase") != phase:
                 continue
             index = record.get("index", -1)
-            if not 0 <= index < len(tasks) or tasks[index].state is State.COMPLETED:
+            if not 0 <= index < len(tasks):
                 continue
             task = tasks[index]
             output = output_from_json(phase == REDUCE, record["output"])
-            if not await _outputs_intact(blocks, output):
+            if task.state is State.COMPLETED:
+                # Run again before the restart: its later holders hold it too.
+                _add_holders(task.output, output)
+                continue
+            intact = await _outputs_intact(blocks, output)
+            if isinstance(output, MapOutput):
+                output.local = intact
+                intact = intact or bool(output.holders)
+            if not intact:
                 log.info("journal: outputs of %s task %d are gone; it will run again",
                          phase, index)
                 continue

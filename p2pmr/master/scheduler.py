@@ -265,6 +265,21 @@ class Scheduler:
         task.output = output
         self._set_state(task, State.COMPLETED)
 
+    def reset(self, task: Task) -> None:
+        """Run a completed task again: its output was lost with its peers.
+
+        Its output is a pure function of its inputs, so the rerun reproduces
+        it, CIDs and all: nothing that consumed it needs to change, and
+        ``output`` stays as the description of what the rerun will give (the
+        manifest counts it even if every reduce finishes first).
+        """
+        if task.state is not State.COMPLETED:
+            return
+        task.completed_by = None
+        task.votes.clear()
+        task.vote_outputs.clear()
+        self._set_state(task, State.IDLE)
+
     def status(self, phase: str) -> PhaseStatus:
         counts = self._counts.get(phase)
         if counts is None:

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _MIN_HEARTBEAT: Final = 0.05
 _MAX_HEARTBEAT: Final = 30.0
+_REACH_TIMEOUT: Final = 10.0  # dialling the providers a master named
 
 
 class AssignmentHandler:
@@ -72,6 +73,12 @@ class AssignmentHandler:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._heartbeats)
             nursery.start_soon(self._watch, scopes, nursery.cancel_scope)
+            if self.assignment.provider_addrs:
+                # Map outputs live on the peers that made them (spec section
+                # 7): be connected to them before block exchange looks for
+                # the inputs, or it would give up on peers it never asked.
+                await self.runner.node.network.reach(self.assignment.provider_addrs,
+                                                     timeout=_REACH_TIMEOUT)
             async with trio.open_nursery() as tasks:
                 for task in self.tasks:
                     scopes[task.id.index] = scope = trio.CancelScope()

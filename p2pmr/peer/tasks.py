@@ -148,11 +148,14 @@ class TaskRunner:
                 budget.take(sum(s.size for s in segments), what)
                 await fetch_dag(source, cid, timeout=timeout)
                 return await unixfs.read_range(source, cid) if read else b""
+        # The message names the root: a master told that a map output is
+        # lost recomputes it (spec section 7).
         except BlockNotFound as exc:
-            raise TaskFailed(ErrorCode.INPUT_NOT_FOUND, f"cannot fetch {what}: {exc}") from None
-        except trio.TooSlowError:
-            raise TaskFailed(ErrorCode.INPUT_NOT_FOUND, f"fetching {what} took too long") \
+            raise TaskFailed(ErrorCode.INPUT_NOT_FOUND, f"cannot fetch {what} {cid}: {exc}") \
                 from None
+        except trio.TooSlowError:
+            raise TaskFailed(ErrorCode.INPUT_NOT_FOUND, f"fetching {what} {cid} took too "
+                             f"long") from None
         except (UnixFSError, CIDError) as exc:
             raise TaskFailed(ErrorCode.BAD_REQUEST, f"{what} is not a valid UnixFS file: "
                              f"{exc}") from None
@@ -275,7 +278,7 @@ class TaskRunner:
                                                      "boundary records")
         timing.fetch = trio.current_time() - fetch_started
         try:
-            outcome, inline = await self._execute(_worker.run_map, request, task.id.index,
+            outcome, _ = await self._execute(_worker.run_map, request, task.id.index,
                                                   progress, timing)
         except TaskFailed as exc:
             if exc.code is not ErrorCode.INPUT_NOT_FOUND or task.split is None \
@@ -285,7 +288,7 @@ class TaskRunner:
             # aside, so fetching again brings intact copies. Once.
             log.info("map task %d: %s; fetching its input again", task.id.index, exc.message)
             await self._input_blocks(task.split.blocks, providers)
-            outcome, inline = await self._execute(_worker.run_map, request, task.id.index,
+            outcome, _ = await self._execute(_worker.run_map, request, task.id.index,
                                                   progress, timing)
         assert isinstance(outcome, _worker.MapOutcome)
         progress.records += outcome.records_in
@@ -293,7 +296,10 @@ class TaskRunner:
             task.id, tuple(CID.from_bytes(raw) if raw else None for raw in outcome.partitions),
             tuple(outcome.partition_records), Fragment(outcome.head_len, outcome.head),
             Fragment(outcome.tail_len, outcome.tail), outcome.no_newline, outcome.records_in,
-            outcome.records_out, timing.message(), inline)
+            outcome.records_out, timing.message(),
+            # Map outputs stay here: reducers fetch them from this peer, and
+            # the master need not see them (spec section 7).
+            ())
 
     async def _reduce(self, task: ReduceTask, job: JobSpec, providers: Sequence[PeerID],
                       progress: Progress) -> ReduceResult:

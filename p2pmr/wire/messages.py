@@ -101,6 +101,9 @@ class Assignment:
     providers: tuple[PeerID, ...] = ()
     maps: tuple[MapTask, ...] = ()
     reduces: tuple[ReduceTask, ...] = ()
+    # Binary multiaddrs (ending in /p2p/<peer ID>) at which to dial providers:
+    # map outputs live on the peers that made them, not on the master.
+    provider_addrs: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +256,8 @@ def encode(message: Message) -> bytes:
             heartbeat_ms=message.heartbeat_ms,
             providers=[p.to_bytes() for p in message.providers],
             maps=[_map_task(t) for t in message.maps],
-            reduces=[_reduce_task(t) for t in message.reduces]))
+            reduces=[_reduce_task(t) for t in message.reduces],
+            provider_addrs=list(message.provider_addrs)))
     elif isinstance(message, Accepted):
         frame.accepted.CopyFrom(pb.Accepted(queued=message.queued))
     elif isinstance(message, Progress):
@@ -385,7 +389,8 @@ def decode(payload: bytes) -> Message:
                     else None),
             a.heartbeat_ms, tuple(_peer(p) for p in a.providers),
             tuple(_from_map_task(t) for t in a.maps),
-            tuple(_from_reduce_task(t) for t in a.reduces))
+            tuple(_from_reduce_task(t) for t in a.reduces),
+            tuple(bytes(addr) for addr in a.provider_addrs))
     if kind == "accepted":
         return Accepted(frame.accepted.queued)
     if kind == "progress":

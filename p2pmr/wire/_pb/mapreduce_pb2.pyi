@@ -63,18 +63,20 @@ class Frame(_message.Message):
     def __init__(self, version: _Optional[int] = ..., assignment: _Optional[_Union[Assignment, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., map_result: _Optional[_Union[MapResult, _Mapping]] = ..., reduce_result: _Optional[_Union[ReduceResult, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("job", "heartbeat_ms", "providers", "maps", "reduces")
+    __slots__ = ("job", "heartbeat_ms", "providers", "maps", "reduces", "provider_addrs")
     JOB_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     MAPS_FIELD_NUMBER: _ClassVar[int]
     REDUCES_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_ADDRS_FIELD_NUMBER: _ClassVar[int]
     job: JobSpec
     heartbeat_ms: int
     providers: _containers.RepeatedScalarFieldContainer[bytes]
     maps: _containers.RepeatedCompositeFieldContainer[MapTask]
     reduces: _containers.RepeatedCompositeFieldContainer[ReduceTask]
-    def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ..., heartbeat_ms: _Optional[int] = ..., providers: _Optional[_Iterable[bytes]] = ..., maps: _Optional[_Iterable[_Union[MapTask, _Mapping]]] = ..., reduces: _Optional[_Iterable[_Union[ReduceTask, _Mapping]]] = ...) -> None: ...
+    provider_addrs: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, job: _Optional[_Union[JobSpec, _Mapping]] = ..., heartbeat_ms: _Optional[int] = ..., providers: _Optional[_Iterable[bytes]] = ..., maps: _Optional[_Iterable[_Union[MapTask, _Mapping]]] = ..., reduces: _Optional[_Iterable[_Union[ReduceTask, _Mapping]]] = ..., provider_addrs: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class TaskId(_message.Message):
     __slots__ = ("job", "phase", "index", "attempt")
