@@ -17,6 +17,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, overload
 
 import trio
@@ -36,7 +37,7 @@ from .assembly import assemble
 from .assignments import Assignments
 from .boundaries import Boundaries
 from .intermediates import Intermediates
-from .journal import Journal, output_to_json
+from .journal import FoundJournal, Journal, output_to_json
 from .liveness import PeerWatch
 from .locality import Locality
 from .options import MasterOptions
@@ -214,35 +215,12 @@ class Master:
         start = time.monotonic()
         blocks = self.node.blocks
         journals = self.node.repo / "jobs"
-        found = find_resumable(journals, job=self.options.resume_job, input_cid=self.input,
-                               reducers=self.reducers, name=self.name) \
-            if self.options.resume else None
-        if found is not None:
-            descriptor = found.descriptor
-            code = self.code if self.code is not None or self.job is None else dump_job(self.job)
-            warn_if_code_changed(code, descriptor)
-            for kept, what in ((descriptor.code, "job code"),
-                               (descriptor.boundaries, "partition boundaries")):
-                if kept is not None and await blocks.missing(kept):
-                    raise JobFailed(f"cannot resume: the {what} {kept} is gone")
-            # The journaled run's settings decide what its journaled outputs
-            # mean: its encoding, CID version and boundary grouping hold.
-            self.input, self.reducers, self.name = \
-                descriptor.input, descriptor.reducers, descriptor.name
-            self.options = dataclasses.replace(
-                self.options, encoding=descriptor.encoding, cid_version=descriptor.cid_version,
-                boundary_group=descriptor.boundary_group, split_size=descriptor.split_size)
-            log.info("resuming job %s from its journal", found.job)
-        else:
-            code = self.code
-            if code is None:
-                if self.job is None:
-                    raise JobError("no job to run and no unfinished job to resume")
-                code = dump_job(self.job)
+        found, code = await _resume_or_start(self, journals)
+        descriptor = found.descriptor if found is not None else None
         self.plan = await plan_input(blocks, self.input, timeout=self.options.input_timeout,
                                      boundary_group=self.options.boundary_group,
                                      split_size=self.options.split_size)
-        if found is None:
+        if descriptor is None:
             assert code is not None
             descriptor = await _describe(self, code, self.plan)
         self.code_cid = descriptor.code
@@ -433,6 +411,38 @@ class Master:
         if failure is not None:
             self._fatal = failure
             self._signal()
+
+
+async def _resume_or_start(master: Master, journals: Path
+                           ) -> tuple[FoundJournal | None, bytes | None]:
+    """The journaled run to resume (its settings then hold), and the job's code."""
+    options, blocks = master.options, master.node.blocks
+    found = find_resumable(journals, job=options.resume_job, input_cid=master.input,
+                           reducers=master.reducers, name=master.name) \
+        if options.resume else None
+    code = master.code
+    if found is not None:
+        descriptor = found.descriptor
+        if code is None and master.job is not None:
+            code = dump_job(master.job)
+        warn_if_code_changed(code, descriptor)
+        for kept, what in ((descriptor.code, "job code"),
+                           (descriptor.boundaries, "partition boundaries")):
+            if kept is not None and await blocks.missing(kept):
+                raise JobFailed(f"cannot resume: the {what} {kept} is gone")
+        # The journaled run's settings decide what its journaled outputs
+        # mean: its encoding, CID version and boundary grouping hold.
+        master.input, master.reducers, master.name = \
+            descriptor.input, descriptor.reducers, descriptor.name
+        master.options = dataclasses.replace(
+            options, encoding=descriptor.encoding, cid_version=descriptor.cid_version,
+            boundary_group=descriptor.boundary_group, split_size=descriptor.split_size)
+        log.info("resuming job %s from its journal", found.job)
+    elif code is None:
+        if master.job is None:
+            raise JobError("no job to run and no unfinished job to resume")
+        code = dump_job(master.job)
+    return found, code
 
 
 async def _describe(master: Master, code: bytes, plan: InputPlan) -> JobDescriptor:
