@@ -424,7 +424,8 @@ def _peer_ids(ctx: click.Context, param: click.Parameter,
                    "the repo's trusted_masters file.")
 @click.option("--trust-any", is_flag=True,
               help="Run jobs from ANY master. Only for closed test swarms.")
-@click_options(PeerConfig, ["workers", "allow_pickle", "task_wall_seconds", "fetch_timeout"])
+@click_options(PeerConfig, ["workers", "allow_pickle", "task_wall_seconds", "fetch_timeout",
+                            "read_stores"])
 @click_options(WorkerLimits)
 @_psk_option
 @click.option("--exit-with-parent", is_flag=True, hidden=True,

@@ -182,6 +182,10 @@ async def run_job(settings: RunSettings) -> CID:
             base = Path(tempfile.mkdtemp(prefix="p2pmr-peers-"))
             stack.callback(shutil.rmtree, base, ignore_errors=True)
             extra = [*settings.local_peer_args]
+            if node.local is not None:
+                # On one disk, peers read the master's blocks where they lie
+                # (read only, each checked) rather than over the network.
+                extra += ["--read-store", str(node.local.root.resolve())]
             if settings.master.encoding == "pickle":
                 extra.append("--allow-pickle")
             await stack.enter_async_context(local_swarm(

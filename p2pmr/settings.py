@@ -56,7 +56,7 @@ def _shown(field: dataclasses.Field[Any], how: Setting) -> str:
     value = field.default
     if value is None:
         return "none"
-    if isinstance(value, bool):
+    if isinstance(value, (bool, tuple)):
         return ""
     if how.scale != 1:
         value = value // how.scale
@@ -83,6 +83,10 @@ def click_options(cls: type, names: Sequence[str] = ()) -> Callable[[F], F]:
                                   help=text)(fn)
                 continue
             base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+            if typing.get_origin(kind) is tuple:  # a repeatable option: tuple[str, ...]
+                fn = click.option(how.flag, field.name, type=base, multiple=True,
+                                  default=None, metavar=how.metavar, help=text)(fn)
+                continue
             option_type: Any
             if how.choices:
                 option_type = click.Choice(how.choices)
@@ -102,7 +106,7 @@ def apply(cls: type[T], given: Mapping[str, Any], base: T | None = None) -> T:
     changes: dict[str, Any] = {}
     for name, (_, how, _kind) in _fields(cls).items():
         value = given.get(name)
-        if value is None:
+        if value is None or value == ():  # not given (a repeatable option: not once)
             continue
         if how.zero_means_none and not value:
             value = None
@@ -123,6 +127,9 @@ def command_line(cls: type, given: Mapping[str, Any]) -> list[str]:
         if kind is bool:
             if value:
                 args.append(how.flag)
+        elif typing.get_origin(kind) is tuple:
+            for item in value:
+                args += [how.flag, str(item)]
         else:
             args += [how.flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return args

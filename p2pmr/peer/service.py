@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import trio
 from libp2p.peer.id import ID as PeerID
 
-from ..errors import ProtocolError, UnsupportedVersion
+from ..errors import NodeError, ProtocolError, UnsupportedVersion
 from ..job import runtime_mismatch
 from ..network import Stream
 from ..node import Node
@@ -57,6 +57,8 @@ class PeerService:
         self.config = config
         self.trust = trust
         self.faults = faults or Faults()
+        if config.read_stores:
+            _read_from(node, config.read_stores)
         self.workers = workers or ProcessWorkers(config.workers, config.limits)
         self.runner = TaskRunner(node, config, self.workers)
         self.stats = PeerStats()
@@ -160,6 +162,16 @@ class PeerService:
             self._active[remote] -= len(tasks)
             if not self._active[remote]:
                 del self._active[remote]
+
+
+def _read_from(node: Node, roots: Iterable[str]) -> None:
+    """Let the node's store read other repos' stores in place (PeerConfig.read_stores)."""
+    from ..storage.embedded import EmbeddedStore
+
+    if not isinstance(node.blocks, EmbeddedStore):
+        raise NodeError("--read-store needs the embedded block store (not --ipfs-api, not "
+                        "an in-memory node)")
+    node.blocks.read_from(list(roots))
 
 
 def register_protocol(node: Node, *, trust: Iterable[str | PeerID] = (),

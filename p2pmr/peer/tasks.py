@@ -113,6 +113,8 @@ class TaskRunner:
         # Workers read and write blocks in place when the store is on local disk.
         root = node.blocks.local_root
         self._store_path = str(root) if root is not None else None
+        # ...and read in place the blocks held in other repos' stores it reads.
+        self._read_stores = [str(r) for r in node.blocks.read_roots]
 
     def queued(self) -> int:
         return max(0, self._limiter.statistics().tasks_waiting)
@@ -242,7 +244,8 @@ class TaskRunner:
         request = _worker.MapRequest(
             code_cid=bytes(job.code), code=code, encoding=job.encoding,
             allow_pickle=self.config.allow_pickle, reducers=job.reducers,
-            cid_version=job.cid_version, limits=self.config.limits, store=self._store_path)
+            cid_version=job.cid_version, limits=self.config.limits, store=self._store_path,
+            read_stores=self._read_stores)
         if task.split is not None:
             split = task.split
             _Budget(self.config.max_input_size).take(split.size, "the split's input")
@@ -314,7 +317,7 @@ class TaskRunner:
             code_cid=bytes(job.code), code=code, encoding=job.encoding,
             allow_pickle=self.config.allow_pickle, cid_version=job.cid_version,
             limits=self.config.limits, partition=task.partition, inputs=datas,
-            store=self._store_path)
+            store=self._store_path, read_stores=self._read_stores)
         outcome, inline = await self._execute(_worker.run_reduce, request, task.id.index,
                                               progress, timing)
         assert isinstance(outcome, _worker.ReduceOutcome)
