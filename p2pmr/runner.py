@@ -2,6 +2,10 @@
 
 Start the master's node, add a local input, optionally start local peers,
 show progress, and write the output locally if asked.
+
+Local peers are started first, before this process even imports libp2p:
+their interpreters start, import and open their nodes while the master's
+does the same, and they learn its address once it is up.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import trio
@@ -26,14 +30,17 @@ import trio_parallel
 
 from .errors import JobError, P2PMRError, collapsed
 from .job import STABLE_HASH_ENV, pickle_job_file, retire_after_one_job
-from .localswarm import local_swarm
-from .master import Master, MasterOptions
+from .localswarm import MasterAddress, local_swarm
 from .master.journal import find_journal
-from .node import DEFAULT_LISTEN, Node, open_node
+from .master.options import MasterOptions
 from .output import write_output
+from .settings import DEFAULT_LISTEN
 from .storage import unixfs
 from .storage.cid import CID
-from .wire.framing import TRAFFIC
+
+if TYPE_CHECKING:  # imported once local peers are on their way (see run_job)
+    from .master import Master
+    from .node import Node
 
 __all__ = ["RunSettings", "run_job"]
 
@@ -63,6 +70,8 @@ class RunSettings:
 def _traffic(node: Node) -> dict[str, int]:
     """Bytes through this (the master's) process: protocol frames, and block
     payloads exchanged over Bitswap (0 with a Kubo daemon, which moves them)."""
+    from .wire.framing import TRAFFIC
+
     stats = node.bitswap.stats if node.bitswap is not None else None
     return {"protocol_in": TRAFFIC.bytes_in, "protocol_out": TRAFFIC.bytes_out,
             "blocks_in": stats.bytes_received if stats else 0,
@@ -172,25 +181,50 @@ async def _load_job(jobfile: Path) -> tuple[bytes, str]:
 
 
 
+def _import_master() -> None:
+    import p2pmr.master.core
+    import p2pmr.node  # noqa: F401
+
+
+async def _start_local_peers(settings: RunSettings, stack: contextlib.AsyncExitStack
+                             ) -> MasterAddress:
+    """Start the local peers, before the master's node: they are told where
+    it is (the returned address, once set) and boot while it starts, the job
+    is loaded and the input added."""
+    master = MasterAddress()
+    base = Path(tempfile.mkdtemp(prefix="p2pmr-peers-"))
+    stack.callback(shutil.rmtree, base, ignore_errors=True)
+    extra = [*settings.local_peer_args]
+    if settings.ipfs_api is None:
+        # On one disk, peers read the master's blocks where they lie (read
+        # only, each checked) rather than over the network. The store may
+        # not exist yet: the master's node is not open.
+        blocks = settings.repo.resolve() / "blocks"
+        await trio.Path(blocks).mkdir(parents=True, exist_ok=True)
+        extra += ["--read-store", str(blocks.parent)]
+    if settings.master.encoding == "pickle":
+        extra.append("--allow-pickle")
+    await stack.enter_async_context(local_swarm(
+        settings.local_peers, base, master, workers=settings.local_workers, extra_args=extra,
+        wait=False, temporary=True))
+    return master
+
+
 async def run_job(settings: RunSettings) -> CID:
     started = time.monotonic()
-    async with open_node(settings.repo, listen=settings.listen, bootstrap=settings.bootstrap,
-                         ipfs_api=settings.ipfs_api, psk=settings.psk) as node, \
-            contextlib.AsyncExitStack() as stack:
-        if settings.local_peers:
-            # Local peers boot while the job is loaded and the input added.
-            base = Path(tempfile.mkdtemp(prefix="p2pmr-peers-"))
-            stack.callback(shutil.rmtree, base, ignore_errors=True)
-            extra = [*settings.local_peer_args]
-            if node.local is not None:
-                # On one disk, peers read the master's blocks where they lie
-                # (read only, each checked) rather than over the network.
-                extra += ["--read-store", str(node.local.root.resolve())]
-            if settings.master.encoding == "pickle":
-                extra.append("--allow-pickle")
-            await stack.enter_async_context(local_swarm(
-                settings.local_peers, base, node.multiaddrs[0], str(node.peer_id),
-                workers=settings.local_workers, extra_args=extra, wait=False, temporary=True))
+    async with contextlib.AsyncExitStack() as stack:
+        local = await _start_local_peers(settings, stack) if settings.local_peers else None
+        # The master's own heavy imports (libp2p) in a thread, so that the
+        # event loop goes on spawning the local peers meanwhile.
+        await trio.to_thread.run_sync(_import_master)
+        from .master import Master
+        from .node import open_node
+
+        node = await stack.enter_async_context(open_node(
+            settings.repo, listen=settings.listen, bootstrap=settings.bootstrap,
+            ipfs_api=settings.ipfs_api, psk=settings.psk))
+        if local is not None:
+            local.set(node.multiaddrs[0], str(node.peer_id))
         code: bytes | None = None
         name: str | None = None
         input_cid: CID | None = None

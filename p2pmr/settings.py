@@ -10,12 +10,25 @@ command line builds its options from those declarations
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Final, TypeVar
 
-__all__ = ["Setting", "apply", "click_options", "command_line", "setting"]
+__all__ = ["DEFAULT_LISTEN", "Setting", "apply", "click_options", "command_line",
+           "default_repo", "setting"]
+
+# Here rather than with the node, so that what only needs defaults (the
+# command line's help, local peers' arguments) does not import libp2p.
+DEFAULT_LISTEN: Final = ("/ip4/127.0.0.1/tcp/0",)
+
+
+def default_repo() -> Path:
+    """``$P2PMR_REPO``, else ``~/.p2pmr``."""
+    env = os.environ.get("P2PMR_REPO")
+    return Path(env) if env else Path.home() / ".p2pmr"
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
