@@ -31,7 +31,7 @@ from .errors import collapsed
 from .ready import peer_command, start_peer
 from .settings import DEFAULT_LISTEN
 
-__all__ = ["LocalPeer", "MasterAddress", "local_swarm"]
+__all__ = ["LocalPeer", "MasterAddress", "local_swarm", "stop_peers"]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,17 @@ async def _stop(peer: LocalPeer, grace: float = 5.0) -> None:
     # Its workers share its process group; none may outlive it.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
+
+
+async def stop_peers(peers: Sequence[LocalPeer]) -> None:
+    """Stop these peers now, side by side (closing the swarm does it anyway).
+
+    For a master about to close its node: peers stopped first do not see it
+    go and start redialling it, and its connections to them close at once.
+    """
+    async with trio.open_nursery() as nursery:
+        for peer in list(peers):
+            nursery.start_soon(_stop, peer)
 
 
 @contextlib.asynccontextmanager

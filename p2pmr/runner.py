@@ -30,7 +30,7 @@ import trio_parallel
 
 from .errors import JobError, P2PMRError, collapsed
 from .job import STABLE_HASH_ENV, pickle_job_file, retire_after_one_job
-from .localswarm import MasterAddress, local_swarm
+from .localswarm import LocalPeer, MasterAddress, local_swarm, stop_peers
 from .master.journal import find_journal
 from .master.options import MasterOptions
 from .output import write_output
@@ -187,7 +187,7 @@ def _import_master() -> None:
 
 
 async def _start_local_peers(settings: RunSettings, stack: contextlib.AsyncExitStack
-                             ) -> MasterAddress:
+                             ) -> tuple[MasterAddress, list[LocalPeer]]:
     """Start the local peers, before the master's node: they are told where
     it is (the returned address, once set) and boot while it starts, the job
     is loaded and the input added."""
@@ -204,10 +204,10 @@ async def _start_local_peers(settings: RunSettings, stack: contextlib.AsyncExitS
         extra += ["--read-store", str(blocks.parent)]
     if settings.master.encoding == "pickle":
         extra.append("--allow-pickle")
-    await stack.enter_async_context(local_swarm(
+    peers = await stack.enter_async_context(local_swarm(
         settings.local_peers, base, master, workers=settings.local_workers, extra_args=extra,
         wait=False, temporary=True))
-    return master
+    return master, peers
 
 
 async def run_job(settings: RunSettings) -> CID:
@@ -224,7 +224,9 @@ async def run_job(settings: RunSettings) -> CID:
             settings.repo, listen=settings.listen, bootstrap=settings.bootstrap,
             ipfs_api=settings.ipfs_api, psk=settings.psk))
         if local is not None:
-            local.set(node.multiaddrs[0], str(node.peer_id))
+            local[0].set(node.multiaddrs[0], str(node.peer_id))
+            # Stopped before the node closes, so that they do not redial it.
+            stack.push_async_callback(stop_peers, local[1])
         code: bytes | None = None
         name: str | None = None
         input_cid: CID | None = None
