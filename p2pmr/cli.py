@@ -8,6 +8,7 @@ the repo lacks; given ``--ipfs-api`` they use that Kubo daemon instead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -565,7 +566,7 @@ def run(ctx: click.Context, /, jobfile: Path | None, input_: str | None, reducer
         local_peer_args=tuple(limits), bootstrap=settings.bootstrap,
         listen=listen or DEFAULT_LISTEN, output=output, overwrite=overwrite, resume=resume,
         master=apply(MasterOptions, given), psk=psk, progress=progress)
-    root = run_async(run_job, run_settings,
+    root = run_async(functools.partial(run_job, imported=_libp2p_logs), run_settings,
                      on_stop="the tasks completed so far are in the journal; run the same "
                              "command with --resume to continue from there")
     click.echo(str(root))

@@ -19,7 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -210,13 +210,17 @@ async def _start_local_peers(settings: RunSettings, stack: contextlib.AsyncExitS
     return master, peers
 
 
-async def run_job(settings: RunSettings) -> CID:
+async def run_job(settings: RunSettings, *, imported: Callable[[], object] = lambda: None
+                  ) -> CID:
+    """Run the job; ``imported`` is called once libp2p is (the command line
+    routes its logs then)."""
     started = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
         local = await _start_local_peers(settings, stack) if settings.local_peers else None
         # The master's own heavy imports (libp2p) in a thread, so that the
         # event loop goes on spawning the local peers meanwhile.
         await trio.to_thread.run_sync(_import_master)
+        imported()
         from .master import Master
         from .node import open_node
 
