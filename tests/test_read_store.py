@@ -115,3 +115,10 @@ async def test_a_corrupt_block_in_a_read_store_is_fetched_instead(master: Node,
     # The peer fetched that block over Bitswap, and only that one.
     assert FlatFS(own).read(leaves[0]) is not None
     assert not any(FlatFS(own).path_of(leaf).exists() for leaf in leaves[1:])
+
+
+def test_a_read_store_that_is_not_a_repo_is_refused_at_start(tmp_path: Path) -> None:
+    result = run_cli("peer", "--repo", str(tmp_path / "peer"), "--read-store",
+                     str(tmp_path / "nowhere"), check=False, timeout=60)
+    assert result.returncode == 1
+    assert b"has no blocks/ directory: not a p2pmr repo" in result.stderr
