@@ -52,7 +52,7 @@ from .runs import (
 )
 from .settings import setting
 from .storage.cid import CID
-from .storage.flatfs import FlatFS
+from .storage.flatfs import FlatFS, FlatFSReader
 from .storage.unixfs import (
     ImportOptions,
     StreamImporter,
@@ -177,6 +177,7 @@ class MapRequest:
     cid_version: int
     limits: WorkerLimits
     store: str | None = None  # the repo with the flatfs store, if the peer has one
+    read_stores: list[str] = field(default_factory=list)  # other repos' stores: read only
     block_cids: list[bytes] = field(default_factory=list)  # the split's run of blocks
     blocks: list[bytes] = field(default_factory=list)  # their bytes, unless read from store
     sizes: list[int] = field(default_factory=list)  # file bytes per block ([]: unchecked)
@@ -217,6 +218,7 @@ class ReduceRequest:
     partition: int
     inputs: list[bytes]  # each map output's CID (worker reads store), or its bytes
     store: str | None = None
+    read_stores: list[str] = field(default_factory=list)  # other repos' stores: read only
     inline_output: int = 256 * 1024
     input_files: list[str] = field(default_factory=list)  # spooled inputs, instead
     spill_dir: str | None = None  # the peer's scratch directory for this task, if any
@@ -416,14 +418,19 @@ def _import(data: bytes, cid_version: int, blocks: list[tuple[bytes, bytes]]) ->
     return bytes(root)
 
 
-def _read_block(store: FlatFS, cid: CID) -> bytes:
+def _read_block(store: FlatFSReader, cid: CID) -> bytes:
     data = store.read(cid)  # checked against the CID; CorruptBlock if it is not
     if data is None:
         raise UnixFSError(f"block {cid} is not in the peer's store")
     return data
 
 
-def _read_run(req: MapRequest, store: FlatFS | None) -> bytes:
+def _reader(store: str | None, read_stores: list[str]) -> FlatFSReader | None:
+    """The peer's store, then the other repos' it reads in place (none copied)."""
+    return FlatFSReader(store, read_stores) if store or read_stores else None
+
+
+def _read_run(req: MapRequest, store: FlatFSReader | None) -> bytes:
     """The file bytes of a split's run of blocks, each checked against the split."""
     if req.blocks and len(req.blocks) != len(req.block_cids):
         raise ValueError(f"{len(req.blocks)} blocks sent for a run of {len(req.block_cids)}")
@@ -599,7 +606,7 @@ def _run_map(req: MapRequest, doing: _Doing) -> MapOutcome:
                 ((p, o), decode_line(r, t)) for p, o, r, t in items)
             out.records_in = len(items)
         else:
-            data = _read_run(req, store)
+            data = _read_run(req, _reader(req.store, req.read_stores))
             records, out.records_in, edges = block_records(req.path, data, req.offset,
                                                            req.first, req.last)
             out.head_len, out.tail_len, out.no_newline = edges.head, edges.tail, edges.no_newline
@@ -686,7 +693,7 @@ def remove_stale_scratch(root: Path) -> None:
             continue
 
 
-def _openers(req: ReduceRequest, codec: Codec, store: FlatFS | None, counter: Counter
+def _openers(req: ReduceRequest, codec: Codec, store: FlatFSReader | None, counter: Counter
              ) -> list[Opener]:
     """How to open each input as a run, in the order of the map tasks."""
     streamed = codec is MSGPACK
@@ -754,11 +761,12 @@ def _run_reduce(req: ReduceRequest, doing: _Doing) -> ReduceOutcome:
     doing.combine = job.combine is not None
     out = ReduceOutcome()
     store = FlatFS(req.store) if req.store else None
+    reader = _reader(req.store, req.read_stores)
     counter = Counter()
     with _scratch(req, store) as scratch:
         try:
             with _cpu_budget(req.limits.cpu_seconds):
-                _reduce_all(req, job, codec, _openers(req, codec, store, counter), scratch,
+                _reduce_all(req, job, codec, _openers(req, codec, reader, counter), scratch,
                             store, out)
         except CorruptBlock as exc:
             out.failure = _input_failure(exc)

@@ -8,6 +8,8 @@ the repo lacks; given ``--ipfs-api`` they use that Kubo daemon instead.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import logging
 import os
 import shutil
@@ -24,9 +26,8 @@ import trio
 from ._worker import WorkerLimits
 from .errors import P2PMRError, collapsed
 from .master.options import MasterOptions
-from .node import DEFAULT_LISTEN, default_repo, open_node
 from .peer.config import PeerConfig
-from .settings import apply, click_options, command_line
+from .settings import DEFAULT_LISTEN, apply, click_options, command_line, default_repo
 from .storage import unixfs
 from .storage.base import BlockStore
 from .storage.cid import CID
@@ -53,23 +54,36 @@ class _Libp2pFilter(logging.Filter):
 
 
 def configure_logging(level: str) -> None:
-    import libp2p  # noqa: F401  (its import resets its own loggers; do that first)
+    """Log to stderr at ``level``; py-libp2p's records too, once it is imported.
 
+    libp2p is not imported here: commands that do not use the network (and
+    ``--help``) start without it. Commands that do call :func:`_libp2p_logs`
+    once it is imported.
+    """
     numeric = getattr(logging, level.upper(), logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     if not os.environ.get("LIBP2P_DEBUG"):
-        # py-libp2p detaches its loggers unless LIBP2P_DEBUG is set; route its
-        # records through ours so they are formatted like everything else.
-        # Below DEBUG only its critical ones: it logs ERROR for what p2pmr
-        # expects and handles itself (a dial to a master that has gone, a peer
-        # that reset a connection), and p2pmr reports failures in its own terms.
+        # Below DEBUG only py-libp2p's critical records: it logs ERROR for
+        # what p2pmr expects and handles itself (a dial to a master that has
+        # gone, a peer that reset a connection), and p2pmr reports failures
+        # in its own terms.
         handler.addFilter(_Libp2pFilter(logging.WARNING if numeric <= logging.DEBUG
                                         else logging.CRITICAL))
-        logging.getLogger("libp2p").propagate = True
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+
+
+def _libp2p_logs() -> None:
+    """Route py-libp2p's records through ours, now that it is imported.
+
+    Importing py-libp2p detaches its loggers unless LIBP2P_DEBUG is set, so
+    this must come after that import; its records are then formatted and
+    filtered like everything else.
+    """
+    if "libp2p" in sys.modules and not os.environ.get("LIBP2P_DEBUG"):
+        logging.getLogger("libp2p").propagate = True
 
 
 class _Stopped(Exception):
@@ -124,6 +138,7 @@ def run_async(fn: Callable[..., Awaitable[T]], *args: Any, on_stop: str | None =
     "interrupted") and the exit status is 128 + the signal's number, as a
     shell reports it. With ``on_stop=None`` a signal is a normal, silent end.
     """
+    _libp2p_logs()
     try:
         with collapsed():
             result: T = trio.run(_stop_on_signal, fn, *args)
@@ -197,7 +212,10 @@ async def open_store(settings: Settings, *, network: bool = False,
         yield await KuboStore.connect(settings.ipfs_api, timeout=timeout)
         return
     if network and settings.bootstrap:
+        from .node import open_node
         from .storage.embedded import EmbeddedStore
+
+        _libp2p_logs()
 
         async with open_node(settings.repo, bootstrap=settings.bootstrap) as node:
             assert isinstance(node.blocks, EmbeddedStore)  # no --ipfs-api: the embedded store
@@ -424,11 +442,16 @@ def _peer_ids(ctx: click.Context, param: click.Parameter,
                    "the repo's trusted_masters file.")
 @click.option("--trust-any", is_flag=True,
               help="Run jobs from ANY master. Only for closed test swarms.")
-@click_options(PeerConfig, ["workers", "allow_pickle", "task_wall_seconds", "fetch_timeout"])
+@click_options(PeerConfig, ["workers", "allow_pickle", "task_wall_seconds", "fetch_timeout",
+                            "read_stores"])
 @click_options(WorkerLimits)
 @_psk_option
 @click.option("--exit-with-parent", is_flag=True, hidden=True,
               help="Stop when the parent process dies (used by --local-peers).")
+@click.option("--master-from-stdin", is_flag=True, hidden=True,
+              help="Trust and dial the master named by the first line on stdin, "
+                   '{"addr": MULTIADDR, "peer_id": ID} (used by --local-peers, which '
+                   "starts its peers before its own node is up).")
 @click.option("--remove-repo", is_flag=True, hidden=True,
               help="Delete the repo when stopping: it was made for this run alone "
                    "(used by --local-peers, so that not even a killed master leaves it).")
@@ -436,8 +459,10 @@ def _peer_ids(ctx: click.Context, param: click.Parameter,
 @click.pass_context
 def peer(ctx: click.Context, /, listen: tuple[str, ...], bootstrap: tuple[str, ...],
          trust: tuple[str, ...], trust_any: bool, psk: str | None, exit_with_parent: bool,
-         remove_repo: bool, repo: str | None, ipfs_api: str | None, **given: Any) -> None:
+         master_from_stdin: bool, remove_repo: bool, repo: str | None, ipfs_api: str | None,
+         **given: Any) -> None:
     """Run a peer that executes tasks for trusted masters, until SIGINT or SIGTERM."""
+    from .node import open_node
     from .peer import register_protocol
     from .ready import announce_ready
 
@@ -451,10 +476,23 @@ def peer(ctx: click.Context, /, listen: tuple[str, ...], bootstrap: tuple[str, .
         async with open_node(settings.repo, listen=listen or DEFAULT_LISTEN,
                              bootstrap=settings.bootstrap, ipfs_api=settings.ipfs_api,
                              psk=psk) as node:
-            service = register_protocol(node, trust=trust, trust_any=trust_any, config=config)
+            service = register_protocol(node, trust=trust, trust_any=trust_any, config=config,
+                                        master_later=master_from_stdin)
             announce_ready(node, service)
-            if exit_with_parent:
-                await _watch_parent(parent)
+
+            def master(line: str) -> None:
+                try:
+                    doc = json.loads(line)
+                    addr, peer_id = str(doc["addr"]), str(doc["peer_id"])
+                except (ValueError, KeyError, TypeError):
+                    log.error("not a master's address on stdin: %r", line[:200])
+                    return
+                service.trust.add(peer_id)
+                node.spawn(node.keep_connected, addr)
+                log.info("trusting and dialling the master %s", peer_id)
+
+            if exit_with_parent or master_from_stdin:
+                await _watch_parent(parent, master if master_from_stdin else None)
             else:
                 await trio.sleep_forever()
 
@@ -528,34 +566,42 @@ def run(ctx: click.Context, /, jobfile: Path | None, input_: str | None, reducer
         local_peer_args=tuple(limits), bootstrap=settings.bootstrap,
         listen=listen or DEFAULT_LISTEN, output=output, overwrite=overwrite, resume=resume,
         master=apply(MasterOptions, given), psk=psk, progress=progress)
-    root = run_async(run_job, run_settings,
+    root = run_async(functools.partial(run_job, imported=_libp2p_logs), run_settings,
                      on_stop="the tasks completed so far are in the journal; run the same "
                              "command with --resume to continue from there")
     click.echo(str(root))
 
 
-async def _watch_parent(parent: int) -> None:
+async def _watch_parent(parent: int, first_line: Callable[[str], None] | None = None
+                        ) -> None:
     """Return when the process that started us is gone.
 
     A parent that gave us a pipe as stdin (``--local-peers`` does) is gone
     when that pipe reads end-of-file: the kernel closes the parent's end as
     it dies, however it dies. Otherwise (or as well) the parent is polled:
-    once we are re-parented, it is gone.
+    once we are re-parented, it is gone. The first line the parent writes
+    on the pipe, if any, goes to ``first_line``.
     """
     async with trio.open_nursery() as nursery:
         if stat.S_ISFIFO(os.fstat(0).st_mode):
-            nursery.start_soon(_until_stdin_closes, nursery.cancel_scope)
+            nursery.start_soon(_until_stdin_closes, nursery.cancel_scope, first_line)
         while os.getppid() == parent:  # noqa: ASYNC110
             await trio.sleep(0.5)
         nursery.cancel_scope.cancel()
         log.warning("parent process %d is gone; stopping", parent)
 
 
-async def _until_stdin_closes(scope: trio.CancelScope) -> None:
+async def _until_stdin_closes(scope: trio.CancelScope,
+                              first_line: Callable[[str], None] | None) -> None:
     stdin = trio.lowlevel.FdStream(os.dup(0))
+    buffer = b""
     async with stdin:
-        while await stdin.receive_some(4096):
-            pass
+        while chunk := await stdin.receive_some(4096):
+            if first_line is not None:
+                buffer += chunk
+                if b"\n" in buffer:
+                    first_line(buffer.split(b"\n", 1)[0].decode(errors="replace"))
+                    first_line, buffer = None, b""
     # Also how a parent that is still alive says "stop" (after its SIGTERM).
     log.info("the parent process closed its pipe to this peer; stopping")
     scope.cancel()

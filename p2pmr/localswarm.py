@@ -7,11 +7,17 @@ however it closes, including peers still starting up; and they never
 outlive the master's process: each holds the read end of a pipe whose only
 writer is the master, and stops when it reads end-of-file, which the kernel
 delivers the moment the master's process ends, even by SIGKILL.
+
+Peers may start before their master's node is up (a
+:class:`MasterAddress` not yet known): each then opens its own node and
+warms its workers meanwhile, and learns whom to trust and dial from one line
+its master writes on that same pipe once it knows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -22,10 +28,10 @@ from pathlib import Path
 import trio
 
 from .errors import collapsed
-from .node import DEFAULT_LISTEN
 from .ready import peer_command, start_peer
+from .settings import DEFAULT_LISTEN
 
-__all__ = ["LocalPeer", "local_swarm"]
+__all__ = ["LocalPeer", "MasterAddress", "local_swarm", "stop_peers"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,42 @@ class LocalPeer:
     repo: Path
     peer_id: str = ""
     addr: str = ""
+
+
+class MasterAddress:
+    """Where local peers find their master: known now, or once its node is up.
+
+    A master that starts its peers first tells them with :meth:`set`; they
+    overlap their start-up with its own.
+    """
+
+    def __init__(self, addr: str | None = None, peer_id: str | None = None) -> None:
+        self._known = trio.Event()
+        self.addr = addr or ""
+        self.peer_id = peer_id or ""
+        if addr and peer_id:
+            self._known.set()
+
+    @property
+    def known(self) -> bool:
+        return self._known.is_set()
+
+    def set(self, addr: str, peer_id: str) -> None:
+        self.addr, self.peer_id = addr, peer_id
+        self._known.set()
+
+    async def wait(self) -> tuple[str, str]:
+        await self._known.wait()
+        return self.addr, self.peer_id
+
+
+async def _introduce(peer: LocalPeer, master: MasterAddress) -> None:
+    """Tell a peer started with ``--master-from-stdin`` whom to trust and dial."""
+    addr, peer_id = await master.wait()
+    line = json.dumps({"addr": addr, "peer_id": peer_id}) + "\n"
+    assert peer.process.stdin is not None
+    with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError, OSError):
+        await peer.process.stdin.send_all(line.encode())
 
 
 async def _start_peer(repo: Path, args: Sequence[str], timeout: float,
@@ -76,12 +118,28 @@ async def _stop(peer: LocalPeer, grace: float = 5.0) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+async def stop_peers(peers: Sequence[LocalPeer]) -> None:
+    """Stop these peers now, side by side (closing the swarm does it anyway).
+
+    For a master about to close its node: peers stopped first do not see it
+    go and start redialling it, and its connections to them close at once.
+    """
+    async with trio.open_nursery() as nursery:
+        for peer in list(peers):
+            nursery.start_soon(_stop, peer)
+
+
 @contextlib.asynccontextmanager
-async def local_swarm(n: int, base: Path, master_addr: str, master_id: str, *,
-                      workers: int | None = None, extra_args: Sequence[str] = (),
-                      start_timeout: float = 60.0, wait: bool = True, temporary: bool = False
+async def local_swarm(n: int, base: Path, master_addr: str | MasterAddress,
+                      master_id: str = "", *, workers: int | None = None,
+                      extra_args: Sequence[str] = (), start_timeout: float = 60.0,
+                      wait: bool = True, temporary: bool = False
                       ) -> AsyncIterator[list[LocalPeer]]:
     """Run ``n`` local peers for the duration of the block.
+
+    The master is named by its address and peer ID, or by a
+    :class:`MasterAddress` that may become known only later: the peers then
+    start at once and are told when it is.
 
     With ``wait`` the block starts once every peer is ready; without, at
     once, while the peers start in the background (the master finds them as
@@ -94,8 +152,13 @@ async def local_swarm(n: int, base: Path, master_addr: str, master_id: str, *,
         from .peer import usable_cpus
 
         workers = max(1, usable_cpus() // max(1, n))
-    args = ["--listen", DEFAULT_LISTEN[0], "--bootstrap", master_addr, "--trust", master_id,
-            "--workers", str(workers), "--exit-with-parent", *extra_args]
+    master = master_addr if isinstance(master_addr, MasterAddress) else \
+        MasterAddress(master_addr, master_id)
+    args = ["--listen", DEFAULT_LISTEN[0], "--workers", str(workers), "--exit-with-parent"]
+    args += ["--bootstrap", master.addr, "--trust", master.peer_id] if master.known else \
+        ["--master-from-stdin"]
+    args += extra_args
+    later = not master.known
     if temporary:
         args.append("--remove-repo")
     peers: list[LocalPeer] = []    # started: ready for work
@@ -107,6 +170,8 @@ async def local_swarm(n: int, base: Path, master_addr: str, master_id: str, *,
                     peer = await _start_peer(base / f"peer-{i}", args, start_timeout, spawned)
                     peers.append(peer)
                     nursery.start_soon(_drain, peer)
+                    if later:
+                        nursery.start_soon(_introduce, peer, master)
 
                 if wait:
                     async with trio.open_nursery() as starters:

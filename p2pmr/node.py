@@ -34,6 +34,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from .errors import NodeError, P2PMRError, collapsed
 from .network import Libp2pNetwork, Network
+from .settings import DEFAULT_LISTEN, default_repo
 from .storage.base import BlockStore
 from .storage.bitswap import Bitswap
 from .storage.cid import CID
@@ -48,16 +49,9 @@ __all__ = ["DEFAULT_LISTEN", "Node", "default_repo", "open_node", "parse_peer_ad
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LISTEN: Final = ("/ip4/127.0.0.1/tcp/0",)
 _IDENTITY_FILE: Final = "identity.key"
 _LOCK_FILE: Final = "repo.lock"
 _CONNECT_TIMEOUT: Final = 10.0
-
-
-def default_repo() -> Path:
-    """``$P2PMR_REPO``, else ``~/.p2pmr``."""
-    env = os.environ.get("P2PMR_REPO")
-    return Path(env) if env else Path.home() / ".p2pmr"
 
 
 def parse_peer_addr(addr: str | multiaddr.Multiaddr) -> tuple[PeerID, multiaddr.Multiaddr]:

@@ -2,6 +2,10 @@
 
 Start the master's node, add a local input, optionally start local peers,
 show progress, and write the output locally if asked.
+
+Local peers are started first, before this process even imports libp2p:
+their interpreters start, import and open their nodes while the master's
+does the same, and they learn its address once it is up.
 """
 
 from __future__ import annotations
@@ -14,25 +18,28 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import trio
 
 from .errors import JobError, P2PMRError, collapsed
 from .job import in_fresh_process, pickle_job_file
-from .localswarm import local_swarm
-from .master import Master, MasterOptions
+from .localswarm import LocalPeer, MasterAddress, local_swarm, stop_peers
 from .master.journal import find_journal
-from .node import DEFAULT_LISTEN, Node, open_node
+from .master.options import MasterOptions
 from .output import write_output
 from .partition import TotalOrder
+from .settings import DEFAULT_LISTEN
 from .storage import unixfs
 from .storage.cid import CID
-from .wire.framing import TRAFFIC
+
+if TYPE_CHECKING:  # imported once local peers are on their way (see run_job)
+    from .master import Master
+    from .node import Node
 
 __all__ = ["RunSettings", "run_job"]
 
@@ -64,6 +71,8 @@ def _traffic(node: Node) -> dict[str, int]:
     payloads exchanged over Bitswap (0 with a Kubo daemon, which moves them);
     map outputs move peer to peer, so a job's blocks_in is about its output,
     not its shuffle."""
+    from .wire.framing import TRAFFIC
+
     stats = node.bitswap.stats if node.bitswap is not None else None
     return {"protocol_in": TRAFFIC.bytes_in, "protocol_out": TRAFFIC.bytes_out,
             "blocks_in": stats.bytes_received if stats else 0,
@@ -173,21 +182,56 @@ async def _load_job(jobfile: Path) -> tuple[bytes, str, TotalOrder | None]:
 
 
 
-async def run_job(settings: RunSettings) -> CID:
+def _import_master() -> None:
+    import p2pmr.master.core
+    import p2pmr.node  # noqa: F401
+
+
+async def _start_local_peers(settings: RunSettings, stack: contextlib.AsyncExitStack
+                             ) -> tuple[MasterAddress, list[LocalPeer]]:
+    """Start the local peers, before the master's node: they are told where
+    it is (the returned address, once set) and boot while it starts, the job
+    is loaded and the input added."""
+    master = MasterAddress()
+    base = Path(tempfile.mkdtemp(prefix="p2pmr-peers-"))
+    stack.callback(shutil.rmtree, base, ignore_errors=True)
+    extra = [*settings.local_peer_args]
+    if settings.ipfs_api is None:
+        # On one disk, peers read the master's blocks where they lie (read
+        # only, each checked) rather than over the network. The store may
+        # not exist yet: the master's node is not open.
+        blocks = settings.repo.resolve() / "blocks"
+        await trio.Path(blocks).mkdir(parents=True, exist_ok=True)
+        extra += ["--read-store", str(blocks.parent)]
+    if settings.master.encoding == "pickle":
+        extra.append("--allow-pickle")
+    peers = await stack.enter_async_context(local_swarm(
+        settings.local_peers, base, master, workers=settings.local_workers, extra_args=extra,
+        wait=False, temporary=True))
+    return master, peers
+
+
+async def run_job(settings: RunSettings, *, imported: Callable[[], object] = lambda: None
+                  ) -> CID:
+    """Run the job; ``imported`` is called once libp2p is (the command line
+    routes its logs then)."""
     started = time.monotonic()
-    async with open_node(settings.repo, listen=settings.listen, bootstrap=settings.bootstrap,
-                         ipfs_api=settings.ipfs_api, psk=settings.psk) as node, \
-            contextlib.AsyncExitStack() as stack:
-        if settings.local_peers:
-            # Local peers boot while the job is loaded and the input added.
-            base = Path(tempfile.mkdtemp(prefix="p2pmr-peers-"))
-            stack.callback(shutil.rmtree, base, ignore_errors=True)
-            extra = [*settings.local_peer_args]
-            if settings.master.encoding == "pickle":
-                extra.append("--allow-pickle")
-            await stack.enter_async_context(local_swarm(
-                settings.local_peers, base, node.multiaddrs[0], str(node.peer_id),
-                workers=settings.local_workers, extra_args=extra, wait=False, temporary=True))
+    async with contextlib.AsyncExitStack() as stack:
+        local = await _start_local_peers(settings, stack) if settings.local_peers else None
+        # The master's own heavy imports (libp2p) in a thread, so that the
+        # event loop goes on spawning the local peers meanwhile.
+        await trio.to_thread.run_sync(_import_master)
+        imported()
+        from .master import Master
+        from .node import open_node
+
+        node = await stack.enter_async_context(open_node(
+            settings.repo, listen=settings.listen, bootstrap=settings.bootstrap,
+            ipfs_api=settings.ipfs_api, psk=settings.psk))
+        if local is not None:
+            local[0].set(node.multiaddrs[0], str(node.peer_id))
+            # Stopped before the node closes, so that they do not redial it.
+            stack.push_async_callback(stop_peers, local[1])
         code: bytes | None = None
         name: str | None = None
         order: TotalOrder | None = None

@@ -10,12 +10,25 @@ command line builds its options from those declarations
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Final, TypeVar
 
-__all__ = ["Setting", "apply", "click_options", "command_line", "setting"]
+__all__ = ["DEFAULT_LISTEN", "Setting", "apply", "click_options", "command_line",
+           "default_repo", "setting"]
+
+# Here rather than with the node, so that what only needs defaults (the
+# command line's help, local peers' arguments) does not import libp2p.
+DEFAULT_LISTEN: Final = ("/ip4/127.0.0.1/tcp/0",)
+
+
+def default_repo() -> Path:
+    """``$P2PMR_REPO``, else ``~/.p2pmr``."""
+    env = os.environ.get("P2PMR_REPO")
+    return Path(env) if env else Path.home() / ".p2pmr"
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,7 +69,7 @@ def _shown(field: dataclasses.Field[Any], how: Setting) -> str:
     value = field.default
     if value is None:
         return "none"
-    if isinstance(value, bool):
+    if isinstance(value, (bool, tuple)):
         return ""
     if how.scale != 1:
         value = value // how.scale
@@ -83,6 +96,10 @@ def click_options(cls: type, names: Sequence[str] = ()) -> Callable[[F], F]:
                                   help=text)(fn)
                 continue
             base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+            if typing.get_origin(kind) is tuple:  # a repeatable option: tuple[str, ...]
+                fn = click.option(how.flag, field.name, type=base, multiple=True,
+                                  default=None, metavar=how.metavar, help=text)(fn)
+                continue
             option_type: Any
             if how.choices:
                 option_type = click.Choice(how.choices)
@@ -102,7 +119,7 @@ def apply(cls: type[T], given: Mapping[str, Any], base: T | None = None) -> T:
     changes: dict[str, Any] = {}
     for name, (_, how, _kind) in _fields(cls).items():
         value = given.get(name)
-        if value is None:
+        if value is None or value == ():  # not given (a repeatable option: not once)
             continue
         if how.zero_means_none and not value:
             value = None
@@ -123,6 +140,9 @@ def command_line(cls: type, given: Mapping[str, Any]) -> list[str]:
         if kind is bool:
             if value:
                 args.append(how.flag)
+        elif typing.get_origin(kind) is tuple:
+            for item in value:
+                args += [how.flag, str(item)]
         else:
             args += [how.flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return args

@@ -55,6 +55,7 @@ class MemoryBlockStore:
         self.blocks: dict[bytes, bytes] = {}  # by multihash, as flatfs keys them
         self.pins: dict[CID, bool] = {}
         self.local_root: Path | None = None
+        self.read_roots: tuple[Path, ...] = ()
 
     @property
     def corrupt(self) -> Mapping[CID, CorruptBlock]:

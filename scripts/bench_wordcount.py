@@ -173,6 +173,11 @@ def main() -> None:
               f"{p2p_times[-1] - total:6.2f} s")
         for phase in ("plan", "map", "reduce", "assemble"):
             print(f"  {phase:<8} {float(timings.get(phase, 0.0)):6.2f} s")
+        traffic = report.get("traffic", {})
+        assert isinstance(traffic, dict)
+        print(f"  master's traffic: Bitswap blocks out {traffic.get('blocks_out', 0)} B, in "
+              f"{traffic.get('blocks_in', 0)} B; protocol frames out "
+              f"{traffic.get('protocol_out', 0)} B, in {traffic.get('protocol_in', 0)} B")
         profile = report.get("task_profile", {})
         assert isinstance(profile, dict)
         for phase, sums in profile.items():

@@ -91,6 +91,8 @@ def test_run_with_local_peers_output_and_cat(tmp_path: Path) -> None:
         assert keys == sorted(keys)
     report = json.loads((repo / "jobs" / manifest["job"] / "report.json").read_text())
     assert report["output"] == output_cid and report["timings"]["total"] > 0
+    # Local peers read the master's store in place: no block went out over Bitswap.
+    assert report["traffic"]["blocks_out"] == 0
 
 
 def test_run_reports_user_errors_with_traceback(tmp_path: Path) -> None:

@@ -84,3 +84,18 @@ def test_every_public_name_resolves() -> None:
 
     for name in p2pmr.__all__:
         assert getattr(p2pmr, name) is not None, name
+
+
+def test_light_entry_points_do_not_import_libp2p() -> None:
+    """The command line's help and the worker processes start without libp2p
+    (about a second of imports): a worker of a peer started by the ``p2pmr``
+    script re-imports that script's module, the command line, when it spawns."""
+    probe = ("import sys, {module}; "
+             "print(sorted({{m.split('.')[0] for m in sys.modules}} & {{'libp2p', 'multiaddr'}}))")
+    for module in ("p2pmr.cli", "p2pmr._worker", "p2pmr.peer.config", "p2pmr.master.options",
+                   "p2pmr.localswarm"):
+        out = subprocess.run([sys.executable, "-c", probe.format(module=module)],
+                             capture_output=True, text=True, check=True).stdout
+        assert out.strip() == "[]", f"importing {module} imports {out.strip()}"
+    usage = run_cli("--help").stdout.decode()
+    assert "peer" in usage and "run" in usage

@@ -23,6 +23,12 @@ def test_given_settings_convert_to_the_dataclass_and_back() -> None:
                                                  "--max-task-cpu", "0"]
     # Nothing given: the library's defaults, untouched.
     assert apply(MasterOptions, {}) == MasterOptions()
+    # A repeatable option: a tuple, () when not given, each item again on the way back.
+    assert apply(PeerConfig, {"read_stores": ()}, PeerConfig(workers=1)).read_stores == ()
+    config = apply(PeerConfig, {"read_stores": ("a", "b")}, PeerConfig(workers=1))
+    assert config.read_stores == ("a", "b")
+    assert command_line(PeerConfig, {"read_stores": ("a", "b")}) == \
+        ["--read-store", "a", "--read-store", "b"]
 
 
 def test_the_command_line_shows_the_librarys_defaults() -> None:

@@ -16,7 +16,26 @@ the final output stays retrievable from the master's repo alone.
 here are its parts, one job each.
 """
 
-from .core import InitMaster, Master
-from .options import MasterOptions
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["InitMaster", "Master", "MasterOptions"]
+
+# Imported when first used: the options alone (for the command line's
+# help) must not bring in the run loop and libp2p with it.
+_WHERE = {"InitMaster": "core", "Master": "core", "MasterOptions": "options"}
+
+if TYPE_CHECKING:
+    from .core import InitMaster, Master
+    from .options import MasterOptions
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -43,3 +43,7 @@ class PeerConfig:
     first_frame_timeout: float = 10.0
     fetch_timeout: float = setting(60.0, flag="--fetch-timeout", metavar="SECONDS", help=(
         "How long to wait for a task's input from the swarm."))
+    read_stores: tuple[str, ...] = setting((), flag="--read-store", metavar="REPO", help=(
+        "Also read blocks from this other repo's block store on this machine, in place "
+        "and read only, before asking the swarm (repeatable). `p2pmr run --local-peers` "
+        "gives its peers the master's repo."))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import trio
 from libp2p.peer.id import ID as PeerID
 
-from ..errors import ProtocolError, UnsupportedVersion
+from ..errors import NodeError, ProtocolError, UnsupportedVersion
 from ..job import runtime_mismatch
 from ..network import Stream
 from ..node import Node
@@ -57,6 +57,8 @@ class PeerService:
         self.config = config
         self.trust = trust
         self.faults = faults or Faults()
+        if config.read_stores:
+            _read_from(node, config.read_stores)
         self.workers = workers or ProcessWorkers(config.workers, config.limits)
         self.runner = TaskRunner(node, config, self.workers)
         self.stats = PeerStats()
@@ -162,11 +164,21 @@ class PeerService:
                 del self._active[remote]
 
 
+def _read_from(node: Node, roots: Iterable[str]) -> None:
+    """Let the node's store read other repos' stores in place (PeerConfig.read_stores)."""
+    from ..storage.embedded import EmbeddedStore
+
+    if not isinstance(node.blocks, EmbeddedStore):
+        raise NodeError("--read-store needs the embedded block store (not --ipfs-api, not "
+                        "an in-memory node)")
+    node.blocks.read_from(list(roots))
+
+
 def register_protocol(node: Node, *, trust: Iterable[str | PeerID] = (),
                       trust_any: bool = False, workers: int | None = None,
                       allow_pickle: bool = False, config: PeerConfig | None = None,
-                      faults: Faults | None = None, pool: WorkerPool | None = None
-                      ) -> PeerService:
+                      faults: Faults | None = None, pool: WorkerPool | None = None,
+                      master_later: bool = False) -> PeerService:
     """Make ``node`` a worker: serve ``/ipfs/mapreduce/1.0.0`` on it.
 
     Masters are trusted if listed in ``trust`` or in the repo's
@@ -175,6 +187,8 @@ def register_protocol(node: Node, *, trust: Iterable[str | PeerID] = (),
     CPU count), each in its own process. ``faults`` makes the peer misbehave
     on purpose (fault-injection tests; see :class:`~.faults.Faults`), and
     ``pool`` replaces its worker processes (:mod:`p2pmr.testing`).
+    ``master_later`` says the master to trust is added later
+    (``service.trust.add``), as local peers learn theirs once it is up.
     """
     if config is None:
         config = PeerConfig(allow_pickle=allow_pickle) if not workers else \
@@ -187,7 +201,7 @@ def register_protocol(node: Node, *, trust: Iterable[str | PeerID] = (),
     node.spawn(node.network.announce)
     log.info("serving %s with %d worker(s) for %s", PROTOCOL_ID, config.workers,
              service.trust.describe())
-    if not trust_any and not service.trust.count():
+    if not trust_any and not master_later and not service.trust.count():
         log.warning("this peer trusts no master, so it will refuse every job. Restart it "
                     "with --trust MASTER_PEER_ID (`p2pmr id --repo MASTER_REPO` prints it; "
                     "trust=[...] in register_protocol), or list master IDs in %s, which is "

@@ -121,6 +121,8 @@ class TaskRunner:
         self._scratch = Path(root) / _worker.SCRATCH if root is not None else None
         if self._scratch is not None:
             _worker.remove_stale_scratch(self._scratch)
+        # ...and read in place the blocks held in other repos' stores it reads.
+        self._read_stores = [str(r) for r in node.blocks.read_roots]
 
     def queued(self) -> int:
         return max(0, self._limiter.statistics().tasks_waiting)
@@ -257,7 +259,8 @@ class TaskRunner:
         request = _worker.MapRequest(
             code_cid=bytes(job.code), code=code, encoding=job.encoding,
             allow_pickle=self.config.allow_pickle, reducers=job.reducers,
-            cid_version=job.cid_version, limits=self.config.limits, store=self._store_path)
+            cid_version=job.cid_version, limits=self.config.limits, store=self._store_path,
+            read_stores=self._read_stores)
         if job.boundaries is not None:
             request.boundaries = await self._cached(job.boundaries, providers,
                                                     "partition boundaries")
@@ -322,7 +325,7 @@ class TaskRunner:
                 code_cid=bytes(job.code), code=code, encoding=job.encoding,
                 allow_pickle=self.config.allow_pickle, cid_version=job.cid_version,
                 limits=self.config.limits, partition=task.partition, inputs=[],
-                store=self._store_path, spill_dir=str(scratch))
+                store=self._store_path, read_stores=self._read_stores, spill_dir=str(scratch))
             await self._fetch_inputs(inputs, providers, budget, scratch, request)
             timing.fetch = trio.current_time() - fetch_started
             outcome, inline = await self._execute(_worker.run_reduce, request, task.id.index,

@@ -54,6 +54,11 @@ class BlockStore(Protocol):
     #: blocks live elsewhere (a daemon).
     local_root: Path | None
 
+    #: Other repos' flatfs stores on this machine that this store reads
+    #: blocks from in place, after its own and before the network, and that
+    #: workers may read too; never written (:class:`~.flatfs.FlatFSReader`).
+    read_roots: tuple[Path, ...]
+
     @property
     def corrupt(self) -> Mapping[CID, CorruptBlock]:
         """Local copies found corrupt and set aside, until stored again."""

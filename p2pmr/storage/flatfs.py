@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,12 @@ from ..errors import (
     BlockVerificationError,
     CorruptBlock,
     P2PMRError,
+    StorageError,
 )
 from .base import MAX_BLOCK_SIZE, dag_links
 from .cid import CID, RAW
 
-__all__ = ["FlatFS", "FlatFSStore"]
+__all__ = ["FlatFS", "FlatFSReader", "FlatFSStore"]
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,18 @@ class FlatFS:
     is: a disk that flips a bit, or a file edited by hand, must not turn into
     a wrong result or be served to peers. A copy that fails the check is
     moved aside into ``<repo>/corrupt/`` and the block counts as missing.
+
+    With ``read_only`` the directory is another repo's, read in place (a
+    local peer reading its master's store): nothing here ever writes to it
+    or moves anything in it, a corrupt copy included, which is left for its
+    owner to find; it only counts as missing for us.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, read_only: bool = False) -> None:
         self.root = Path(root)
         self.blocks = self.root / "blocks"
         self.corrupt_dir = self.root / "corrupt"
+        self.read_only = read_only
 
     def path_of(self, cid: CID) -> Path:
         key = _key(cid)
@@ -76,6 +83,9 @@ class FlatFS:
                 return None
             if cid.verify(data):
                 return data
+            if self.read_only:
+                raise CorruptBlock(cid, path, also="left in place: that store is another "
+                                                   "repo's, read only here")
             error = self.set_aside(cid, path, inode)
             if error is not None:
                 raise error
@@ -89,6 +99,7 @@ class FlatFS:
         With ``inode``, only that file is moved: if another has taken its
         place meanwhile (a repair), nothing is moved and None is returned.
         """
+        self._check_writable()
         self.corrupt_dir.mkdir(exist_ok=True)
         target = self.corrupt_dir / path.name
         n = 0
@@ -107,6 +118,7 @@ class FlatFS:
 
     def write(self, cid: CID, data: bytes) -> None:
         """Store a block the caller has checked, repairing a corrupt copy in place."""
+        self._check_writable()
         path = self.path_of(cid)
         try:
             if path.stat().st_size == len(data) and path.read_bytes() == data:
@@ -124,6 +136,10 @@ class FlatFS:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise StorageError(f"{self.root} is another repo's block store, read only here")
 
     def scan(self) -> Iterator[tuple[CID, Path, bool]]:
         """Every stored block as (CID, path, intact), read and hashed one by one.
@@ -147,6 +163,42 @@ class FlatFS:
             yield cid, path, cid.verify(data)
 
 
+class FlatFSReader:
+    """Reads a block from the first of several flatfs directories that holds it.
+
+    A node's own store comes first, then other repos' stores on the same
+    disk, read in place and never written (:attr:`FlatFS.read_only`): a
+    local peer reads its master's blocks where they lie, instead of having
+    them copied over the network into a store of its own. Blocks are named
+    by their hashes and every read is checked, so any copy that hashes
+    right is the block, whichever repo holds it.
+    """
+
+    def __init__(self, own: str | os.PathLike[str] | None,
+                 others: Iterable[str | os.PathLike[str]] = ()) -> None:
+        self.stores = ([FlatFS(own)] if own is not None else []) + \
+            [FlatFS(root, read_only=True) for root in others]
+
+    def read(self, cid: CID) -> bytes | None:
+        """The block's bytes, checked, from the first store with an intact copy.
+
+        None if no store holds it; :class:`CorruptBlock` if the only copies
+        are corrupt (the own store's is set aside, as by :meth:`FlatFS.read`).
+        """
+        corrupt: CorruptBlock | None = None
+        for fs in self.stores:
+            try:
+                data = fs.read(cid)
+            except CorruptBlock as exc:
+                corrupt = corrupt or exc
+                continue
+            if data is not None:
+                return data
+        if corrupt is not None:
+            raise corrupt
+        return None
+
+
 class FlatFSStore:
     """Blocks as files on disk, with a pin set beside them.
 
@@ -160,6 +212,7 @@ class FlatFSStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.local_root: Path | None = self.root
+        self.read_roots: tuple[Path, ...] = ()
         self.fs = FlatFS(self.root)
         self._blocks = self.fs.blocks
         self._pins = self.root / "pins"

@@ -102,6 +102,7 @@ class KuboStore:
         self.default_timeout = default_timeout
         self.version = ""
         self.local_root: Path | None = None
+        self.read_roots: tuple[Path, ...] = ()
         self._limiter = trio.CapacityLimiter(16)
         self._introduced: set[str] = set()
 
