@@ -211,6 +211,24 @@ async def _start_local_peers(settings: RunSettings, stack: contextlib.AsyncExitS
     return master, peers
 
 
+async def _write_report(master: Master, node: Node, repo: Path, elapsed: float) -> None:
+    """The run report, ``jobs/<job>/report.json`` in the master's repo: timings,
+    where task time went, traffic and locality, which the manifest leaves out
+    so that the output CID stays a function of the job."""
+    report = {"output": str(master.output), "job": str(master.job_cid), "wall_seconds": elapsed,
+              "timings": master.timings, "resumed_tasks": master.resumed_tasks,
+              "task_profile": master.task_profile(),
+              "counts": master.manifest.get("counts", {}),
+              "peers": {k: vars(v) for k, v in master.get_peer_status().items()},
+              "map_reruns": master.map_reruns,
+              "traffic": {**_traffic(node), "repo_bytes":
+                          await trio.to_thread.run_sync(_tree_size, repo)},
+              "locality": master.locality.report.as_json() if master.locality else {}}
+    report_dir = repo / "jobs" / str(master.job_cid)
+    await trio.Path(report_dir).mkdir(parents=True, exist_ok=True)
+    await trio.Path(report_dir / "report.json").write_text(json.dumps(report, indent=2))
+
+
 async def run_job(settings: RunSettings, *, imported: Callable[[], object] = lambda: None
                   ) -> CID:
     """Run the job; ``imported`` is called once libp2p is (the command line
@@ -274,18 +292,7 @@ async def run_job(settings: RunSettings, *, imported: Callable[[], object] = lam
                         total_order=order)
         root = await _run_with_progress(master, settings.progress)
         elapsed = time.monotonic() - started
-        report = {"output": str(root), "job": str(master.job_cid), "wall_seconds": elapsed,
-                  "timings": master.timings, "resumed_tasks": master.resumed_tasks,
-                  "task_profile": master.task_profile(),
-                  "counts": master.manifest.get("counts", {}),
-                  "peers": {k: vars(v) for k, v in master.get_peer_status().items()},
-                  "map_reruns": master.map_reruns,
-                  "traffic": {**_traffic(node), "repo_bytes":
-                              await trio.to_thread.run_sync(_tree_size, settings.repo)},
-                  "locality": master.locality.report.as_json() if master.locality else {}}
-        report_dir = settings.repo / "jobs" / str(master.job_cid)
-        await trio.Path(report_dir).mkdir(parents=True, exist_ok=True)
-        await trio.Path(report_dir / "report.json").write_text(json.dumps(report, indent=2))
+        await _write_report(master, node, settings.repo, elapsed)
         click.echo(f"job {master.job_cid} finished in {elapsed:.2f}s "
                    f"(map {master.timings.get('map', 0):.2f}s, "
                    f"reduce {master.timings.get('reduce', 0):.2f}s); "
