@@ -63,8 +63,6 @@ class Locality:
         self._tasks = {t.index: t for t in tasks}
         self._holders: dict[int, set[Hashable]] = {}
         self._local: dict[Hashable, list[int]] = {}
-        self._unheld = list(self._splits)   # a heap of splits no peer was found to hold
-        heapq.heapify(self._unheld)
         self._probed: set[Hashable] = set()    # asked (or being asked)
         self._answered: set[Hashable] = set()  # asked, and the answers are in
         self._starved: dict[Hashable, float] = {}
@@ -114,29 +112,30 @@ class Locality:
 
     # -- choosing ------------------------------------------------------------------------
 
-    def next_for(self, peer: Hashable, idle: Callable[[Task], bool],
-                 usable: Callable[[Hashable], bool]) -> Task | bool:
-        """The split ``peer`` should run next: one it holds, else one nobody
-        (usable) holds. ``True`` when it may take any split, having waited
-        long enough; ``False`` when it should wait for now. A peer whose
-        answer is not in yet waits too: it may hold splits of its own."""
+    def first_for(self, peer: Hashable, idle: Callable[[Task], bool]) -> Task | None:
+        """A split ``peer`` holds and may run now, if any."""
         heap = self._local.get(peer, [])
         while heap:
             task = self._tasks[heap[0]]
             if idle(task):
                 self._starved.pop(peer, None)
                 return task
-            heapq.heappop(heap)
-        if peer in self._answered:
-            while self._unheld:
-                task = self._tasks[self._unheld[0]]
-                if idle(task) and not any(usable(h) for h in self.holders(task.index)):
-                    self._starved.pop(peer, None)
-                    return task
-                heapq.heappop(self._unheld)  # taken, or held by a peer that can run it
+            heapq.heappop(heap)  # taken since, or done
+        return None
+
+    def may_take(self, task: Task, peer: Hashable, usable: Callable[[Hashable], bool]) -> bool:
+        """Whether ``peer``, holding none of its own, may take ``task`` now.
+
+        Any task but a split that another usable peer holds, at once; such a
+        split only once the peer has found nothing else for ``wait`` seconds.
+        A peer whose answer is not in yet waits too: it may hold splits.
+        """
+        others = [h for h in self.holders(task.index) if h != peer and usable(h)]
+        if peer in self._answered and not others:
+            self._starved.pop(peer, None)
+            return True
         now = time.monotonic()
-        since = self._starved.setdefault(peer, now)
-        return now - since >= self.wait
+        return now - self._starved.setdefault(peer, now) >= self.wait
 
     def completed(self, task: Task, peer: Hashable) -> None:
         """Count where a split ran, for the run report."""

@@ -181,12 +181,18 @@ class PhaseStatus:
                 f"{self.failed} failed")
 
 
+_MAX_PASSED = 512  # tasks a peer may pass over, looking for one it may take
+
+
 class Placement(Protocol):
     """Which task a peer takes first (:class:`~p2pmr.master.locality.Locality`)."""
 
-    def next_for(self, peer: Hashable, idle: Callable[[Task], bool],
-                 usable: Callable[[Hashable], bool]) -> Task | bool:
-        """A task for ``peer``; True: take any; False: nothing for now."""
+    def first_for(self, peer: Hashable, idle: Callable[[Task], bool]) -> Task | None:
+        """A task ``peer`` should take before any other, if any."""
+        ...
+
+    def may_take(self, task: Task, peer: Hashable, usable: Callable[[Hashable], bool]) -> bool:
+        """Whether ``peer`` may take ``task`` now (else it is left for others)."""
         ...
 
 
@@ -339,18 +345,26 @@ class Scheduler:
                 usable = self.book.usable()
             if peer is None or self.may_take(task, peer, usable):
                 return task
-        placement = self._placement.get(phase)
-        if placement is not None and peer is not None:
-            choice = placement.next_for(peer, self.takeable, self._usable)
-            if choice is False or isinstance(choice, Task):
-                return choice or None
+        placement = self._placement.get(phase) if peer is not None else None
+        if placement is not None:
+            first = placement.first_for(peer, self.takeable)
+            if first is not None:
+                return first
         heap = self._idle.get(phase, [])
-        while heap:
-            task = tasks[heap[0]]
-            if self.takeable(task):
-                return task
-            heapq.heappop(heap)  # stale: taken, finished or failed since
-        return None
+        passed: list[int] = []  # idle tasks left for other peers, put back after
+        try:
+            while heap and len(passed) < _MAX_PASSED:
+                task = tasks[heap[0]]
+                if not self.takeable(task):
+                    heapq.heappop(heap)  # stale: taken, finished or failed since
+                elif placement is None or placement.may_take(task, peer, self._usable):
+                    return task
+                else:
+                    passed.append(heapq.heappop(heap))
+            return None
+        finally:
+            for index in passed:
+                heapq.heappush(heap, index)
 
     def may_take(self, task: Task, peer: Hashable, usable: list[PeerRecord] | None = None) -> bool:
         """A peer may take a task unless it failed it and another usable peer,
