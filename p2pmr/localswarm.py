@@ -133,7 +133,7 @@ async def stop_peers(peers: Sequence[LocalPeer]) -> None:
 async def local_swarm(n: int, base: Path, master_addr: str | MasterAddress,
                       master_id: str = "", *, workers: int | None = None,
                       extra_args: Sequence[str] = (), start_timeout: float = 60.0,
-                      wait: bool = True, temporary: bool = False
+                      wait: bool = True, temporary: bool = False, siblings: bool = False
                       ) -> AsyncIterator[list[LocalPeer]]:
     """Run ``n`` local peers for the duration of the block.
 
@@ -146,7 +146,10 @@ async def local_swarm(n: int, base: Path, master_addr: str | MasterAddress,
     they connect), so their start-up overlaps whatever the caller does next.
     With ``temporary`` each peer deletes its repo (under ``base``) as it
     stops, and ``base`` too once it is empty: nothing is left behind even
-    when the caller is killed before it can clean up.
+    when the caller is killed before it can clean up. With ``siblings`` each
+    peer also reads the others' stores in place (``--read-store``), so a
+    reducer reads the map outputs of a peer on the same disk where they lie
+    instead of having them sent over the network.
     """
     if workers is None:
         from .peer import usable_cpus
@@ -161,13 +164,22 @@ async def local_swarm(n: int, base: Path, master_addr: str | MasterAddress,
     later = not master.known
     if temporary:
         args.append("--remove-repo")
+
+    def _siblings_of(i: int) -> list[str]:
+        return [arg for j in range(n) if j != i and siblings
+                for arg in ("--read-store", str(base / f"peer-{j}"))]
+
+    if siblings:  # each store exists before any peer looks for it
+        for i in range(n):
+            (base / f"peer-{i}" / "blocks").mkdir(parents=True, exist_ok=True)
     peers: list[LocalPeer] = []    # started: ready for work
     spawned: list[LocalPeer] = []  # every process, started or still starting
     with collapsed():  # errors in the block leave as themselves
         async with trio.open_nursery() as nursery:
             try:
                 async def start(i: int) -> None:
-                    peer = await _start_peer(base / f"peer-{i}", args, start_timeout, spawned)
+                    peer = await _start_peer(base / f"peer-{i}", [*args, *_siblings_of(i)],
+                                             start_timeout, spawned)
                     peers.append(peer)
                     nursery.start_soon(_drain, peer)
                     if later:

@@ -207,7 +207,7 @@ async def _start_local_peers(settings: RunSettings, stack: contextlib.AsyncExitS
         extra.append("--allow-pickle")
     peers = await stack.enter_async_context(local_swarm(
         settings.local_peers, base, master, workers=settings.local_workers, extra_args=extra,
-        wait=False, temporary=True))
+        wait=False, temporary=True, siblings=settings.ipfs_api is None))
     return master, peers
 
 

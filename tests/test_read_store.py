@@ -122,3 +122,40 @@ def test_a_read_store_that_is_not_a_repo_is_refused_at_start(tmp_path: Path) -> 
                      str(tmp_path / "nowhere"), check=False, timeout=60)
     assert result.returncode == 1
     assert b"has no blocks/ directory: not a p2pmr repo" in result.stderr
+
+
+
+async def test_local_peers_read_each_others_map_outputs_in_place(master: Node,
+                                                                 tmp_path: Path) -> None:
+    """Sibling peers on one disk: a reducer reads the other peer's map outputs
+    where they lie, so no peer's store ends up with a copy of another's blocks
+    (nor of the master's input), and the shuffle never crosses the network."""
+    from collections import Counter
+
+    from p2pmr.localswarm import local_swarm
+
+    cid = await master.add_path(GUTENBERG)
+    base = tmp_path / "peers"
+    async with local_swarm(2, base, master.multiaddrs[0], str(master.peer_id), workers=1,
+                           extra_args=("--read-store", str(master.repo)), siblings=True):
+        # A split per block: map outputs on both peers, for both reducers.
+        job = InitMaster(master, cid, job=load_job_file(ROOT / "tests" / "jobs" / "lines.py"),
+                         n_reducers=2, split_size=0)
+        with trio.fail_after(120):
+            root = await job.run()
+        text = b"".join([await unixfs.read_range(master.blocks, e.cid)
+                         for e in await unixfs.list_directory(master.blocks, root)
+                         if e.name.startswith("part-")])
+    got = {k: int(v) for k, v in (line.rsplit("\t", 1) for line in text.decode().split("\n")[:-1])}
+    expected: Counter[str] = Counter()
+    for path in sorted(GUTENBERG.iterdir()):
+        raw = path.read_bytes()
+        pieces = raw.split(b"\n")[:-1] if raw.endswith(b"\n") else raw.split(b"\n")
+        expected.update(p.removesuffix(b"\r").decode("utf-8", "replace") for p in pieces)
+    assert got == dict(expected)
+    held = [{p.name for p in (base / f"peer-{i}" / "blocks").rglob("*.data")} for i in range(2)]
+    assert held[0] and held[1]
+    assert not held[0] & held[1], f"{len(held[0] & held[1])} blocks were copied between peers"
+    inputs = {FlatFS(master.repo).path_of(c).name
+              for path in sorted(GUTENBERG.iterdir()) for c in _leaves(path)}
+    assert not (held[0] | held[1]) & inputs
