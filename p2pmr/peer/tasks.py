@@ -28,6 +28,7 @@ from ..node import Node
 from ..storage import unixfs
 from ..storage.base import Fetcher, fetch_dag
 from ..storage.cid import CID
+from ..storage.flatfs import FlatFS
 from ..wire.codes import ErrorCode
 from ..wire.messages import (
     Block,
@@ -123,6 +124,9 @@ class TaskRunner:
             _worker.remove_stale_scratch(self._scratch)
         # ...and read in place the blocks held in other repos' stores it reads.
         self._read_stores = [str(r) for r in node.blocks.read_roots]
+        # Where a worker finds blocks. Whether a block is there is all a map
+        # task needs to know first: the worker checks every block it reads.
+        self._on_disk = [FlatFS(p) for p in [self._store_path or "", *self._read_stores] if p]
 
     def queued(self) -> int:
         return max(0, self._limiter.statistics().tasks_waiting)
@@ -162,8 +166,8 @@ class TaskRunner:
             raise TaskFailed(ErrorCode.BAD_REQUEST, f"{what} is not a valid UnixFS file: "
                              f"{exc}") from None
 
-    async def _input_blocks(self, cids: Sequence[CID], providers: Sequence[PeerID]
-                            ) -> list[bytes]:
+    async def _input_blocks(self, cids: Sequence[CID], providers: Sequence[PeerID], *,
+                            checked: bool = False) -> list[bytes]:
         """Make a split's blocks local, fetching the missing ones side by side.
 
         With a local store the worker reads (and checks) the blocks itself, so
@@ -176,7 +180,8 @@ class TaskRunner:
 
         async def one(i: int, cid: CID) -> None:
             async with limiter:
-                if local and await self.node.blocks.has(cid):
+                if local and (await self.node.blocks.has(cid) if checked
+                              else any(fs.path_of(cid).exists() for fs in self._on_disk)):
                     return
                 data = await self.node.blocks.get(cid, timeout=self.config.fetch_timeout,
                                                   providers=providers)
@@ -290,7 +295,7 @@ class TaskRunner:
             # A local copy was corrupt or gone; the worker set every bad one
             # aside, so fetching again brings intact copies. Once.
             log.info("map task %d: %s; fetching its input again", task.id.index, exc.message)
-            await self._input_blocks(task.split.blocks, providers)
+            await self._input_blocks(task.split.blocks, providers, checked=True)
             outcome, _ = await self._execute(_worker.run_map, request, task.id.index,
                                                   progress, timing)
         assert isinstance(outcome, _worker.MapOutcome)
