@@ -188,7 +188,7 @@ def _import_master() -> None:
 
 
 async def _start_local_peers(settings: RunSettings, stack: contextlib.AsyncExitStack
-                             ) -> tuple[MasterAddress, list[LocalPeer]]:
+                             ) -> tuple[MasterAddress, list[LocalPeer], Path]:
     """Start the local peers, before the master's node: they are told where
     it is (the returned address, once set) and boot while it starts, the job
     is loaded and the input added."""
@@ -208,7 +208,17 @@ async def _start_local_peers(settings: RunSettings, stack: contextlib.AsyncExitS
     peers = await stack.enter_async_context(local_swarm(
         settings.local_peers, base, master, workers=settings.local_workers, extra_args=extra,
         wait=False, temporary=True, siblings=settings.ipfs_api is None))
-    return master, peers
+    return master, peers, base
+
+
+def _read_local_peers(node: Node, n: int, base: Path) -> None:
+    """The master reads its local peers' stores in place too: the part files
+    it fetches are on this disk already. Pinning the output still copies them
+    into its own repo, which outlives the peers'."""
+    from .storage.embedded import EmbeddedStore
+
+    if isinstance(node.blocks, EmbeddedStore):
+        node.blocks.read_from([base / f"peer-{i}" for i in range(n)])
 
 
 async def _write_report(master: Master, node: Node, repo: Path, elapsed: float) -> None:
@@ -248,6 +258,7 @@ async def run_job(settings: RunSettings, *, imported: Callable[[], object] = lam
             ipfs_api=settings.ipfs_api, psk=settings.psk))
         if local is not None:
             local[0].set(node.multiaddrs[0], str(node.peer_id))
+            _read_local_peers(node, settings.local_peers, local[2])
             # Stopped before the node closes, so that they do not redial it.
             stack.push_async_callback(stop_peers, local[1])
         code: bytes | None = None

@@ -109,6 +109,13 @@ class Results:
     async def reduce(self, result: ReduceResult, peer: PeerID) -> ReduceOutput:
         await self._take_inline(result.blocks)
         await self._replicate(result.output, peer)
+        # Kept in this repo now, not at the end: found in a local peer's
+        # store (read in place), the part file would go when that peer does.
+        try:
+            await self.blocks.pin(result.output, recursive=True, timeout=self.fetch_timeout)
+        except BlockNotFound as exc:
+            raise AttemptFailed(FailureKind.INFRA, f"could not keep the output "
+                                f"{result.output}: {exc}") from None
         return ReduceOutput(result.output, result.records_in, result.keys, result.records_out,
                             result.bytes, timings=result.timings.seconds())
 
