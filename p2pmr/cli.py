@@ -443,7 +443,7 @@ def _peer_ids(ctx: click.Context, param: click.Parameter,
 @click.option("--trust-any", is_flag=True,
               help="Run jobs from ANY master. Only for closed test swarms.")
 @click_options(PeerConfig, ["workers", "allow_pickle", "task_wall_seconds", "fetch_timeout",
-                            "read_stores"])
+                            "max_input_size", "read_stores"])
 @click_options(WorkerLimits)
 @_psk_option
 @click.option("--exit-with-parent", is_flag=True, hidden=True,
@@ -533,7 +533,7 @@ def peer(ctx: click.Context, /, listen: tuple[str, ...], bootstrap: tuple[str, .
 @_psk_option
 @click.option("--progress/--no-progress", default=True, help="Show progress on stderr.")
 @click_options(WorkerLimits)
-@click_options(PeerConfig, ["task_wall_seconds"])
+@click_options(PeerConfig, ["task_wall_seconds", "max_input_size"])
 @store_options
 @click.pass_context
 def run(ctx: click.Context, /, jobfile: Path | None, input_: str | None, reducers: int | None,
@@ -552,9 +552,9 @@ def run(ctx: click.Context, /, jobfile: Path | None, input_: str | None, reducer
         raise click.UsageError("--input is required")
     limits = command_line(WorkerLimits, given) + command_line(PeerConfig, given)
     if limits and not local_peers:
-        raise click.UsageError("--max-task-memory, --max-task-cpu and --max-task-time apply to "
-                               "--local-peers; other peers set their own (`p2pmr peer "
-                               "--max-task-memory ...`)")
+        raise click.UsageError("--max-task-memory, --max-task-cpu, --max-task-time and "
+                               "--max-task-input apply to --local-peers; other peers set "
+                               "their own (`p2pmr peer --max-task-memory ...`)")
     if output is not None:
         try:
             check_output_dir(output, overwrite=overwrite)

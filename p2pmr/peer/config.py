@@ -34,7 +34,10 @@ class PeerConfig:
     limits: WorkerLimits = field(default_factory=WorkerLimits)
     max_frame_size: int = 1024 * 1024
     max_code_size: int = 16 * 1024 * 1024
-    max_input_size: int = 512 * 1024 * 1024    # per task, all inputs together
+    max_input_size: int = setting(
+        16 * 1024**3, flag="--max-task-input", metavar="MIB", scale=1024**2, help=(
+            "Bytes one task may fetch, all its inputs together. Reduce tasks stream "
+            "their inputs, so this bounds the disk a task fills, not its memory."))
     max_tasks_per_master: int = 64               # concurrent tasks per master
     max_streams_per_peer: int = 16               # concurrent protocol streams per remote peer
     max_streams: int = 256                       # concurrent protocol streams in all

@@ -102,7 +102,8 @@ class _Budget:
             if self.scope:
                 over += f" for {self.scope} ({self.left} bytes left)"
             raise TaskFailed(ErrorCode.LIMIT_EXCEEDED, f"{what} is {size} bytes, over this "
-                             f"peer's {over}")
+                             f"peer's {over} (raise it with `p2pmr peer --max-task-input "
+                             f"MIB`)")
         self.left -= size
 
 
