@@ -13,6 +13,7 @@ from p2pmr.node import Node
 from p2pmr.records import SplitInfo
 from p2pmr.storage import unixfs
 from p2pmr.storage.flatfs import FlatFS
+from p2pmr.wire.framing import PROTOCOL_ID
 
 from .helpers import ROOT, gutenberg_files, run_cli
 from .swarm import Swarm, output_counts, reference_counts
@@ -45,6 +46,10 @@ async def test_splits_run_on_the_peers_that_hold_them(master: Node, swarm: Swarm
         repo = swarm.base / f"holder-{i}"
         await trio.to_thread.run_sync(run_cli, "add", str(book), "--repo", str(repo))
         peers.append(await trio.to_thread.run_sync(lambda i=i: swarm.start(name=f"holder-{i}")))
+    # Data placed in advance, on peers that are there: all three have joined.
+    with trio.fail_after(30):
+        while len(master.network.peers_speaking(PROTOCOL_ID)) < 3:  # noqa: ASYNC110
+            await trio.sleep(0.05)
     job = InitMaster(master, cid, job=load_job_file(WORDCOUNT), n_reducers=2,
                      split_size=1024 * 1024)
     with trio.fail_after(120):

@@ -126,12 +126,16 @@ class Locality:
     def may_take(self, task: Task, peer: Hashable, usable: Callable[[Hashable], bool]) -> bool:
         """Whether ``peer``, holding none of its own, may take ``task`` now.
 
-        Any task but a split that another usable peer holds, at once; such a
-        split only once the peer has found nothing else for ``wait`` seconds.
-        A peer whose answer is not in yet waits too: it may hold splits.
+        Any task but a split, at once: nobody holds a boundary task's input.
+        A split no usable peer holds, once every peer asked has answered (a
+        peer still to answer may hold it). A split another usable peer
+        holds, only once this peer has found nothing else for ``wait``
+        seconds, which also bounds the wait for answers.
         """
+        if task.index not in self._splits:
+            return True
         others = [h for h in self.holders(task.index) if h != peer and usable(h)]
-        if peer in self._answered and not others:
+        if not others and peer in self._answered and self._probed <= self._answered:
             self._starved.pop(peer, None)
             return True
         now = time.monotonic()
