@@ -555,13 +555,7 @@ def run_sample(req: SampleRequest) -> SampleOutcome:
         for block in req.blocks:
             records, _, _ = block_records(block.path, block.data, block.offset, block.first,
                                           block.last)
-            if job.map_batch is not None:
-                pairs: Iterable[tuple[Any, Any]] = job.map_batch(records)
-            else:
-                assert job.map is not None
-                map_fn = job.map
-                pairs = chain.from_iterable(map_fn(k, v) for k, v in records)
-            keys.extend(key for key, _ in pairs)
+            keys.extend(key for key, _ in _map_pairs(job, records))
     except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
@@ -570,6 +564,15 @@ def run_sample(req: SampleRequest) -> SampleOutcome:
         return SampleOutcome(codec.dumps(boundaries_of(keys, req.reducers)), len(keys))
     except (TypeError, EncodingError) as exc:  # keys that do not compare, or travel
         return SampleOutcome(failure=Failure(ErrorCode.USER_CODE_ERROR, str(exc)))
+
+
+def _map_pairs(job: Job, records: Iterable[tuple[Any, str]]) -> Iterable[tuple[Any, Any]]:
+    """What the job's map emits for these records: map_batch's, or map's per record."""
+    if job.map_batch is not None:
+        return job.map_batch(records)
+    assert job.map is not None
+    map_fn = job.map
+    return chain.from_iterable(map_fn(k, v) for k, v in records)
 
 
 def run_map(req: MapRequest) -> MapOutcome:
@@ -622,14 +625,8 @@ def _run_map(req: MapRequest, doing: _Doing) -> MapOutcome:
         return out
     try:
         with _cpu_budget(req.limits.cpu_seconds):
-            if job.map_batch is not None:
-                pairs: Iterable[tuple[Any, Any]] = job.map_batch(records)
-            else:
-                assert job.map is not None
-                map_fn = job.map
-                pairs = chain.from_iterable(map_fn(k, v) for k, v in records)
-            partitions, out.records_out, _ = group_pairs(pairs, codec, req.reducers, job.combine,
-                                                         partition)
+            partitions, out.records_out, _ = group_pairs(
+                _map_pairs(job, records), codec, req.reducers, job.combine, partition)
             # Encoding the values is part of the user's output: a value the
             # encoding cannot carry is the job's error, named as such.
             encoded = [codec.encode_partition(groups) if groups else b""

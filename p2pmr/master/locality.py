@@ -107,9 +107,6 @@ class Locality:
             log.info("locality: %s", ", ".join(
                 f"{peer} holds {n} split(s)" for peer, n in self.report.probes.items()))
 
-    def probed(self, peer: Hashable) -> bool:
-        return peer in self._probed
-
     # -- choosing ------------------------------------------------------------------------
 
     def first_for(self, peer: Hashable, idle: Callable[[Task], bool]) -> Task | None:

@@ -638,11 +638,6 @@ def iter_file_sync(get: Callable[[CID], bytes], root: CID) -> Iterator[bytes]:
                          reversed(node.blocksizes), strict=True))
 
 
-def read_file_sync(get: Callable[[CID], bytes], root: CID) -> bytes:
-    """A whole file's bytes from a synchronous block getter (checked as above)."""
-    return b"".join(iter_file_sync(get, root))
-
-
 async def read_segment(source: BlockSource, segment: Segment) -> bytes:
     data = extract_data(segment.cid, await source.get(segment.cid))
     if len(data) != segment.size:
