@@ -227,6 +227,7 @@ async def _write_report(master: Master, node: Node, repo: Path, elapsed: float) 
     so that the output CID stays a function of the job."""
     report = {"output": str(master.output), "job": str(master.job_cid), "wall_seconds": elapsed,
               "timings": master.timings, "resumed_tasks": master.resumed_tasks,
+              "tasks": master.task_counts(),
               "task_profile": master.task_profile(),
               "counts": master.manifest.get("counts", {}),
               "peers": {k: vars(v) for k, v in master.get_peer_status().items()},
@@ -299,15 +300,21 @@ async def run_job(settings: RunSettings, *, imported: Callable[[], object] = lam
             raise JobError("no input: give --input (or --resume an unfinished job)")
         options = dataclasses.replace(settings.master, resume=settings.resume,
                                       resume_job=resume_job)
+        if settings.local_peers and options.memo:
+            # Local peers' repos go with them: the master keeps a copy of each
+            # map output, so that later jobs can take map tasks from the memo.
+            options = dataclasses.replace(options, replicas=2)
         master = Master(node, input_cid, None, reducers, options, code=code, name=name,
                         total_order=order)
         root = await _run_with_progress(master, settings.progress)
         elapsed = time.monotonic() - started
         await _write_report(master, node, settings.repo, elapsed)
+        counts = master.task_counts()
         click.echo(f"job {master.job_cid} finished in {elapsed:.2f}s "
                    f"(map {master.timings.get('map', 0):.2f}s, "
-                   f"reduce {master.timings.get('reduce', 0):.2f}s); "
-                   f"{master.resumed_tasks} task(s) resumed from the journal", err=True)
+                   f"reduce {master.timings.get('reduce', 0):.2f}s); tasks: "
+                   f"{counts['executed']} run, {counts['reused']} reused from the memo, "
+                   f"{counts['resumed']} resumed from the journal", err=True)
         if settings.output is not None:
             files = await write_output(node, root, settings.output,
                                        overwrite=settings.overwrite)

@@ -128,7 +128,7 @@ async def test_resumed_master_reruns_maps_whose_holders_are_gone(master: Node,
     kept = [r for r in records if r.get("t") != "output" and r.get("phase") != "reduce"]
     journal.write_text("".join(json.dumps(r) + "\n" for r in kept))
     async with peers(master, tmp_path / "second", 2):
-        again = InitMaster(master, cid, job=job, n_reducers=2, resume=True)
+        again = InitMaster(master, cid, job=job, n_reducers=2, resume=True, fresh=True)
         with trio.fail_after(180):
             assert await again.run() == root
     assert again.resumed_tasks == first.get_map_status().total

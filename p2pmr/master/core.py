@@ -40,6 +40,7 @@ from .intermediates import Intermediates
 from .journal import FoundJournal, Journal, output_to_json
 from .liveness import PeerWatch
 from .locality import Locality
+from .memo import JobFacts, Memo, Reuse
 from .options import MasterOptions
 from .outputs import MapOutput, ReduceOutput
 from .peerbook import PeerStatus
@@ -111,6 +112,7 @@ class Master:
                                peer_timeout=self.options.peer_timeout, changed=self._signal)
         self._assignments: Assignments | None = None  # once the job is stored
         self._intermediates: Intermediates | None = None  # once running
+        self._reuse: Reuse | None = None  # the memo, once the job is known
 
     # -- status API ----------------------------------------------------------------
 
@@ -129,9 +131,15 @@ class Master:
         return self.scheduler.infos(phase)
 
     def task_profile(self) -> dict[str, dict[str, float]]:
-        """Where task time went, summed per phase: the master's view of each
-        winning attempt (wall) and the peer's (fetch, queue, compute, store)."""
+        """Where task time went, per phase: wall, and fetch/queue/compute/store."""
         return {phase: profile(self.scheduler.phase_tasks(phase)) for phase in (MAP, REDUCE)}
+
+    def task_counts(self) -> dict[str, int]:
+        """Tasks run by peers in this job, taken from the memo, resumed from the journal."""
+        ran = sum(t.completed_by is not None for p in (MAP, REDUCE)
+                  for t in self.scheduler.phase_tasks(p))
+        return {"executed": ran, "reused": self.get_map_status().reused
+                + self.get_reduce_status().reused, "resumed": self.resumed_tasks}
 
     @property
     def map_reruns(self) -> int:
@@ -261,6 +269,15 @@ class Master:
                 self._intermediates.note_all()
             else:
                 log.info("job %s had already finished: %s", self.job_cid, finished)
+        if finished is None and self.options.memo:
+            self._reuse = Reuse(
+                Memo(self.node.repo / "memo"), JobFacts(
+                    descriptor.code, self.reducers, self.options.encoding,
+                    self.options.cid_version, runtime(), descriptor.boundaries),
+                self.scheduler, blocks, job=self.job_cid, agreed=self.scheduler.policy.verify,
+                fresh=self.options.fresh, completed=self._completed)
+            while await self._reuse.sweep(MAP):  # a split taken may let boundaries go
+                pass
         self.timings["plan"] = time.monotonic() - start
         return finished
 
@@ -287,12 +304,14 @@ class Master:
                     raise _task_failure(failed, sched.policy)
             if sched.phase_done(phase) and not self._settling:
                 return
+            if self._reuse is not None and any([await self._reuse.sweep(p) for p in phases]):
+                continue  # what was taken may finish the phase, or ready more
             assert self._intermediates is not None
             self._intermediates.sweep()
             now = trio.current_time()
             assigned = 0
             for each in phases:
-                self._enforce_task_timeouts(each, now)
+                _enforce_task_timeouts(self, each, now)
                 assigned += self._dispatch(each, now)
             usable = sched.book.usable()
             cooling = any(r.not_before > now for r in usable)
@@ -352,24 +371,6 @@ class Master:
             assigned += len(batch)
         return assigned
 
-    def _task_timeout(self, phase: str) -> float:
-        if self.options.task_timeout is not None:
-            return self.options.task_timeout
-        typical = self.scheduler.typical_duration(phase)
-        return 60.0 + 10.0 * typical if typical is not None else 600.0
-
-    def _enforce_task_timeouts(self, phase: str, now: float) -> None:
-        limit = self._task_timeout(phase)
-        late: set[PeerID] = set()
-        for _, attempt in list(self.scheduler.running_attempts.get(phase, {}).values()):
-            if self.scheduler.age(attempt, now) > limit and not attempt.aborted \
-                    and not attempt.abort_pending:
-                attempt.abort(Abort.TIMEOUT, f"no result within {limit:.0f}s")
-                assert isinstance(attempt.peer, PeerID)
-                late.add(attempt.peer)
-        for peer in late:  # one charge per peer, however many tasks it sat on
-            self.watch.charge(peer, f"held tasks past the {limit:.0f}s task deadline")
-
     # -- completions ------------------------------------------------------------------
 
     async def _completed(self, task: Task) -> None:
@@ -390,9 +391,11 @@ class Master:
                 await self._journal.append({"t": "done", "phase": task.phase,
                                             "index": task.index,
                                             "output": output_to_json(output), **extra})
+            if self._reuse is not None:
+                await self._reuse.record(task)
             if isinstance(task.payload, SplitInfo):
                 assert self._boundaries is not None
-                if self.locality is not None:
+                if self.locality is not None and task.completed_by is not None:
                     self.locality.completed(task, task.completed_by)
                 await self._boundaries.split_done(task)
             if task.phase == MAP and self._intermediates is not None:
@@ -459,6 +462,25 @@ async def _describe(master: Master, code: bytes, plan: InputPlan) -> JobDescript
     return JobDescriptor(code_cid, master.input, master.reducers, options.encoding,
                          options.cid_version, master.name, max(1, options.boundary_group),
                          max(0, options.split_size), boundaries)
+
+
+def _enforce_task_timeouts(master: Master, phase: str, now: float) -> None:
+    """Abort attempts past the task deadline: the given one, else 60 s plus
+    ten times the phase's typical task. A peer is charged once, however many
+    tasks it sat on."""
+    sched, options = master.scheduler, master.options
+    typical = sched.typical_duration(phase)
+    limit = options.task_timeout if options.task_timeout is not None else (
+        60.0 + 10.0 * typical if typical is not None else 600.0)
+    late: set[PeerID] = set()
+    for _, attempt in list(sched.running_attempts.get(phase, {}).values()):
+        if sched.age(attempt, now) > limit and not attempt.aborted \
+                and not attempt.abort_pending:
+            attempt.abort(Abort.TIMEOUT, f"no result within {limit:.0f}s")
+            assert isinstance(attempt.peer, PeerID)
+            late.add(attempt.peer)
+    for peer in late:
+        master.watch.charge(peer, f"held tasks past the {limit:.0f}s task deadline")
 
 
 def profile(tasks: list[Task]) -> dict[str, float]:

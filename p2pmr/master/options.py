@@ -40,6 +40,10 @@ class MasterOptions:
     replicas: int = setting(1, flag="--replicas", low=1, high=2, help=(
         "Copies of each map output before its task counts as complete: 1, the "
         "producing peer's own (a lost one is recomputed); 2, the master keeps one too."))
+    fresh: bool = setting(False, flag="--fresh", help=(
+        "Run every task, taking nothing from the memo of earlier jobs (what runs is "
+        "still recorded)."))
+    memo: bool = True                 # look tasks up in the repo's memo, and record them
     journal: bool = True
     resume: bool = False
     resume_job: CID | None = None     # resume this journaled job (default: find a match)

@@ -10,6 +10,8 @@ Anything else fails the attempt, with what the failure says about the peer.
 
 from __future__ import annotations
 
+import functools
+
 import trio
 from libp2p.peer.id import ID as PeerID
 
@@ -90,7 +92,8 @@ class Results:
                 async with trio.open_nursery() as nursery:
                     for cid in result.partitions:
                         if cid is not None:
-                            nursery.start_soon(self._replicate, cid, peer)
+                            nursery.start_soon(functools.partial(
+                                self._replicate, cid, peer, pin=True))
         output = MapOutput(list(result.partitions), list(result.partition_records),
                            result.records_in, result.records_out,
                            timings=result.timings.seconds(), holders=[peer], local=local)
@@ -108,14 +111,9 @@ class Results:
 
     async def reduce(self, result: ReduceResult, peer: PeerID) -> ReduceOutput:
         await self._take_inline(result.blocks)
-        await self._replicate(result.output, peer)
         # Kept in this repo now, not at the end: found in a local peer's
         # store (read in place), the part file would go when that peer does.
-        try:
-            await self.blocks.pin(result.output, recursive=True, timeout=self.fetch_timeout)
-        except BlockNotFound as exc:
-            raise AttemptFailed(FailureKind.INFRA, f"could not keep the output "
-                                f"{result.output}: {exc}") from None
+        await self._replicate(result.output, peer, pin=True)
         return ReduceOutput(result.output, result.records_in, result.keys, result.records_out,
                             result.bytes, timings=result.timings.seconds())
 
@@ -128,10 +126,14 @@ class Results:
         if keep:
             await self.blocks.put_many([(b.cid, b.data) for b in blocks])
 
-    async def _replicate(self, cid: CID, peer: PeerID) -> None:
+    async def _replicate(self, cid: CID, peer: PeerID, *, pin: bool = False) -> None:
+        """Fetch an output into this store; ``pin`` keeps it there, copied out
+        of a local peer's store (read in place) that goes when the peer does."""
         try:
             await fetch_dag(Fetcher(self.blocks, self.fetch_timeout, [peer]), cid,
                             timeout=self.fetch_timeout)
+            if pin:
+                await self.blocks.pin(cid, recursive=True, timeout=self.fetch_timeout)
         except BlockNotFound as exc:
             raise AttemptFailed(FailureKind.INFRA, f"could not fetch the output {cid} from "
                                 f"the peer: {exc}") from None

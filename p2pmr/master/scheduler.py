@@ -143,6 +143,7 @@ class Task:
     failed_on: dict[Hashable, int] = field(default_factory=dict)
     # Failures not charged to their peer yet: charged if another peer succeeds.
     unproven: dict[Hashable, int] = field(default_factory=dict)
+    reused: bool = False  # completed from the memo, without running
 
     def tried_by(self, peer: Hashable) -> bool:
         return any(peer in voters for voters in self.votes.values()) or \
@@ -171,14 +172,16 @@ class PhaseStatus:
     in_progress: int = 0
     failed: int = 0
     idle: int = 0
+    reused: int = 0  # of ``complete``: taken from the memo, not run
 
     @property
     def done(self) -> bool:
         return self.total == self.complete
 
     def __str__(self) -> str:
-        return (f"{self.complete}/{self.total} complete, {self.in_progress} in progress, "
-                f"{self.failed} failed")
+        reused = f" ({self.reused} reused)" if self.reused else ""
+        return (f"{self.complete}/{self.total} complete{reused}, {self.in_progress} in "
+                f"progress, {self.failed} failed")
 
 
 _MAX_PASSED = 512  # tasks a peer may pass over, looking for one it may take
@@ -215,6 +218,7 @@ class Scheduler:
         self._placement: dict[str, Placement] = {}
         self._failed: dict[str, list[Task]] = {}
         self._durations: dict[str, list[float]] = {}  # sorted
+        self._reused: dict[str, int] = {}
         self.running_attempts: dict[str, dict[tuple[int, int], tuple[Task, Attempt]]] = {}
 
     # -- tasks -----------------------------------------------------------------------
@@ -266,9 +270,11 @@ class Scheduler:
             if task.state is State.IDLE:
                 self._queue(task)
 
-    def restore(self, task: Task, output: object) -> None:
-        """Mark a task completed from a journal, without running it."""
+    def restore(self, task: Task, output: object, *, reused: bool = False) -> None:
+        """Mark a task completed without running it: from a journal or the memo."""
         task.output = output
+        task.reused = reused
+        self._reused[task.phase] = self._reused.get(task.phase, 0) + reused
         self._set_state(task, State.COMPLETED)
 
     def reset(self, task: Task) -> None:
@@ -281,7 +287,8 @@ class Scheduler:
         """
         if task.state is not State.COMPLETED:
             return
-        task.completed_by = None
+        self._reused[task.phase] = self._reused.get(task.phase, 0) - task.reused
+        task.completed_by, task.reused = None, False
         task.votes.clear()
         task.vote_outputs.clear()
         self._set_state(task, State.IDLE)
@@ -292,7 +299,8 @@ class Scheduler:
             return PhaseStatus()
         return PhaseStatus(complete=counts[State.COMPLETED], total=len(self.phase_tasks(phase)),
                            in_progress=counts[State.IN_PROGRESS], failed=counts[State.FAILED],
-                           idle=counts[State.IDLE])
+                           idle=counts[State.IDLE],
+                           reused=self._reused.get(phase, 0))
 
     def infos(self, phase: str) -> list[TaskInfo]:
         out = []
