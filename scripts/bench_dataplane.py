@@ -21,6 +21,8 @@ hold even on a machine whose speed is not known:
   and no combiner: one intermediate pair per word;
 * ``linecount``: examples/linecount.py, each whole line counted, no
   combiner: the intermediate data is about as large as the input;
+* ``hotkey``: examples/hotkey.py, one key for every line and no combiner:
+  a single reduce streams one value per input line;
 * ``sort``: examples/sort.py, when that file exists (checked for order only).
 
 Columns, per row (the median of ``--repeat`` runs by wall time):
@@ -43,8 +45,10 @@ Columns, per row (the median of ``--repeat`` runs by wall time):
   permitted);
 * peak RSS (VmHWM in /proc/PID/status, polled) per role: the largest master,
   peer and worker;
-* the check: p2pmr's word counts must equal the baseline's Counter and its
-  line counts a Counter of the input's lines, else the row says FAILED.
+* the check: p2pmr's word counts must equal the baseline's Counter, its
+  line counts a Counter of the input's lines, and the hot key's count and
+  total the input's number of lines and their summed lengths, else the row
+  says FAILED.
 
 Input: the Project Gutenberg texts of ``--data`` (default the shared data
 directory beside the repository, else the bundled examples/data/gutenberg),
@@ -93,7 +97,7 @@ MIB = 1024 * 1024
 WORD = re.compile(r"[^\W\d_]+")  # as examples/wordcount.py
 
 P2PMR_JOBS = {"wordcount": "wordcount.py", "wordcount-per-line": "wordcount_per_line.py",
-              "linecount": "linecount.py", "sort": "sort.py"}
+              "linecount": "linecount.py", "hotkey": "hotkey.py", "sort": "sort.py"}
 ROWS = ("baseline", "pool", "dask", *P2PMR_JOBS)
 
 # The wrapper run inside the new network namespace: bring up lo, note its
@@ -476,16 +480,31 @@ def build_corpus(data: Path, size: int, cache: Path) -> Path:
     return path
 
 
-def line_counts(corpus: Path) -> Counter[str]:
+def iter_lines(corpus: Path) -> Iterator[str]:
     """Whole lines as p2pmr's records see them: split on \\n, a trailing \\r
-    dropped, decoded as UTF-8 with bad bytes replaced."""
-    counts: Counter[str] = Counter()
+    dropped, decoded as UTF-8 with bad bytes replaced; a last line without a
+    newline is a line."""
     with open(corpus, "rb") as f:
         for raw in f:
             if raw.endswith(b"\n"):
                 raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
-            counts[raw.decode("utf-8", "replace")] += 1
-    return counts
+            yield raw.decode("utf-8", "replace")
+
+
+def line_counts(corpus: Path) -> Counter[str]:
+    return Counter(iter_lines(corpus))
+
+
+def check_hot_key(output: Path, corpus: Path) -> str:
+    """examples/hotkey.py's one record: the number of lines and their summed
+    lengths in characters."""
+    count = total = 0
+    for line in iter_lines(corpus):
+        count += 1
+        total += len(line)
+    got = list(read_parts(output))
+    want = [("lines", f"({count}, {total})")]
+    return "" if got == want else f"{got[:2]} vs {want}"
 
 
 def read_parts(output: Path) -> Iterator[tuple[str, str]]:
@@ -585,6 +604,8 @@ def run_row(row: str, corpus: Path, work: Path, s: Settings,
             if "lines" not in expected:
                 expected["lines"] = line_counts(corpus)
             run.check = check_counts(out, expected["lines"])
+        elif row == "hotkey":
+            run.check = check_hot_key(out, corpus)
         else:
             problem = check_sorted(out)
             run.check = problem or "sorted (order only)"

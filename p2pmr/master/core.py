@@ -40,7 +40,7 @@ from .intermediates import Intermediates
 from .journal import FoundJournal, Journal, output_to_json
 from .liveness import PeerWatch
 from .locality import Locality
-from .memo import JobFacts, Memo, Reuse
+from .memo import JobFacts, Memo, Reuse, task_counts
 from .options import MasterOptions
 from .outputs import MapOutput, ReduceOutput
 from .peerbook import PeerStatus
@@ -135,11 +135,7 @@ class Master:
         return {phase: profile(self.scheduler.phase_tasks(phase)) for phase in (MAP, REDUCE)}
 
     def task_counts(self) -> dict[str, int]:
-        """Tasks run by peers in this job, taken from the memo, resumed from the journal."""
-        ran = sum(t.completed_by is not None for p in (MAP, REDUCE)
-                  for t in self.scheduler.phase_tasks(p))
-        return {"executed": ran, "reused": self.get_map_status().reused
-                + self.get_reduce_status().reused, "resumed": self.resumed_tasks}
+        return task_counts(self.scheduler, self.resumed_tasks)
 
     @property
     def map_reruns(self) -> int:

@@ -43,7 +43,7 @@ from ..storage.base import BlockStore
 from ..storage.cid import CID
 from .journal import output_from_json, output_to_json
 from .outputs import MapOutput, Output, ReduceOutput
-from .plan import REDUCE, BoundaryWork, ReduceWork
+from .plan import MAP, REDUCE, BoundaryWork, ReduceWork
 from .scheduler import Scheduler, State, Task
 
 __all__ = ["JobFacts", "Memo", "Reuse", "memo_key"]
@@ -236,3 +236,16 @@ class Reuse:
         key = memo_key(self.facts, task.payload)
         if key is not None:
             await self.memo.record(key, output, job=self.job, agreed=self.agreed)
+
+
+def task_counts(scheduler: Scheduler, resumed: int) -> dict[str, int]:
+    """Tasks run by peers in this job, taken from the memo and resumed from
+    the journal; and the leaf blocks the map tasks that ran read, the
+    measure of what an incremental job had to do again."""
+    ran = [task for phase in (MAP, REDUCE) for task in scheduler.phase_tasks(phase)
+           if task.completed_by is not None]
+    return {"executed": len(ran),
+            "reused": sum(scheduler.status(phase).reused for phase in (MAP, REDUCE)),
+            "resumed": resumed,
+            "blocks_mapped": sum([len(task.payload.blocks) for task in ran
+                                  if isinstance(task.payload, SplitInfo)])}

@@ -1,0 +1,186 @@
+"""Content-addressed reuse, measured: what a job run again, or run on input
+that grew, costs against its first run, in the same run of this script.
+
+Every case runs ``p2pmr run examples/wordcount.py --local-peers N`` as a
+whole process (start-up included), and reads the run's report for the
+tasks it ran, took from the memo and the leaf blocks its map tasks read:
+
+* ``rerun``: one file of ``--size-mib`` MiB; the same job run again in the
+  same repo. Target: 0 tasks run, the same output CID, wall at most 0.25x
+  the first run.
+* ``ninth file``: the same bytes as a directory of 8 files; a 9th, small
+  file is added and the job run again. Target: the output CID of a fresh
+  run (``--fresh``, in a repo of its own) of the grown directory, wall at
+  most 0.4x the first run.
+* ``grown file``: the file of ``rerun`` grows by 1%. Target: at most 3% of
+  its leaf blocks mapped again, and the fresh run's output CID. Run once per
+  ``--split-sizes`` value, since the run that holds the file's old end is
+  mapped again whole, and its size is the split size's.
+
+Ratios are to first runs measured in the same invocation, so they hold on
+a machine whose speed is not known. The last line is the JSON of it all.
+
+    .venv/bin/python scripts/bench_reuse.py --size-mib 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from _benchutil import loadavg, wait_quiet
+from bench_dataplane import BUNDLED_DATA, DEFAULT_DATA, MIB, ROOT, build_corpus
+
+JOB = ROOT / "examples" / "wordcount.py"
+
+
+@dataclass
+class Run:
+    """One ``p2pmr run``, as its report tells it."""
+
+    output: str
+    wall: float
+    executed: int
+    reused: int
+    blocks_mapped: int
+
+
+@dataclass
+class Settings:
+    peers: int
+    reducers: int
+    timeout: float
+    quiet_wait: float
+
+
+def run_job(data: Path, repo: Path, s: Settings, *extra: str) -> Run:
+    wait_quiet(s.quiet_wait)
+    command = [sys.executable, "-m", "p2pmr", "run", str(JOB), "--input", str(data),
+               "--reducers", str(s.reducers), "--local-peers", str(s.peers),
+               "--repo", str(repo), "--no-progress", *extra]
+    start = time.monotonic()
+    result = subprocess.run(command, capture_output=True, timeout=s.timeout)
+    wall = time.monotonic() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({result.returncode}):\n"
+                         f"{result.stderr.decode(errors='replace')[-4000:]}")
+    output = result.stdout.decode().split()[-1]
+    reports = sorted((repo / "jobs").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+    tasks = json.loads(reports[-1].read_text())["tasks"]
+    return Run(output, wall, tasks["executed"], tasks["reused"], tasks["blocks_mapped"])
+
+
+def split_into_files(corpus: Path, directory: Path, count: int) -> Path:
+    """The corpus's bytes as ``count`` files of about equal size, cut after
+    whole lines, so the directory's words are the file's."""
+    directory.mkdir(parents=True)
+    body = corpus.read_bytes()
+    start = 0
+    for i in range(count):
+        end = len(body) if i == count - 1 else body.rfind(b"\n", start,
+                                                          len(body) * (i + 1) // count) + 1
+        (directory / f"part-{i:02d}.txt").write_bytes(body[start:end])
+        start = end
+    return directory
+
+
+def grow(path: Path, share: float) -> None:
+    """Append the file's own first ``share`` of bytes, cut after a whole line."""
+    body = path.read_bytes()
+    piece = body[: int(len(body) * share)]
+    with open(path, "ab") as f:
+        f.write(piece[: piece.rfind(b"\n") + 1])
+
+
+def cases(corpus: Path, work: Path, s: Settings, split_sizes: list[str]) -> dict[str, object]:
+    report: dict[str, object] = {}
+
+    one = work / "one"
+    one.mkdir()
+    shutil.copy(corpus, one / "input.txt")
+    first = run_job(one, work / "repo-one", s)
+    again = run_job(one, work / "repo-one", s)
+    report["rerun"] = {"first": asdict(first), "again": asdict(again),
+                       "ratio": again.wall / first.wall,
+                       "same_output": again.output == first.output}
+    print(f"| rerun | {first.wall:.2f} | {again.wall:.2f} | {again.wall / first.wall:.2f} "
+          f"(target 0.25) | {again.executed} run, {again.reused} reused | "
+          f"{'same CID' if again.output == first.output else 'DIFFERENT CID'} |", flush=True)
+
+    eight = split_into_files(corpus, work / "eight", 8)
+    first_dir = run_job(eight, work / "repo-eight", s)
+    (eight / "part-99.txt").write_bytes(corpus.read_bytes()[:100_000].rsplit(b"\n", 1)[0]
+                                        + b"\n")
+    ninth = run_job(eight, work / "repo-eight", s)
+    fresh = run_job(eight, work / "repo-eight-fresh", s, "--fresh")
+    report["ninth_file"] = {"first": asdict(first_dir), "grown": asdict(ninth),
+                            "fresh": asdict(fresh), "ratio": ninth.wall / first_dir.wall,
+                            "exact": ninth.output == fresh.output}
+    print(f"| ninth file | {first_dir.wall:.2f} | {ninth.wall:.2f} | "
+          f"{ninth.wall / first_dir.wall:.2f} (target 0.4) | {ninth.executed} run, "
+          f"{ninth.reused} reused | {'exact' if ninth.output == fresh.output else 'FAILED'} |",
+          flush=True)
+
+    grown_runs = {}
+    for size in split_sizes:
+        data = work / f"grown-{size}"
+        data.mkdir()
+        shutil.copy(corpus, data / "input.txt")
+        repo = work / f"repo-grown-{size}"
+        before = run_job(data, repo, s, "--split-size", size)
+        grow(data / "input.txt", 0.01)
+        after = run_job(data, repo, s, "--split-size", size)
+        fresh = run_job(data, work / f"repo-grown-{size}-fresh", s, "--split-size", size)
+        share = after.blocks_mapped / fresh.blocks_mapped
+        grown_runs[size] = {"first": asdict(before), "grown": asdict(after),
+                            "fresh": asdict(fresh), "blocks_share": share,
+                            "exact": after.output == fresh.output}
+        print(f"| grown file, split {size} MiB | {before.wall:.2f} | {after.wall:.2f} | "
+              f"{after.wall / before.wall:.2f} | {after.blocks_mapped} of "
+              f"{fresh.blocks_mapped} blocks mapped again = {share:.1%} (target 3%) | "
+              f"{'exact' if after.output == fresh.output else 'FAILED'} |", flush=True)
+    report["grown_file"] = grown_runs
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mib", type=int, default=64, help="input size")
+    parser.add_argument("--split-sizes", default="4,1,0",
+                        help="--split-size values (MiB; 0: a block per task) for the "
+                             "grown-file case")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="directory of pg-*.txt texts (default: the shared data "
+                             "directory beside the repository, else the bundled texts)")
+    parser.add_argument("--cache", type=Path,
+                        default=Path(tempfile.gettempdir()) / "p2pmr-bench-corpus",
+                        help="where the corpora are kept between runs")
+    parser.add_argument("--peers", type=int, default=2)
+    parser.add_argument("--reducers", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
+    parser.add_argument("--quiet-wait", type=float, default=5.0,
+                        help="seconds to wait for a quiet machine before each run")
+    args = parser.parse_args()
+    data = args.data or (DEFAULT_DATA if DEFAULT_DATA.is_dir() else BUNDLED_DATA)
+    corpus = build_corpus(data, args.size_mib * MIB, args.cache)
+    s = Settings(args.peers, args.reducers, args.timeout, args.quiet_wait)
+    print(f"# reuse: {args.size_mib} MiB word count, {args.peers} local peers, "
+          f"{args.reducers} reducers; load average {loadavg()}\n")
+    print("| case | first run s | again s | ratio | tasks / blocks | check |")
+    print("| --- | --- | --- | --- | --- | --- |", flush=True)
+    with tempfile.TemporaryDirectory(prefix="p2pmr-reuse-") as tmp:
+        report = cases(corpus, Path(tmp), s,
+                       [x.strip() for x in args.split_sizes.split(",") if x.strip()])
+    print(json.dumps({"size_mib": args.size_mib, **report}))
+
+
+if __name__ == "__main__":
+    main()
