@@ -42,6 +42,7 @@ __all__ = [
     "RemoteTaskError",
     "StorageError",
     "UnixFSError",
+    "UnverifiableOutput",
 ]
 
 _WHERE = {
@@ -78,6 +79,7 @@ if TYPE_CHECKING:
         RemoteTaskError,
         StorageError,
         UnixFSError,
+        UnverifiableOutput,
     )
     from .job import Job
     from .master import InitMaster, Master, MasterOptions

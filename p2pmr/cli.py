@@ -16,6 +16,7 @@ import shutil
 import signal
 import stat
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -247,10 +248,12 @@ def main(ctx: click.Context, repo: str | None, ipfs_api: str | None, log_level: 
 @click.option("--chunker", default=f"size-{unixfs.DEFAULT_CHUNK_SIZE}", show_default=True,
               help="Fixed-size chunker, size-N.")
 @click.option("--hidden", is_flag=True, help="Include files whose names start with '.'.")
+@click.option("--pin/--no-pin", default=True, show_default=True,
+              help="Pin what is added, so that `p2pmr repo gc` keeps it.")
 @store_options
 @click.pass_context
 def add(ctx: click.Context, path: Path, recursive: bool, cid_version: str,
-        raw_leaves: bool | None, chunker: str, hidden: bool, repo: str | None,
+        raw_leaves: bool | None, chunker: str, hidden: bool, pin: bool, repo: str | None,
         ipfs_api: str | None) -> None:
     """Add a file (or, with -r, a directory) and print its CID on the last line."""
     settings = _merge(ctx, repo, ipfs_api)
@@ -264,7 +267,10 @@ def add(ctx: click.Context, path: Path, recursive: bool, cid_version: str,
 
     async def go() -> CID:
         async with open_store(settings) as store:
-            return await unixfs.add_path(store, path, options, hidden=hidden)
+            root = await unixfs.add_path(store, path, options, hidden=hidden)
+            if pin:
+                await store.pin(root, recursive=True)
+            return root
 
     root = run_async(go)
     click.echo(f"added {root} {path.name}", err=True)
@@ -412,6 +418,42 @@ def repo_verify(ctx: click.Context, set_aside: bool, repo: str | None,
             click.echo("rerun with --set-aside to move them out of the store; they are "
                        "fetched again from peers when next needed", err=True)
         raise SystemExit(1)
+
+
+@repo_group.command(name="gc")
+@click.option("--memo-max-age", type=click.FloatRange(min=0), default=None, metavar="DAYS",
+              help="Drop memo entries older than this many days.")
+@click.option("--memo-max-size", type=click.FloatRange(min=0), default=None, metavar="MIB",
+              help="Keep the newest memo entries whose outputs fit in this many MiB; drop "
+                   "the rest.")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@store_options
+@click.pass_context
+def repo_gc(ctx: click.Context, memo_max_age: float | None, memo_max_size: float | None,
+            dry_run: bool, repo: str | None, ipfs_api: str | None) -> None:
+    """Remove blocks that nothing needs.
+
+    Kept: every pinned DAG (outputs, added files and inputs), everything an
+    unfinished job needs to resume, and what the memo names. Memo entries
+    beyond --memo-max-age or --memo-max-size are dropped first, with any
+    output kept for them alone. Everything else (fetched copies, finished
+    jobs' intermediates) is removed. The repo must not be in use by a node.
+    """
+    from .repo import collect, describe
+
+    settings = _merge(ctx, repo, ipfs_api)
+    if settings.ipfs_api:
+        raise click.UsageError("repo gc collects a p2pmr repo; for a Kubo daemon use "
+                               "`ipfs repo gc`")
+    try:
+        result = collect(settings.repo, dry_run=dry_run,
+                         memo_max_age=None if memo_max_age is None else memo_max_age * 86400,
+                         memo_max_bytes=None if memo_max_size is None
+                         else int(memo_max_size * 2**20))
+    except P2PMRError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    click.echo(describe(result, dry_run))
 
 
 def _peer_ids(ctx: click.Context, param: click.Parameter,
@@ -570,6 +612,75 @@ def run(ctx: click.Context, /, jobfile: Path | None, input_: str | None, reducer
                      on_stop="the tasks completed so far are in the journal; run the same "
                              "command with --resume to continue from there")
     click.echo(str(root))
+
+
+@main.command()
+@click.argument("output_cid")
+@click.option("--all", "all_tasks", is_flag=True,
+              help="Run every task again (the default).")
+@click.option("--sample", metavar="N|P%",
+              help="Run N tasks again, or P percent of them, drawn at random from the map "
+                   "and reduce tasks.")
+@click.option("--seed", type=int, default=None,
+              help="Draw the sample with this seed, to repeat a check.")
+@click.option("--local-peers", type=click.IntRange(0, 64), default=None,
+              help="Run the tasks on this many peer processes on 127.0.0.1 (default 2, "
+                   "or 0 with --bootstrap).")
+@click.option("--local-workers", type=int, default=None,
+              help="Worker processes per local peer (default: CPUs / peers).")
+@click.option("--bootstrap", multiple=True, metavar="MULTIADDR",
+              help="Run the tasks on the peers of this swarm, and fetch from it what "
+                   "the repo lacks (repeatable).")
+@_listen_option("Listen address of the checking master (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@_psk_option
+@store_options
+@click.pass_context
+def verify(ctx: click.Context, /, output_cid: str, all_tasks: bool, sample: str | None,
+           seed: int | None, local_peers: int | None, local_workers: int | None,
+           bootstrap: tuple[str, ...], listen: tuple[str, ...], as_json: bool,
+           psk: str | None, repo: str | None, ipfs_api: str | None) -> None:
+    """Check a job's output by running its tasks again; exit 0 if all match.
+
+    The output's provenance record names every task's inputs and outputs.
+    The chosen tasks run again (the job's code runs: verify where you would
+    run the job) and each output is compared with the record; the report
+    names each task that differs. Blocks are read from the repo in place
+    (read only), and fetched from --bootstrap peers when missing.
+    """
+    from .runner import RunSettings
+    from .verify import Sample, verify_output
+
+    if all_tasks and sample is not None:
+        raise click.UsageError("give --all or --sample, not both")
+    settings = _merge(ctx, repo, ipfs_api, bootstrap)
+    try:
+        chosen = Sample.parse(sample, seed)
+    except P2PMRError as exc:
+        raise click.BadParameter(str(exc), param_hint="--sample") from None
+    peers = local_peers if local_peers is not None else (0 if settings.bootstrap else 2)
+    if not peers and not settings.bootstrap:
+        raise click.UsageError("--local-peers 0 needs --bootstrap: some peer must run tasks")
+    read = (settings.repo,) if (settings.repo / "blocks").is_dir() else ()
+    with tempfile.TemporaryDirectory(prefix="p2pmr-verify-") as scratch:
+        run_settings = RunSettings(
+            repo=Path(scratch) / "repo", ipfs_api=settings.ipfs_api, jobfile=None,
+            input=None, reducers=None, local_peers=peers, local_workers=local_workers,
+            local_peer_args=tuple(a for r in read for a in ("--read-store", str(r))),
+            bootstrap=settings.bootstrap, listen=listen or DEFAULT_LISTEN, psk=psk,
+            progress=False)
+        verdict = run_async(functools.partial(verify_output, read_repos=read,
+                                              imported=_libp2p_logs),
+                            run_settings, _parse_cid(output_cid), chosen)
+    if as_json:
+        click.echo(json.dumps(verdict.as_json()))
+    else:
+        for mismatch in verdict.mismatches:
+            click.echo(f"MISMATCH {mismatch}")
+        click.echo(f"{verdict.output}: {verdict.checked} of {verdict.tasks} task(s) run "
+                   f"again; " + ("every one matches its record" if verdict.ok else
+                                 f"{len(verdict.mismatches)} mismatch(es)"))
+    raise SystemExit(0 if verdict.ok else 1)
 
 
 async def _watch_parent(parent: int, first_line: Callable[[str], None] | None = None

@@ -33,6 +33,7 @@ __all__ = [
     "StorageError",
     "UnixFSError",
     "UnsupportedVersion",
+    "UnverifiableOutput",
 ]
 
 
@@ -144,6 +145,11 @@ class RemoteTaskError(JobFailed):
 class LimitExceeded(JobFailed):
     """A task needed more than a peer's limits allow (memory, CPU, time,
     input size, disk); the message names the limit and the ways out."""
+
+
+class UnverifiableOutput(P2PMRError):
+    """An output cannot be checked: it has no readable provenance record, or
+    was computed by a runtime other than this one."""
 
 
 class NotAuthorised(JobFailed):

@@ -8,10 +8,9 @@ stops them all.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -34,6 +33,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from .errors import NodeError, P2PMRError, collapsed
 from .network import Libp2pNetwork, Network
+from .repo import repo_lock
 from .settings import DEFAULT_LISTEN, default_repo
 from .storage.base import BlockStore
 from .storage.bitswap import Bitswap
@@ -50,7 +50,6 @@ __all__ = ["DEFAULT_LISTEN", "Node", "default_repo", "open_node", "parse_peer_ad
 log = logging.getLogger(__name__)
 
 _IDENTITY_FILE: Final = "identity.key"
-_LOCK_FILE: Final = "repo.lock"
 _CONNECT_TIMEOUT: Final = 10.0
 
 
@@ -77,17 +76,6 @@ def load_or_create_identity(repo: Path) -> KeyPair:
     save_identity(key_pair, path)
     log.info("created a new identity in %s", path)
     return key_pair
-
-
-@contextlib.contextmanager
-def _repo_lock(repo: Path) -> Iterator[None]:
-    """Exclusive use of a repo by one running node (its identity is unique)."""
-    with open(repo / _LOCK_FILE, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise NodeError(f"repo {repo} is in use by another running node") from None
-        yield
 
 
 def _build_host(key_pair: KeyPair, psk: str | None) -> IHost:
@@ -236,7 +224,7 @@ async def open_node(repo: str | os.PathLike[str] | None = None, *,
                              "(make one with: python -c 'import secrets; "
                              "print(secrets.token_hex(32))')")
     repo_path.mkdir(parents=True, exist_ok=True)
-    with _repo_lock(repo_path), collapsed():  # errors leave as themselves
+    with repo_lock(repo_path), collapsed():  # errors leave as themselves
         key_pair = load_or_create_identity(repo_path)
         host = _build_host(key_pair, psk)
         listen_addrs = [multiaddr.Multiaddr(a) for a in listen]

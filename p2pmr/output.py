@@ -40,6 +40,7 @@ __all__ = ["check_output_dir", "is_output_dir", "write_output"]
 log = logging.getLogger(__name__)
 
 MANIFEST: Final = "_manifest.json"
+PROVENANCE: Final = "_provenance.json"
 _AT_FDCWD: Final = -100
 _RENAME_EXCHANGE: Final = 2
 
@@ -52,7 +53,8 @@ def is_output_dir(path: Path) -> bool:
         return False
     if not isinstance(manifest, dict) or manifest.get("p2pmr") != 1:
         return False
-    return all(p.name == MANIFEST or p.name.startswith("part-") for p in path.iterdir())
+    return all(p.name in (MANIFEST, PROVENANCE) or p.name.startswith("part-")
+               for p in path.iterdir())
 
 
 def check_output_dir(path: Path, *, overwrite: bool = False) -> None:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # imported once local peers are on their way (see run_job)
     from .master import Master
     from .node import Node
 
-__all__ = ["RunSettings", "run_job"]
+__all__ = ["RunSettings", "open_master_node", "run_job"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ async def _resolve_input(node: Node, text: str, cid_version: int) -> CID:
     if await path.exists():
         options = unixfs.ImportOptions(cid_version=cid_version)
         cid = await unixfs.add_path(node.blocks, text, options)
+        await node.blocks.pin(cid, recursive=True)  # as `p2pmr add` does: gc keeps it
         log.info("added %s as %s", text, cid)
         return cid
     try:
@@ -240,28 +241,36 @@ async def _write_report(master: Master, node: Node, repo: Path, elapsed: float) 
     await trio.Path(report_dir / "report.json").write_text(json.dumps(report, indent=2))
 
 
+async def open_master_node(settings: RunSettings, stack: contextlib.AsyncExitStack,
+                           imported: Callable[[], object] = lambda: None) -> Node:
+    """The master's node, with its local peers (stopped, by ``stack``, before
+    the node closes, so that they do not redial it)."""
+    local = await _start_local_peers(settings, stack) if settings.local_peers else None
+    # The master's own heavy imports (libp2p) in a thread, so that the
+    # event loop goes on spawning the local peers meanwhile.
+    await trio.to_thread.run_sync(_import_master)
+    imported()
+    from .node import open_node
+
+    node = await stack.enter_async_context(open_node(
+        settings.repo, listen=settings.listen, bootstrap=settings.bootstrap,
+        ipfs_api=settings.ipfs_api, psk=settings.psk))
+    if local is not None:
+        local[0].set(node.multiaddrs[0], str(node.peer_id))
+        _read_local_peers(node, settings.local_peers, local[2])
+        stack.push_async_callback(stop_peers, local[1])
+    return node
+
+
 async def run_job(settings: RunSettings, *, imported: Callable[[], object] = lambda: None
                   ) -> CID:
     """Run the job; ``imported`` is called once libp2p is (the command line
     routes its logs then)."""
     started = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
-        local = await _start_local_peers(settings, stack) if settings.local_peers else None
-        # The master's own heavy imports (libp2p) in a thread, so that the
-        # event loop goes on spawning the local peers meanwhile.
-        await trio.to_thread.run_sync(_import_master)
-        imported()
+        node = await open_master_node(settings, stack, imported)
         from .master import Master
-        from .node import open_node
 
-        node = await stack.enter_async_context(open_node(
-            settings.repo, listen=settings.listen, bootstrap=settings.bootstrap,
-            ipfs_api=settings.ipfs_api, psk=settings.psk))
-        if local is not None:
-            local[0].set(node.multiaddrs[0], str(node.peer_id))
-            _read_local_peers(node, settings.local_peers, local[2])
-            # Stopped before the node closes, so that they do not redial it.
-            stack.push_async_callback(stop_peers, local[1])
         code: bytes | None = None
         name: str | None = None
         order: TotalOrder | None = None

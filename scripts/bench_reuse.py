@@ -12,6 +12,8 @@ tasks it ran, took from the memo and the leaf blocks its map tasks read:
   file is added and the job run again. Target: the output CID of a fresh
   run (``--fresh``, in a repo of its own) of the grown directory, wall at
   most 0.4x the first run.
+* ``verify``: ``p2pmr verify --all`` and ``--sample 5%`` of the first
+  run's output. Targets: at most 1.2x and 0.15x the first run.
 * ``grown file``: the file of ``rerun`` grows by 1%. Target: at most 3% of
   its leaf blocks mapped again, and the fresh run's output CID. Run once per
   ``--split-sizes`` value, since the run that holds the file's old end is
@@ -34,6 +36,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from _benchutil import loadavg, wait_quiet
 from bench_dataplane import BUNDLED_DATA, DEFAULT_DATA, MIB, ROOT, build_corpus
@@ -77,6 +80,22 @@ def run_job(data: Path, repo: Path, s: Settings, *extra: str) -> Run:
     return Run(output, wall, tasks["executed"], tasks["reused"], tasks["blocks_mapped"])
 
 
+def verify(output: str, repo: Path, s: Settings, *extra: str) -> dict[str, Any]:
+    """``p2pmr verify`` of an output: its verdict, and its wall time."""
+    wait_quiet(s.quiet_wait)
+    command = [sys.executable, "-m", "p2pmr", "verify", output, "--repo", str(repo),
+               "--local-peers", str(s.peers), "--json", *extra]
+    start = time.monotonic()
+    result = subprocess.run(command, capture_output=True, timeout=s.timeout)
+    wall = time.monotonic() - start
+    if result.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(command)} failed ({result.returncode}):\n"
+                         f"{result.stderr.decode(errors='replace')[-4000:]}")
+    verdict: dict[str, Any] = json.loads(result.stdout)
+    return {"wall": wall, "ok": verdict["ok"], "checked": verdict["checked"],
+            "tasks": verdict["tasks"]}
+
+
 def split_into_files(corpus: Path, directory: Path, count: int) -> Path:
     """The corpus's bytes as ``count`` files of about equal size, cut after
     whole lines, so the directory's words are the file's."""
@@ -113,6 +132,15 @@ def cases(corpus: Path, work: Path, s: Settings, split_sizes: list[str]) -> dict
     print(f"| rerun | {first.wall:.2f} | {again.wall:.2f} | {again.wall / first.wall:.2f} "
           f"(target 0.25) | {again.executed} run, {again.reused} reused | "
           f"{'same CID' if again.output == first.output else 'DIFFERENT CID'} |", flush=True)
+
+    for how in (("--all",), ("--sample", "5%")):
+        checked = verify(first.output, work / "repo-one", s, *how)
+        report[f"verify {' '.join(how)}"] = {**checked, "ratio": checked["wall"] / first.wall}
+        print(f"| verify {' '.join(how)} | {first.wall:.2f} | {checked['wall']:.2f} | "
+              f"{checked['wall'] / first.wall:.2f} (target "
+              f"{'1.2' if how[0] == '--all' else '0.15'}) | {checked['checked']} of "
+              f"{checked['tasks']} tasks run | {'ok' if checked['ok'] else 'FAILED'} |",
+              flush=True)
 
     eight = split_into_files(corpus, work / "eight", 8)
     first_dir = run_job(eight, work / "repo-eight", s)

@@ -74,7 +74,7 @@ def test_run_with_local_peers_output_and_cat(tmp_path: Path) -> None:
     final = re.fullmatch(r"progress: map (\d+)/(\d+)  reduce 3/3", progress[-1])
     assert final and final[1] == final[2] != "0", progress[-1]
     assert sorted(p.name for p in out.iterdir()) == \
-        ["_manifest.json", "part-00000", "part-00001", "part-00002"]
+        ["_manifest.json", "_provenance.json", "part-00000", "part-00001", "part-00002"]
     manifest = json.loads((out / "_manifest.json").read_text())
     # Every file is under the 4 MiB a split aims at: a split per file.
     assert manifest["reducers"] == 3 and manifest["counts"]["splits"] == 9

@@ -158,16 +158,17 @@ def test_output_replaces_an_earlier_output_and_refuses_anything_else(tmp_path: P
               "--no-progress", "--output", str(out)]
     run_cli("run", wordcount, "--reducers", "3", *common, timeout=120)
     assert sorted(p.name for p in out.iterdir()) == \
-        ["_manifest.json", "part-00000", "part-00001", "part-00002"]
+        ["_manifest.json", "_provenance.json", "part-00000", "part-00001", "part-00002"]
     run_cli("run", wordcount, "--reducers", "2", *common, timeout=120)
-    assert sorted(p.name for p in out.iterdir()) == ["_manifest.json", "part-00000",
-                                                     "part-00001"]  # no stale part-00002
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_manifest.json", "_provenance.json", "part-00000", "part-00001"]  # no stale part-00002
     assert json.loads((out / "_manifest.json").read_text())["reducers"] == 2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
     # The working directory cannot be swapped away: it is replaced in place.
     subprocess.run([sys.executable, "-m", "p2pmr", "run", wordcount, "--reducers", "1",
                     *common[:-1], "."], cwd=out, check=True, capture_output=True, timeout=120)
-    assert sorted(p.name for p in out.iterdir()) == ["_manifest.json", "part-00000"]
+    assert sorted(p.name for p in out.iterdir()) == ["_manifest.json", "_provenance.json",
+                                                     "part-00000"]
     assert json.loads((out / "_manifest.json").read_text())["reducers"] == 1
     # A directory holding anything else is refused before the job runs…
     other = tmp_path / "notes"
@@ -180,4 +181,5 @@ def test_output_replaces_an_earlier_output_and_refuses_anything_else(tmp_path: P
     assert (other / "thesis.tex").exists()
     # …unless told to overwrite it.
     run_cli("run", wordcount, *mine, "--overwrite", timeout=120)
-    assert sorted(p.name for p in other.iterdir()) == ["_manifest.json", "part-00000"]
+    assert sorted(p.name for p in other.iterdir()) == ["_manifest.json", "_provenance.json",
+                                                       "part-00000"]

@@ -160,11 +160,12 @@ async def test_empty_input_and_more_reducers_than_keys(master: Node, tmp_path: P
                                 n_reducers=3).run()
         assert await output_lines(master, root) == []
         names = [e.name for e in await unixfs.list_directory(master.blocks, root)]
-        assert names == ["_manifest.json", "part-00000", "part-00001", "part-00002"]
+        assert names == ["_manifest.json", "_provenance.json", "part-00000", "part-00001",
+                         "part-00002"]
         root = await InitMaster(master, await master.add_path(small), job=wordcount,
                                 n_reducers=7).run()
     assert sorted(await output_lines(master, root)) == ["one\t1", "two\t1"]
-    assert len(await unixfs.list_directory(master.blocks, root)) == 8
+    assert len(await unixfs.list_directory(master.blocks, root)) == 9  # 7 parts, 2 files
 
 
 async def test_fifty_mib_two_level_dag(master: Node, tmp_path: Path) -> None:

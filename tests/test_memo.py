@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -17,6 +18,7 @@ from p2pmr import InitMaster
 from p2pmr.job import load_job_file
 from p2pmr.master.memo import JobFacts, memo_key
 from p2pmr.master.plan import ReduceWork
+from p2pmr.node import Node
 from p2pmr.records import SplitInfo
 from p2pmr.storage import unixfs
 from p2pmr.storage.cid import CID
@@ -104,12 +106,17 @@ async def test_memo_status_verification_and_damaged_entries() -> None:
         with trio.fail_after(60):
             root = await first.run()
         total = first.get_map_status().total
-        assert first.task_counts() == {"executed": total + 2, "reused": 0, "resumed": 0}
+        record = await _provenance(node, root)
+        mapped = sum(len(t["blocks"]) for t in record["tasks"] if t["kind"] == "split")
+        assert first.task_counts() == {"executed": total + 2, "reused": 0, "resumed": 0,
+                                       "blocks_mapped": mapped}
 
         again = InitMaster(node, cid, job=job, n_reducers=2, split_size=2**20)
         with trio.fail_after(60):
             assert await again.run() == root
         assert again.get_map_status().reused == total
+        assert again.task_counts()["blocks_mapped"] == 0
+        assert await _provenance(node, root) == record  # the same CID, the same record
         assert again.get_reduce_status().reused == 2
         assert "reused" in str(again.get_map_status())
 
@@ -128,6 +135,50 @@ async def test_memo_status_verification_and_damaged_entries() -> None:
         counts = damaged.task_counts()
         assert counts["executed"] >= 1 and counts["reused"] >= total + 2 - 3
         assert await output_counts(node, root) == reference_counts(sorted(GUTENBERG.iterdir()))
+
+
+async def _provenance(node: Node, root: CID) -> dict[str, Any]:
+    entries = {e.name: e.cid for e in await unixfs.list_directory(node.blocks, root)}
+    record: dict[str, Any] = json.loads(
+        await unixfs.read_range(node.blocks, entries["_provenance.json"]))
+    return record
+
+
+async def test_the_provenance_record_names_every_task_and_its_output() -> None:
+    """The output links ``_provenance.json``: the job's code, input and
+    parameters, and every task's inputs, output CIDs and memo key. Its map
+    outputs are the reduces' inputs, its reduce outputs the part files, and
+    its splits' blocks are the input's leaf blocks, each once, in order."""
+    async with memory_swarm(peers=2) as swarm:
+        node = swarm.master
+        text = TEXTS[0]
+        cid = await unixfs.add_path(node.blocks, text)
+        master = InitMaster(node, cid, job=load_job_file(WORDCOUNT), n_reducers=3,
+                            split_size=2**20)
+        with trio.fail_after(60):
+            root = await master.run()
+        record = await _provenance(node, root)
+        keys = [task["key"] for task in record["tasks"]]
+        assert all((node.repo / "memo" / k[:2] / f"{k}.json").exists() for k in keys)
+    assert master.facts is not None and master.job_cid is not None
+    assert (record["p2pmr_provenance"], record["input"], record["code"], record["job"]) == \
+        (1, str(cid), str(master.facts.code), str(master.job_cid))
+    assert record["parameters"]["reducers"] == 3
+    assert record["parameters"]["split_size"] == 2**20
+    assert record["runtime"] == master.facts.runtime
+    maps = [t for t in record["tasks"] if t["phase"] == "map"]
+    reduces = [t for t in record["tasks"] if t["phase"] == "reduce"]
+    assert [t["index"] for t in maps] == list(range(len(maps))) and len(reduces) == 3
+    leaves = [str(seg.cid) for seg in await unixfs.file_segments(node.blocks, cid)]
+    assert [b for t in maps if t["kind"] == "split" for b in t["blocks"]] == leaves
+    parts = {e.name: str(e.cid) for e in await unixfs.list_directory(node.blocks, root)}
+    for r, task in enumerate(reduces):
+        partitions = [t["output"]["partitions"][r] for t in maps]
+        assert task["inputs"] == [p for p in partitions if p]
+        assert task["output"]["cid"] == parts[f"part-{r:05d}"]
+    for task in record["tasks"]:
+        payload = master.scheduler.phase_tasks(task["phase"])[task["index"]].payload
+        assert task["key"] == memo_key(master.facts, payload)
 
 
 def test_memo_keys_name_what_decides_the_output() -> None:

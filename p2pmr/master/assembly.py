@@ -1,6 +1,7 @@
-"""The output: a UnixFS directory of ``part-NNNNN`` files and a manifest.
+"""The output: a UnixFS directory of ``part-NNNNN`` files, a manifest and
+the provenance record.
 
-Spec section 6.5. The directory and everything in it are pinned in the
+Spec sections 6.5 and 6.6. The directory and everything in it are pinned in the
 master's store, so the output stays retrievable from the master alone.
 """
 
@@ -12,7 +13,9 @@ from typing import Any
 from ..storage import unixfs
 from ..storage.base import BlockStore, dag_links
 from ..storage.cid import CID
+from .memo import JobFacts
 from .outputs import MapOutput, ReduceOutput
+from .provenance import provenance_record
 from .scheduler import Task
 
 __all__ = ["assemble"]
@@ -29,8 +32,15 @@ async def _dag_size(blocks: BlockStore, cid: CID, timeout: float) -> int:
     return total
 
 
-async def assemble(blocks: BlockStore, *, job: CID, code: CID, input_cid: CID,
-                   encoding: str, cid_version: int, map_tasks: list[Task],
+async def _add_json(blocks: BlockStore, name: str, doc: dict[str, Any], cid_version: int,
+                    timeout: float) -> tuple[str, CID, int]:
+    data = json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
+    cid = await unixfs.add_bytes(blocks, data, unixfs.ImportOptions(cid_version=cid_version))
+    return name, cid, await _dag_size(blocks, cid, timeout)
+
+
+async def assemble(blocks: BlockStore, *, job: CID, facts: JobFacts, input_cid: CID,
+                   parameters: dict[str, Any], map_tasks: list[Task],
                    reduce_tasks: list[Task], counts: dict[str, int], timeout: float
                    ) -> tuple[CID, dict[str, Any]]:
     """Store and pin the output directory; return its CID and the manifest."""
@@ -50,10 +60,10 @@ async def assemble(blocks: BlockStore, *, job: CID, code: CID, input_cid: CID,
     manifest = {
         "p2pmr": 1,
         "job": str(job),
-        "code": str(code),
+        "code": str(facts.code),
         "input": str(input_cid),
         "reducers": len(reduce_tasks),
-        "encoding": encoding,
+        "encoding": facts.encoding,
         "counts": {
             **counts,
             "map_tasks": len(map_tasks),
@@ -67,12 +77,13 @@ async def assemble(blocks: BlockStore, *, job: CID, code: CID, input_cid: CID,
         },
         "parts": parts,
     }
-    data = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
-    manifest_cid = await unixfs.add_bytes(blocks, data, unixfs.ImportOptions(
-        cid_version=cid_version))
-    entries.append(("_manifest.json", manifest_cid,
-                    await _dag_size(blocks, manifest_cid, timeout)))
-    root, block, _ = unixfs.build_directory(entries, cid_version)
+    entries.append(await _add_json(blocks, "_manifest.json", manifest, facts.cid_version,
+                                   timeout))
+    record = provenance_record(facts, job=job, input_cid=input_cid, parameters=parameters,
+                               map_tasks=map_tasks, reduce_tasks=reduce_tasks)
+    entries.append(await _add_json(blocks, "_provenance.json", record, facts.cid_version,
+                                   timeout))
+    root, block, _ = unixfs.build_directory(entries, facts.cid_version)
     await blocks.put(root, block)
     await blocks.pin(root, recursive=True, timeout=timeout)
     return root, manifest

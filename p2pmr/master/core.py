@@ -112,6 +112,7 @@ class Master:
                                peer_timeout=self.options.peer_timeout, changed=self._signal)
         self._assignments: Assignments | None = None  # once the job is stored
         self._intermediates: Intermediates | None = None  # once running
+        self.facts: JobFacts | None = None  # what decides output bytes, once the job is known
         self._reuse: Reuse | None = None  # the memo, once the job is known
 
     # -- status API ----------------------------------------------------------------
@@ -202,10 +203,11 @@ class Master:
             self.timings[phase] = time.monotonic() - phase_start
         self.phase = "assembling"
         started = time.monotonic()
-        assert self.job_cid is not None and self.code_cid is not None
+        assert self.job_cid is not None and self.facts is not None
         self.output, self.manifest = await assemble(
-            self.node.blocks, job=self.job_cid, code=self.code_cid, input_cid=self.input,
-            encoding=self.options.encoding, cid_version=self.options.cid_version,
+            self.node.blocks, job=self.job_cid, facts=self.facts, input_cid=self.input,
+            parameters={"split_size": self.options.split_size,
+                        "boundary_group": self.options.boundary_group},
             map_tasks=self.scheduler.phase_tasks(MAP),
             reduce_tasks=self.scheduler.phase_tasks(REDUCE), counts=self.manifest_counts,
             timeout=self.options.fetch_timeout)
@@ -265,12 +267,12 @@ class Master:
                 self._intermediates.note_all()
             else:
                 log.info("job %s had already finished: %s", self.job_cid, finished)
+        self.facts = JobFacts(descriptor.code, self.reducers, self.options.encoding,
+                              self.options.cid_version, runtime(), descriptor.boundaries)
         if finished is None and self.options.memo:
             self._reuse = Reuse(
-                Memo(self.node.repo / "memo"), JobFacts(
-                    descriptor.code, self.reducers, self.options.encoding,
-                    self.options.cid_version, runtime(), descriptor.boundaries),
-                self.scheduler, blocks, job=self.job_cid, agreed=self.scheduler.policy.verify,
+                Memo(self.node.repo / "memo"), self.facts, self.scheduler, blocks,
+                job=self.job_cid, agreed=self.scheduler.policy.verify,
                 fresh=self.options.fresh, completed=self._completed)
             while await self._reuse.sweep(MAP):  # a split taken may let boundaries go
                 pass
@@ -382,6 +384,8 @@ class Master:
                 extra: dict[str, Any] = {}
                 if isinstance(task.payload, BoundaryWork) and task.payload.records is not None:
                     extra["records"] = str(task.payload.records)
+                if task.completed_by is not None:  # who produced it, for `p2pmr verify`
+                    extra["by"] = str(task.completed_by)
                 output = task.output
                 assert isinstance(output, (MapOutput, ReduceOutput))
                 await self._journal.append({"t": "done", "phase": task.phase,

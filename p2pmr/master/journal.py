@@ -228,15 +228,23 @@ def find_journal(root: Path, *, input_cid: CID | None = None, reducers: int | No
 
 
 def output_to_json(output: Output) -> dict[str, Any]:
-    """An output as the journal records it."""
+    """An output as the journal records it: what it is, and where it is."""
+    doc = output_doc(output)
+    if isinstance(output, MapOutput):
+        doc.update(holders=[str(p) for p in output.holders], local=output.local)
+    return doc
+
+
+def output_doc(output: Output) -> dict[str, Any]:
+    """What an output is, and only that: a pure function of the task (the
+    provenance record's form, spec section 6.6)."""
     if isinstance(output, ReduceOutput):
         return {"cid": str(output.cid), "records_in": output.records_in, "keys": output.keys,
                 "records_out": output.records_out, "size": output.size}
     doc: dict[str, Any] = {
         "partitions": [str(c) if c else None for c in output.partitions],
         "partition_records": output.partition_records,
-        "records_in": output.records_in, "records_out": output.records_out,
-        "holders": [str(p) for p in output.holders], "local": output.local}
+        "records_in": output.records_in, "records_out": output.records_out}
     if output.edges is not None:
         doc["edges"] = [output.edges.head, output.edges.tail, output.edges.no_newline]
         doc["head"] = output.head.hex() if output.head is not None else None

@@ -46,7 +46,7 @@ from .outputs import MapOutput, Output, ReduceOutput
 from .plan import MAP, REDUCE, BoundaryWork, ReduceWork
 from .scheduler import Scheduler, State, Task
 
-__all__ = ["JobFacts", "Memo", "Reuse", "memo_key"]
+__all__ = ["JobFacts", "Memo", "Reuse", "memo_key", "task_counts", "work_doc"]
 
 log = logging.getLogger(__name__)
 
@@ -65,27 +65,41 @@ class JobFacts:
     boundaries: CID | None = None  # a TotalOrder job's sampled ranges
 
 
-def memo_key(facts: JobFacts, work: object) -> str | None:
-    """The memo key of a task (hex SHA-256), or None while it cannot be known
-    (a boundary task whose lines are not stitched yet)."""
-    doc: dict[str, Any] = {"v": _VERSION, "code": str(facts.code),
-                           "encoding": facts.encoding, "cid_version": facts.cid_version,
-                           "runtime": facts.runtime}
+def work_doc(work: object) -> dict[str, Any] | None:
+    """What a task reads, as its memo key and the provenance record name it;
+    None while that cannot be known (a boundary task whose lines are not
+    stitched yet)."""
     if isinstance(work, ReduceWork):
-        doc.update(kind="reduce", inputs=[str(c) for c in work.inputs])
-    else:
+        return {"kind": "reduce", "inputs": [str(c) for c in work.inputs]}
+    if isinstance(work, SplitInfo):
+        return {"kind": "split", "path": work.path, "offset": work.offset,
+                "first": work.first, "last": work.last,
+                "blocks": [str(c) for c in work.blocks], "sizes": list(work.block_sizes)}
+    if isinstance(work, BoundaryWork) and work.records is not None:
+        return {"kind": "boundary", "records": str(work.records)}
+    return None
+
+
+_WORK_FIELDS = {"split": ("path", "offset", "first", "last", "blocks", "sizes"),
+                "boundary": ("records",), "reduce": ("inputs",)}
+
+
+def memo_key(facts: JobFacts, work: object) -> str | None:
+    """The memo key of a task (hex SHA-256), or None while it cannot be known."""
+    doc = work_doc(work)
+    return None if doc is None else doc_key(facts, doc)
+
+
+def doc_key(facts: JobFacts, work: dict[str, Any]) -> str:
+    """The memo key of a task described by :func:`work_doc`'s fields (other
+    fields, as a provenance record's task has, are left out)."""
+    kind = work["kind"]
+    doc = {"kind": kind, **{name: work[name] for name in _WORK_FIELDS[kind]}}
+    doc.update({"v": _VERSION, "code": str(facts.code), "encoding": facts.encoding,
+                "cid_version": facts.cid_version, "runtime": facts.runtime})
+    if kind != "reduce":
         doc.update(reducers=facts.reducers,
                    boundaries=str(facts.boundaries) if facts.boundaries else None)
-        if isinstance(work, SplitInfo):
-            doc.update(kind="split", path=work.path, offset=work.offset, first=work.first,
-                       last=work.last, blocks=[str(c) for c in work.blocks],
-                       sizes=list(work.block_sizes))
-        elif isinstance(work, BoundaryWork):
-            if work.records is None:
-                return None
-            doc.update(kind="boundary", records=str(work.records))
-        else:
-            return None
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -1,0 +1,227 @@
+"""A repo on disk: who may use it, and what it may forget.
+
+A repo holds blocks, pins, the memo of task outputs and the journals of
+jobs. Blocks accumulate: every job writes partitions and part files, every
+fetch keeps what it fetched. :func:`collect` bounds that, as ``ipfs repo
+gc`` does, by keeping what something still needs and removing the rest:
+
+* every pinned DAG (outputs, added inputs);
+* what an unfinished job needs to resume: its descriptor, code, input and
+  boundaries, and every CID its journal names;
+* what the memo names, after entries beyond the age or size limits are
+  dropped (an output kept only for the memo is unpinned with its entry).
+
+Everything else, fetched copies and the intermediates of finished jobs
+included, can be fetched or computed again. It runs under the repo lock,
+so never beside a node that is writing to the repo. A block that should
+be kept but is missing or corrupt stops it before anything is removed:
+with a damaged DAG, what it links to cannot be known.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from .errors import NodeError, P2PMRError, StorageError
+from .storage.base import dag_links
+from .storage.cid import CID
+from .storage.flatfs import FlatFS
+
+__all__ = ["Collected", "collect", "repo_lock"]
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE: Final = "repo.lock"
+_CID_TEXT = re.compile(r"\b(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{50,})\b")
+
+
+@contextlib.contextmanager
+def repo_lock(repo: Path) -> Iterator[None]:
+    """Exclusive use of a repo: by one running node (its identity is unique),
+    or by a garbage collection."""
+    with open(repo / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NodeError(f"repo {repo} is in use by another running node") from None
+        yield
+
+
+@dataclass
+class Collected:
+    """What a collection removed and kept."""
+
+    blocks_removed: int = 0
+    bytes_removed: int = 0
+    blocks_kept: int = 0
+    memo_removed: int = 0
+    memo_kept: int = 0
+    unfinished_jobs: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _MemoEntry:
+    path: Path
+    created: float
+    outputs: tuple[CID, ...]
+
+
+def _cids_in(text: str) -> Iterator[CID]:
+    for match in _CID_TEXT.finditer(text):
+        with contextlib.suppress(P2PMRError, ValueError):
+            yield CID.parse(match.group(1))
+
+
+def _memo_entries(repo: Path) -> list[_MemoEntry]:
+    entries = []
+    for path in sorted((repo / "memo").glob("*/*.json")):
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            created = float(doc.get("created", 0.0))
+            outputs = tuple(_cids_in(json.dumps(doc.get("output", {}))))
+        except (OSError, ValueError, TypeError):
+            created, outputs = 0.0, ()  # unreadable: a miss anyway, the first to go
+        entries.append(_MemoEntry(path, created, outputs))
+    return entries
+
+
+def _unfinished_roots(repo: Path, fs: FlatFS) -> tuple[list[str], set[CID], set[CID]]:
+    """Unfinished jobs, the CIDs they must keep (descriptor, code, input,
+    boundaries), and those their journals name (kept if here)."""
+    jobs: list[str] = []
+    needed: set[CID] = set()
+    named: set[CID] = set()
+    for journal in sorted((repo / "jobs").glob("*/journal")):
+        try:
+            lines = [json.loads(line) for line in journal.read_text().splitlines() if line]
+        except (OSError, ValueError):
+            lines = []
+        if any(isinstance(r, dict) and r.get("t") == "output" for r in lines):
+            continue
+        jobs.append(journal.parent.name)
+        with contextlib.suppress(ValueError, P2PMRError):
+            job = CID.parse(journal.parent.name)
+            needed.add(job)
+            descriptor = json.loads(_file_bytes(fs, job))
+            needed.update(CID.parse(descriptor[name]) for name in ("code", "input", "boundaries")
+                          if descriptor.get(name))
+        named.update(_cids_in(journal.read_text(errors="replace")))
+    return jobs, needed, named
+
+
+def _file_bytes(fs: FlatFS, root: CID) -> bytes:
+    """A small UnixFS file's bytes, from local blocks only."""
+    from .storage.unixfs import extract_data
+
+    block = fs.read(root)
+    if block is None:
+        raise StorageError(f"block {root} is missing")
+    links = dag_links(root, block)
+    if not links:
+        return extract_data(root, block)
+    return b"".join(_file_bytes(fs, link) for link in links)
+
+
+def _mark(fs: FlatFS, roots: Iterable[CID], live: set[Path], *, strict: bool) -> None:
+    """Add the block files of every DAG under ``roots`` to ``live``. With
+    ``strict`` a missing or corrupt block is an error; otherwise what is
+    missing is skipped (intermediates that stayed on their peers)."""
+    stack = list(roots)
+    while stack:
+        cid = stack.pop()
+        path = fs.path_of(cid)
+        if path in live:
+            continue
+        block = fs.read(cid)
+        if block is None:
+            if strict:
+                raise StorageError(
+                    f"cannot collect garbage: block {cid}, which a pin or an unfinished "
+                    "job needs, is missing or corrupt. Run `p2pmr repo verify`, and fetch "
+                    "it again (`p2pmr cat` with --bootstrap) or unpin what needs it")
+            continue
+        live.add(path)
+        stack.extend(dag_links(cid, block))
+
+
+def _prune_memo(entries: list[_MemoEntry], fs: FlatFS, now: float, max_age: float | None,
+                max_bytes: int | None) -> tuple[list[_MemoEntry], list[_MemoEntry]]:
+    """(kept, dropped): the newest entries within both limits."""
+    kept, dropped, total = [], [], 0
+    for entry in sorted(entries, key=lambda e: e.created, reverse=True):
+        size = 0
+        if max_bytes is not None:
+            blocks: set[Path] = set()
+            _mark(fs, entry.outputs, blocks, strict=False)
+            size = sum(p.stat().st_size for p in blocks if p.exists())
+        if (max_age is not None and now - entry.created > max_age) or \
+                (max_bytes is not None and total + size > max_bytes):
+            dropped.append(entry)
+            continue
+        total += size
+        kept.append(entry)
+    return kept, dropped
+
+
+def collect(repo: Path, *, memo_max_age: float | None = None,
+            memo_max_bytes: int | None = None, dry_run: bool = False) -> Collected:
+    """Remove what nothing needs (see the module's docstring)."""
+    fs = FlatFS(repo)
+    if not fs.blocks.is_dir():
+        raise StorageError(f"{repo} has no blocks/ directory: not a p2pmr repo")
+    result = Collected()
+    with repo_lock(repo):
+        kept, dropped = _prune_memo(_memo_entries(repo), fs, time.time(), memo_max_age,
+                                    memo_max_bytes)
+        still_named = {cid for entry in kept for cid in entry.outputs}
+        pins = {}
+        for pin in (repo / "pins").glob("*") if (repo / "pins").is_dir() else ():
+            with contextlib.suppress(P2PMRError, ValueError, OSError):
+                pins[CID.parse(pin.name)] = (pin, pin.read_text().strip())
+        # An output kept for the memo alone goes with its entry.
+        unpinned = {cid for entry in dropped for cid in entry.outputs
+                    if cid in pins and cid not in still_named}
+        result.unfinished_jobs, needed, named = _unfinished_roots(repo, fs)
+        live: set[Path] = set()
+        recursive = [cid for cid, (_, how) in pins.items()
+                     if how == "recursive" and cid not in unpinned]
+        _mark(fs, [*recursive, *needed], live, strict=True)
+        live.update(fs.path_of(cid) for cid, (_, how) in pins.items()
+                    if how != "recursive" and cid not in unpinned)
+        _mark(fs, [*named, *still_named], live, strict=False)
+        result.memo_kept, result.memo_removed = len(kept), len(dropped)
+        for path in fs.blocks.glob("*/*.data"):
+            if path in live:
+                result.blocks_kept += 1
+                continue
+            result.blocks_removed += 1
+            with contextlib.suppress(OSError):
+                result.bytes_removed += path.stat().st_size
+                if not dry_run:
+                    path.unlink()
+        if not dry_run:
+            for entry in dropped:
+                entry.path.unlink(missing_ok=True)
+            for cid in unpinned:
+                pins[cid][0].unlink(missing_ok=True)
+    log.info("collected %d blocks (%d bytes), kept %d", result.blocks_removed,
+             result.bytes_removed, result.blocks_kept)
+    return result
+
+
+def describe(result: Collected, dry_run: bool) -> str:
+    verb = "would remove" if dry_run else "removed"
+    jobs = (f"; kept what {len(result.unfinished_jobs)} unfinished job(s) need to resume"
+            if result.unfinished_jobs else "")
+    return (f"{verb} {result.blocks_removed} block(s), {result.bytes_removed / 2**20:.1f} MiB; "
+            f"kept {result.blocks_kept}; memo: {verb} {result.memo_removed} entr(ies), kept "
+            f"{result.memo_kept}{jobs}")

@@ -1,0 +1,131 @@
+"""``p2pmr verify``: an output checked from its CID by running its tasks again.
+
+Real ``p2pmr run`` and ``p2pmr verify`` processes with real local peers; the
+tampered outputs are real directories in the same repo, built as an
+attacker would build them: same layout, one claim changed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2pmr import InitMaster
+from p2pmr.job import load_job_file
+from p2pmr.node import Node
+from p2pmr.storage import unixfs
+from p2pmr.storage.cid import CID
+from p2pmr.storage.flatfs import FlatFSStore
+
+from .helpers import GUTENBERG, ROOT, run_cli
+from .swarm import Swarm
+
+WORDCOUNT = ROOT / "examples" / "wordcount.py"
+TEXTS = sorted(GUTENBERG.glob("pg-*.txt"))
+
+
+def _verify(repo: Path, output: str, *extra: str) -> tuple[int, str, dict[str, Any]]:
+    """(exit status, text report, JSON verdict) of two verify runs."""
+    text = run_cli("verify", output, "--repo", str(repo), *extra, check=False, timeout=180)
+    assert text.returncode in (0, 1), text.stderr.decode()
+    as_json = run_cli("verify", output, "--repo", str(repo), "--json", *extra, check=False,
+                      timeout=180)
+    return text.returncode, text.stdout.decode(), json.loads(as_json.stdout.decode())
+
+
+def _forge(repo: Path, output: str, change: str) -> str:
+    """The output with one claim changed, stored in ``repo``; its CID."""
+
+    async def forge() -> CID:
+        store = FlatFSStore(repo)
+        entries = {e.name: e.cid for e in await unixfs.list_directory(store, CID.parse(output))}
+        if change == "part":  # another part-00000, same manifest and record
+            fake = await unixfs.add_bytes(store, b"forged\t1\n")
+            entries["part-00000"] = fake
+        else:  # the record claims another output for map task 0
+            record = json.loads(await unixfs.read_range(store, entries["_provenance.json"]))
+            first = next(t for t in record["tasks"] if t["phase"] == "map")
+            first["output"]["partitions"][0] = str(await unixfs.add_bytes(store, b"a lie"))
+            data = json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"
+            entries["_provenance.json"] = await unixfs.add_bytes(store, data)
+        links = [(name, cid, 0) for name, cid in entries.items()]
+        root, block, _ = unixfs.build_directory(links)
+        await store.put(root, block)
+        return root
+
+    return str(trio.run(forge))
+
+
+def test_verify_accepts_an_honest_output_and_names_each_forgery(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for text in TEXTS[:3]:
+        shutil.copy(text, data / text.name)
+    repo = tmp_path / "repo"
+    result = run_cli("run", str(WORDCOUNT), "--input", str(data), "--reducers", "2",
+                     "--local-peers", "2", "--split-size", "1", "--repo", str(repo),
+                     "--no-progress", timeout=180)
+    output = result.stdout.decode().split()[-1]
+
+    status, report, verdict = _verify(repo, output)
+    assert status == 0 and "every one matches" in report, report
+    assert verdict["ok"] and verdict["checked"] == verdict["tasks"] > 3
+    assert verdict["recomputed"] == output
+    status, _, verdict = _verify(repo, output, "--sample", "2", "--seed", "7")
+    assert status == 0 and verdict["checked"] == 2 and verdict["recomputed"] == output
+
+    # A part file replaced: caught from the record alone, whatever is sampled.
+    forged = _forge(repo, output, "part")
+    status, report, verdict = _verify(repo, forged, "--sample", "1", "--seed", "7")
+    assert status == 1 and "reduce task 0" in report and "part-00000" in report, report
+    assert any(m["phase"] == "reduce" and m["index"] == 0 for m in verdict["mismatches"])
+
+    # A record that lies about a map task's output: running it names it,
+    # and the peer that produced it (this repo holds the master's journal).
+    lying = _forge(repo, output, "record")
+    status, report, verdict = _verify(repo, lying, "--all")
+    assert status == 1, report
+    wrong = [m for m in verdict["mismatches"] if m["cause"] == "output"]
+    assert [(m["phase"], m["index"]) for m in wrong] == [("map", 0)], report
+    assert wrong[0]["peer"] and "map task 0" in report and "produced by peer" in report
+
+
+def test_verify_of_something_that_is_not_an_output_says_so(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    cid = run_cli("add", str(TEXTS[0]), "--repo", str(repo)).stdout.decode().split()[-1]
+    result = run_cli("verify", cid, "--repo", str(repo), check=False, timeout=120)
+    assert result.returncode == 1 and b"_provenance.json" in result.stderr
+    bad = run_cli("verify", cid, "--repo", str(repo), "--sample", "0", check=False)
+    assert bad.returncode == 2 and b"--sample" in bad.stderr
+
+
+async def test_verify_finds_a_lying_peer_that_verify_1_let_through(master: Node,
+                                                                 tmp_path: Path) -> None:
+    """With ``--verify 1`` the master takes one peer's word: a liar's map
+    outputs reach the result. ``p2pmr verify`` runs every task again and
+    names the liar's tasks, and the liar."""
+    cid = await master.add_path(TEXTS[0])
+    swarm = Swarm(master, tmp_path / "peers")
+    try:
+        liar = await trio.to_thread.run_sync(lambda: swarm.start("liar", name="liar"))
+        await trio.to_thread.run_sync(swarm.start)
+        job = InitMaster(master, cid, job=load_job_file(WORDCOUNT), n_reducers=2,
+                         split_size=2**18)
+        with trio.fail_after(180):
+            root = await job.run()
+    finally:
+        swarm.close()
+    lied = [t.index for t in job.scheduler.phase_tasks("map")
+            if str(t.completed_by) == str(liar.peer_id)]
+    assert lied, "the liar ran no map task"
+
+    result = await trio.to_thread.run_sync(lambda: run_cli(
+        "verify", str(root), "--repo", str(master.repo), "--json", check=False, timeout=180))
+    assert result.returncode == 1, result.stderr.decode()
+    verdict = json.loads(result.stdout)
+    wrong = [m for m in verdict["mismatches"] if m["cause"] == "output"]
+    assert sorted(m["index"] for m in wrong if m["phase"] == "map") == sorted(lied)
+    assert {m["peer"] for m in wrong} == {str(liar.peer_id)}
