@@ -632,14 +632,17 @@ def run(ctx: click.Context, /, jobfile: Path | None, input_: str | None, reducer
               help="Run the tasks on the peers of this swarm, and fetch from it what "
                    "the repo lacks (repeatable).")
 @_listen_option("Listen address of the checking master (repeatable).")
+@click.option("--attestation", metavar="CID",
+              help="The master's signed attestation of the output (its run prints it): "
+                   "checked, and used to name the peer that produced each task.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @_psk_option
 @store_options
 @click.pass_context
 def verify(ctx: click.Context, /, output_cid: str, all_tasks: bool, sample: str | None,
            seed: int | None, local_peers: int | None, local_workers: int | None,
-           bootstrap: tuple[str, ...], listen: tuple[str, ...], as_json: bool,
-           psk: str | None, repo: str | None, ipfs_api: str | None) -> None:
+           bootstrap: tuple[str, ...], listen: tuple[str, ...], attestation: str | None,
+           as_json: bool, psk: str | None, repo: str | None, ipfs_api: str | None) -> None:
     """Check a job's output by running its tasks again; exit 0 if all match.
 
     The output's provenance record names every task's inputs and outputs.
@@ -669,14 +672,17 @@ def verify(ctx: click.Context, /, output_cid: str, all_tasks: bool, sample: str 
             local_peer_args=tuple(a for r in read for a in ("--read-store", str(r))),
             bootstrap=settings.bootstrap, listen=listen or DEFAULT_LISTEN, psk=psk,
             progress=False)
-        verdict = run_async(functools.partial(verify_output, read_repos=read,
-                                              imported=_libp2p_logs),
+        verdict = run_async(functools.partial(
+            verify_output, read_repos=read, imported=_libp2p_logs,
+            attestation=_parse_cid(attestation) if attestation else None),
                             run_settings, _parse_cid(output_cid), chosen)
     if as_json:
         click.echo(json.dumps(verdict.as_json()))
     else:
         for mismatch in verdict.mismatches:
             click.echo(f"MISMATCH {mismatch}")
+        if verdict.attested_by:
+            click.echo(f"attested by master {verdict.attested_by} (signature checked)")
         click.echo(f"{verdict.output}: {verdict.checked} of {verdict.tasks} task(s) run "
                    f"again; " + ("every one matches its record" if verdict.ok else
                                  f"{len(verdict.mismatches)} mismatch(es)"))

@@ -222,11 +222,30 @@ def _read_local_peers(node: Node, n: int, base: Path) -> None:
         node.blocks.read_from([base / f"peer-{i}" for i in range(n)])
 
 
-async def _write_report(master: Master, node: Node, repo: Path, elapsed: float) -> None:
+async def _attest(master: Master, node: Node) -> CID:
+    """Sign, with the master's key, who produced each task this run ran;
+    stored and pinned beside the output (spec section 6.7)."""
+    from .attestation import attest
+
+    assert master.output is not None and master.job_cid is not None
+    producers = {f"{task.phase}/{task.index}": str(task.completed_by)
+                 for phase in ("map", "reduce") for task in master.scheduler.phase_tasks(phase)
+                 if task.completed_by is not None}
+    data = attest(node.host.get_private_key(), node.host.get_public_key(),
+                  output=master.output, job=master.job_cid, producers=producers,
+                  agreed=master.scheduler.policy.verify)
+    cid = await unixfs.add_bytes(node.blocks, data)
+    await node.blocks.pin(cid)
+    return cid
+
+
+async def _write_report(master: Master, node: Node, repo: Path, elapsed: float) -> CID:
     """The run report, ``jobs/<job>/report.json`` in the master's repo: timings,
     where task time went, traffic and locality, which the manifest leaves out
     so that the output CID stays a function of the job."""
+    attestation = await _attest(master, node)
     report = {"output": str(master.output), "job": str(master.job_cid), "wall_seconds": elapsed,
+              "attestation": str(attestation),
               "timings": master.timings, "resumed_tasks": master.resumed_tasks,
               "tasks": master.task_counts(),
               "task_profile": master.task_profile(),
@@ -239,6 +258,7 @@ async def _write_report(master: Master, node: Node, repo: Path, elapsed: float) 
     report_dir = repo / "jobs" / str(master.job_cid)
     await trio.Path(report_dir).mkdir(parents=True, exist_ok=True)
     await trio.Path(report_dir / "report.json").write_text(json.dumps(report, indent=2))
+    return attestation
 
 
 async def open_master_node(settings: RunSettings, stack: contextlib.AsyncExitStack,
@@ -317,13 +337,14 @@ async def run_job(settings: RunSettings, *, imported: Callable[[], object] = lam
                         total_order=order)
         root = await _run_with_progress(master, settings.progress)
         elapsed = time.monotonic() - started
-        await _write_report(master, node, settings.repo, elapsed)
+        attestation = await _write_report(master, node, settings.repo, elapsed)
         counts = master.task_counts()
         click.echo(f"job {master.job_cid} finished in {elapsed:.2f}s "
                    f"(map {master.timings.get('map', 0):.2f}s, "
                    f"reduce {master.timings.get('reduce', 0):.2f}s); tasks: "
                    f"{counts['executed']} run, {counts['reused']} reused from the memo, "
-                   f"{counts['resumed']} resumed from the journal", err=True)
+                   f"{counts['resumed']} resumed from the journal; attestation "
+                   f"{attestation}", err=True)
         if settings.output is not None:
             files = await write_output(node, root, settings.output,
                                        overwrite=settings.overwrite)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .attestation import check_attestation
 from .errors import P2PMRError, UnixFSError, UnverifiableOutput
 from .job import JobDescriptor, in_fresh_process, runtime
 from .master.journal import output_doc, output_from_json
@@ -119,6 +120,7 @@ class Verdict:
     checked: int = 0   # run again and compared
     mismatches: list[Mismatch] = field(default_factory=list)
     recomputed: CID | None = None
+    attested_by: str | None = None  # the master whose signed attestation was checked
 
     @property
     def ok(self) -> bool:
@@ -128,6 +130,7 @@ class Verdict:
         return {"output": str(self.output), "ok": self.ok, "tasks": self.tasks,
                 "checked": self.checked,
                 "recomputed": str(self.recomputed) if self.recomputed else None,
+                "attested_by": self.attested_by,
                 "mismatches": [dataclasses.asdict(m) for m in self.mismatches]}
 
 
@@ -260,11 +263,28 @@ def _total_order(code: bytes) -> TotalOrder | None:
     return job.partition if isinstance(job.partition, TotalOrder) else None
 
 
+async def _attested_producers(blocks: BlockStore, attestation: CID, output: CID
+                              ) -> tuple[str, dict[tuple[str, int], str]]:
+    """The signer of an attestation about ``output``, and who it says
+    produced each task; an attestation that does not check out is an error."""
+    checked = check_attestation(await unixfs.read_range(blocks, attestation))
+    if checked.output != output:
+        raise UnverifiableOutput(f"attestation {attestation} is about {checked.output}, "
+                                 f"not {output}")
+    by = {}
+    for task, peer in checked.producers.items():
+        phase, _, index = task.partition("/")
+        with contextlib.suppress(ValueError):
+            by[(phase, int(index))] = peer
+    return checked.master, by
+
+
 async def verify_output(settings: RunSettings, output: CID, sample: Sample, *,
-                        read_repos: tuple[Path, ...] = (),
+                        read_repos: tuple[Path, ...] = (), attestation: CID | None = None,
                         imported: Callable[[], object] = lambda: None) -> Verdict:
     """Run the chosen tasks of ``output``'s job again, on the settings' peers
-    and with ``settings.repo`` as a scratch repo, and compare."""
+    and with ``settings.repo`` as a scratch repo, and compare. Producers are
+    named from ``attestation`` if given, else from a journal at hand."""
     verdict = Verdict(output)
     async with contextlib.AsyncExitStack() as stack:
         node = await open_master_node(settings, stack, imported)
@@ -281,6 +301,10 @@ async def verify_output(settings: RunSettings, output: CID, sample: Sample, *,
                 f"{output} was computed by {record.get('runtime')!r}, and this is "
                 f"{runtime()!r}: run verify where the job's runtime is")
         job = CID.parse(record["job"])
+        by = producers(read_repos, job)
+        if attestation is not None:
+            verdict.attested_by, by = await _attested_producers(node.blocks, attestation,
+                                                                output)
         descriptor = JobDescriptor.from_json(await unixfs.read_range(node.blocks, job))
         code = await unixfs.read_range(node.blocks, descriptor.code)
         order = await in_fresh_process(_total_order, code) if descriptor.boundaries else None
@@ -299,7 +323,7 @@ async def verify_output(settings: RunSettings, output: CID, sample: Sample, *,
         if master.job_cid != job:
             verdict.mismatches.append(Mismatch(
                 "job", 0, "job descriptor", "the job", str(job), str(master.job_cid)))
-        verdict.checked, found = compare(master, record, producers(read_repos, job))
+        verdict.checked, found = compare(master, record, by)
         verdict.mismatches += found
         if verdict.recomputed != output and not verdict.mismatches:
             verdict.mismatches.append(Mismatch(

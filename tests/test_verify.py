@@ -7,6 +7,7 @@ attacker would build them: same layout, one claim changed."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -69,11 +70,16 @@ def test_verify_accepts_an_honest_output_and_names_each_forgery(tmp_path: Path) 
                      "--local-peers", "2", "--split-size", "1", "--repo", str(repo),
                      "--no-progress", timeout=180)
     output = result.stdout.decode().split()[-1]
+    found = re.search(r"attestation (\S+)", result.stderr.decode())
+    assert found, result.stderr.decode()
+    attestation = found[1]
 
-    status, report, verdict = _verify(repo, output)
+    status, report, verdict = _verify(repo, output, "--attestation", attestation)
     assert status == 0 and "every one matches" in report, report
     assert verdict["ok"] and verdict["checked"] == verdict["tasks"] > 3
     assert verdict["recomputed"] == output
+    master_id = run_cli("id", "--repo", str(repo)).stdout.decode().split()[-1]
+    assert verdict["attested_by"] == master_id and f"attested by master {master_id}" in report
     status, _, verdict = _verify(repo, output, "--sample", "2", "--seed", "7")
     assert status == 0 and verdict["checked"] == 2 and verdict["recomputed"] == output
 
@@ -91,6 +97,28 @@ def test_verify_accepts_an_honest_output_and_names_each_forgery(tmp_path: Path) 
     wrong = [m for m in verdict["mismatches"] if m["cause"] == "output"]
     assert [(m["phase"], m["index"]) for m in wrong] == [("map", 0)], report
     assert wrong[0]["peer"] and "map task 0" in report and "produced by peer" in report
+
+    # An attestation is checked: one about another output, or one changed
+    # after it was signed, is refused before anything runs.
+    other = run_cli("verify", lying, "--repo", str(repo), "--attestation", attestation,
+                    check=False, timeout=120)
+    assert other.returncode == 1 and b"is about" in other.stderr
+    forged_attestation = _forge_attestation(repo, attestation)
+    refused = run_cli("verify", output, "--repo", str(repo), "--attestation",
+                      forged_attestation, check=False, timeout=120)
+    assert refused.returncode == 1 and b"signature does not check out" in refused.stderr
+
+
+def _forge_attestation(repo: Path, attestation: str) -> str:
+    """The attestation with its producers changed and its signature kept."""
+
+    async def forge() -> CID:
+        store = FlatFSStore(repo)
+        doc = json.loads(await unixfs.read_range(store, CID.parse(attestation)))
+        doc["producers"] = {task: "12D3KooWBlame" for task in doc["producers"]}
+        return await unixfs.add_bytes(store, json.dumps(doc).encode())
+
+    return str(trio.run(forge))
 
 
 def test_verify_of_something_that_is_not_an_output_says_so(tmp_path: Path) -> None:
