@@ -19,7 +19,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import trio
@@ -33,6 +33,9 @@ from .storage import unixfs
 from .storage.base import BlockStore
 from .storage.cid import CID
 from .storage.flatfs import FlatFSStore
+
+if TYPE_CHECKING:
+    from .verify import Sample
 
 log = logging.getLogger("p2pmr.cli")
 
@@ -571,6 +574,18 @@ def peer(ctx: click.Context, /, listen: tuple[str, ...], bootstrap: tuple[str, .
 @click.option("--resume", is_flag=True,
               help="Continue this repo's unfinished run of the job (or, with no JOBFILE, "
                    "the newest unfinished job) from its journal.")
+@click.option("--reuse", "reuse", multiple=True, metavar="CID",
+              help="Take tasks from an earlier output's provenance record, given as the "
+                   "output's CID or its master's attestation CID (repeatable). Unless the "
+                   "attestation is signed by a --trust-master, a sample of its tasks is run "
+                   "again first, and one mismatch refuses it.")
+@click.option("--trust-master", "trust_masters", multiple=True, metavar="PEER_ID",
+              callback=lambda ctx, param, v: _peer_ids(ctx, param, v) if v else v,
+              help="Take --reuse records signed by this master without checking them "
+                   "(repeatable; this repo's own key is always trusted).")
+@click.option("--reuse-sample", metavar="N|P%", default=None,
+              help="Tasks of an untrusted --reuse record to run again before taking it "
+                   "(default 5%, at least 3; 100% checks all).")
 @click_options(MasterOptions)
 @_psk_option
 @click.option("--progress/--no-progress", default=True, help="Show progress on stderr.")
@@ -581,6 +596,7 @@ def peer(ctx: click.Context, /, listen: tuple[str, ...], bootstrap: tuple[str, .
 def run(ctx: click.Context, /, jobfile: Path | None, input_: str | None, reducers: int | None,
         local_peers: int, local_workers: int | None, bootstrap: tuple[str, ...],
         listen: tuple[str, ...], output: Path | None, overwrite: bool, resume: bool,
+        reuse: tuple[str, ...], trust_masters: tuple[str, ...], reuse_sample: str | None,
         psk: str | None, progress: bool, repo: str | None, ipfs_api: str | None,
         **given: Any) -> None:
     """Run a MapReduce job and print the output CID on the last line."""
@@ -607,7 +623,9 @@ def run(ctx: click.Context, /, jobfile: Path | None, input_: str | None, reducer
         reducers=reducers, local_peers=local_peers, local_workers=local_workers,
         local_peer_args=tuple(limits), bootstrap=settings.bootstrap,
         listen=listen or DEFAULT_LISTEN, output=output, overwrite=overwrite, resume=resume,
-        master=apply(MasterOptions, given), psk=psk, progress=progress)
+        master=apply(MasterOptions, given), psk=psk, progress=progress,
+        reuse=tuple(_parse_cid(c) for c in reuse), trust_masters=trust_masters,
+        reuse_sample=_sample_option(reuse_sample, "--reuse-sample"))
     root = run_async(functools.partial(run_job, imported=_libp2p_logs), run_settings,
                      on_stop="the tasks completed so far are in the journal; run the same "
                              "command with --resume to continue from there")
@@ -657,10 +675,7 @@ def verify(ctx: click.Context, /, output_cid: str, all_tasks: bool, sample: str 
     if all_tasks and sample is not None:
         raise click.UsageError("give --all or --sample, not both")
     settings = _merge(ctx, repo, ipfs_api, bootstrap)
-    try:
-        chosen = Sample.parse(sample, seed)
-    except P2PMRError as exc:
-        raise click.BadParameter(str(exc), param_hint="--sample") from None
+    chosen = _sample_option(sample, "--sample", seed) or Sample()
     peers = local_peers if local_peers is not None else (0 if settings.bootstrap else 2)
     if not peers and not settings.bootstrap:
         raise click.UsageError("--local-peers 0 needs --bootstrap: some peer must run tasks")
@@ -722,6 +737,17 @@ async def _until_stdin_closes(scope: trio.CancelScope,
     # Also how a parent that is still alive says "stop" (after its SIGTERM).
     log.info("the parent process closed its pipe to this peer; stopping")
     scope.cancel()
+
+
+def _sample_option(text: str | None, name: str, seed: int | None = None) -> Sample | None:
+    from .verify import Sample
+
+    if text is None:
+        return None
+    try:
+        return Sample.parse(text, seed)
+    except P2PMRError as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
 
 
 def _parse_cid(text: str) -> CID:

@@ -40,6 +40,7 @@ from .storage.cid import CID
 if TYPE_CHECKING:  # imported once local peers are on their way (see run_job)
     from .master import Master
     from .node import Node
+    from .verify import Sample
 
 __all__ = ["RunSettings", "open_master_node", "run_job"]
 
@@ -64,6 +65,9 @@ class RunSettings:
     psk: str | None = None
     progress: bool = True
     ipfs_api: str | None = None
+    reuse: Sequence[CID] = ()          # records (outputs or attestations) to take tasks from
+    trust_masters: Sequence[str] = ()  # whose signed records are taken without a check
+    reuse_sample: Sample | None = None  # how many tasks of any other record to check first
 
 
 def _traffic(node: Node) -> dict[str, int]:
@@ -282,6 +286,17 @@ async def open_master_node(settings: RunSettings, stack: contextlib.AsyncExitSta
     return node
 
 
+async def _take(node: Node, settings: RunSettings, imported: Callable[[], object]) -> None:
+    from .reuse import take_records
+
+    for taken in await take_records(node, settings.reuse, settings,
+                                    trusted=settings.trust_masters,
+                                    sample=settings.reuse_sample, imported=imported):
+        click.echo(f"--reuse {taken.given}: {taken.how}"
+                   + (f"; {taken.tasks} task(s) taken into the memo" if taken.tasks else ""),
+                   err=True)
+
+
 async def run_job(settings: RunSettings, *, imported: Callable[[], object] = lambda: None
                   ) -> CID:
     """Run the job; ``imported`` is called once libp2p is (the command line
@@ -333,6 +348,8 @@ async def run_job(settings: RunSettings, *, imported: Callable[[], object] = lam
             # Local peers' repos go with them: the master keeps a copy of each
             # map output, so that later jobs can take map tasks from the memo.
             options = dataclasses.replace(options, replicas=2)
+        if settings.reuse:
+            await _take(node, settings, imported)
         master = Master(node, input_cid, None, reducers, options, code=code, name=name,
                         total_order=order)
         root = await _run_with_progress(master, settings.progress)

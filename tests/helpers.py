@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -11,8 +12,13 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import trio
+
 from p2pmr.errors import NodeError
 from p2pmr.ready import peer_command, start_peer_blocking
+from p2pmr.storage import unixfs
+from p2pmr.storage.cid import CID
+from p2pmr.storage.flatfs import FlatFSStore
 
 ROOT = Path(__file__).resolve().parent.parent
 GUTENBERG = ROOT / "examples" / "data" / "gutenberg"
@@ -116,3 +122,26 @@ def run_cli(*args: str, input: bytes | None = None, timeout: float = 120.0,
         raise AssertionError(f"p2pmr {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stderr.decode(errors='replace')}")
     return result
+
+
+def forge_output(repo: Path, output: str, change: str) -> str:
+    """The output with one claim changed, stored in ``repo``; its CID."""
+
+    async def forge() -> CID:
+        store = FlatFSStore(repo)
+        entries = {e.name: e.cid for e in await unixfs.list_directory(store, CID.parse(output))}
+        if change == "part":  # another part-00000, same manifest and record
+            fake = await unixfs.add_bytes(store, b"forged\t1\n")
+            entries["part-00000"] = fake
+        else:  # the record claims another output for map task 0
+            record = json.loads(await unixfs.read_range(store, entries["_provenance.json"]))
+            first = next(t for t in record["tasks"] if t["phase"] == "map")
+            first["output"]["partitions"][0] = str(await unixfs.add_bytes(store, b"a lie"))
+            data = json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"
+            entries["_provenance.json"] = await unixfs.add_bytes(store, data)
+        links = [(name, cid, 0) for name, cid in entries.items()]
+        root, block, _ = unixfs.build_directory(links)
+        await store.put(root, block)
+        return root
+
+    return str(trio.run(forge))

@@ -24,7 +24,7 @@ from p2pmr.storage import unixfs
 from p2pmr.storage.cid import CID
 from p2pmr.testing import memory_swarm
 
-from .helpers import GUTENBERG, ROOT, run_cli
+from .helpers import GUTENBERG, ROOT, PeerProcess, forge_output, run_cli
 from .swarm import output_counts, reference_counts
 
 WORDCOUNT = ROOT / "examples" / "wordcount.py"
@@ -38,10 +38,14 @@ def _run(repo: Path, data: Path, *extra: str, job: Path = WORDCOUNT,
     result = run_cli("run", str(job), "--input", str(data), "--reducers", str(reducers),
                      "--local-peers", "2", "--split-size", "1", "--repo", str(repo),
                      "--no-progress", *extra, timeout=180)
-    stderr = result.stderr.decode()
+    return (result.stdout.decode().split()[-1], *_counts(result.stderr.decode()))
+
+
+def _counts(stderr: str) -> tuple[int, int]:
+    """(tasks run, tasks reused) from a run's summary."""
     found = _SUMMARY.search(stderr)
     assert found, stderr
-    return result.stdout.decode().split()[-1], int(found[1]), int(found[2])
+    return int(found[1]), int(found[2])
 
 
 def _texts(data: Path, count: int) -> Path:
@@ -92,6 +96,46 @@ def test_another_job_or_reducer_count_reuses_nothing(tmp_path: Path) -> None:
     out, ran_edited, reused_edited = _run(repo, data, job=edited)
     assert (ran_edited, reused_edited) == (ran, 0) and out != first  # its manifest names it
     assert _run(repo, data, "--fresh")[1:] == (ran, 0)
+
+
+def test_reuse_takes_another_masters_record_trusted_or_checked(tmp_path: Path) -> None:
+    """``--reuse`` across repos, blocks fetched over the network from a peer
+    on the first repo: a record signed by a trusted master is taken whole;
+    an untrusted one is taken after a sample of its tasks ran again; a lying
+    one is refused whole (every task runs, and the output is still exact)."""
+    data = _texts(tmp_path / "data", 3)
+    first = run_cli("run", str(WORDCOUNT), "--input", str(data), "--reducers", "2",
+                    "--local-peers", "2", "--split-size", "1", "--repo", str(tmp_path / "a"),
+                    "--no-progress", timeout=180)
+    output = first.stdout.decode().split()[-1]
+    found = re.search(r"tasks: (\d+) run.*attestation (\S+)", first.stderr.decode())
+    assert found, first.stderr.decode()
+    total, attestation = int(found[1]), found[2]
+    signer = run_cli("id", "--repo", str(tmp_path / "a")).stdout.decode().split()[-1]
+    lying = forge_output(tmp_path / "a", output, "record")
+    with PeerProcess(tmp_path / "a") as server:  # serves the first repo's blocks
+        where = ("--bootstrap", server.addr)
+        trusted = _run(tmp_path / "b", data, "--reuse", attestation, "--trust-master", signer,
+                       *where)
+        assert trusted == (output, 0, total)
+
+        checked = run_cli("run", str(WORDCOUNT), "--input", str(data), "--reducers", "2",
+                          "--local-peers", "2", "--split-size", "1", "--no-progress",
+                          "--repo", str(tmp_path / "c"), "--reuse", attestation, *where,
+                          timeout=240)
+        assert re.search(r"checked by sampling [3-9] of \d+ task", checked.stderr.decode()), \
+            checked.stderr.decode()
+        assert checked.stdout.decode().split()[-1] == output
+        assert _counts(checked.stderr.decode()) == (0, total)
+
+        refused = run_cli("run", str(WORDCOUNT), "--input", str(data), "--reducers", "2",
+                          "--local-peers", "2", "--split-size", "1", "--no-progress",
+                          "--repo", str(tmp_path / "d"), "--reuse", lying,
+                          "--reuse-sample", "100%", *where, timeout=240)
+        stderr = refused.stderr.decode()
+        assert "refused: map task 0" in stderr, stderr
+        assert refused.stdout.decode().split()[-1] == output
+        assert _counts(stderr) == (total, 0)
 
 
 async def test_memo_status_verification_and_damaged_entries() -> None:

@@ -21,7 +21,7 @@ from p2pmr.storage import unixfs
 from p2pmr.storage.cid import CID
 from p2pmr.storage.flatfs import FlatFSStore
 
-from .helpers import GUTENBERG, ROOT, run_cli
+from .helpers import GUTENBERG, ROOT, forge_output, run_cli
 from .swarm import Swarm
 
 WORDCOUNT = ROOT / "examples" / "wordcount.py"
@@ -35,29 +35,6 @@ def _verify(repo: Path, output: str, *extra: str) -> tuple[int, str, dict[str, A
     as_json = run_cli("verify", output, "--repo", str(repo), "--json", *extra, check=False,
                       timeout=180)
     return text.returncode, text.stdout.decode(), json.loads(as_json.stdout.decode())
-
-
-def _forge(repo: Path, output: str, change: str) -> str:
-    """The output with one claim changed, stored in ``repo``; its CID."""
-
-    async def forge() -> CID:
-        store = FlatFSStore(repo)
-        entries = {e.name: e.cid for e in await unixfs.list_directory(store, CID.parse(output))}
-        if change == "part":  # another part-00000, same manifest and record
-            fake = await unixfs.add_bytes(store, b"forged\t1\n")
-            entries["part-00000"] = fake
-        else:  # the record claims another output for map task 0
-            record = json.loads(await unixfs.read_range(store, entries["_provenance.json"]))
-            first = next(t for t in record["tasks"] if t["phase"] == "map")
-            first["output"]["partitions"][0] = str(await unixfs.add_bytes(store, b"a lie"))
-            data = json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"
-            entries["_provenance.json"] = await unixfs.add_bytes(store, data)
-        links = [(name, cid, 0) for name, cid in entries.items()]
-        root, block, _ = unixfs.build_directory(links)
-        await store.put(root, block)
-        return root
-
-    return str(trio.run(forge))
 
 
 def test_verify_accepts_an_honest_output_and_names_each_forgery(tmp_path: Path) -> None:
@@ -84,14 +61,14 @@ def test_verify_accepts_an_honest_output_and_names_each_forgery(tmp_path: Path) 
     assert status == 0 and verdict["checked"] == 2 and verdict["recomputed"] == output
 
     # A part file replaced: caught from the record alone, whatever is sampled.
-    forged = _forge(repo, output, "part")
+    forged = forge_output(repo, output, "part")
     status, report, verdict = _verify(repo, forged, "--sample", "1", "--seed", "7")
     assert status == 1 and "reduce task 0" in report and "part-00000" in report, report
     assert any(m["phase"] == "reduce" and m["index"] == 0 for m in verdict["mismatches"])
 
     # A record that lies about a map task's output: running it names it,
     # and the peer that produced it (this repo holds the master's journal).
-    lying = _forge(repo, output, "record")
+    lying = forge_output(repo, output, "record")
     status, report, verdict = _verify(repo, lying, "--all")
     assert status == 1, report
     wrong = [m for m in verdict["mismatches"] if m["cause"] == "output"]
