@@ -249,7 +249,8 @@ def main(ctx: click.Context, repo: str | None, ipfs_api: str | None, log_level: 
 @click.option("--raw-leaves", is_flag=True, default=None,
               help="Store leaves as raw blocks (default for CIDv1).")
 @click.option("--chunker", default=f"size-{unixfs.DEFAULT_CHUNK_SIZE}", show_default=True,
-              help="Fixed-size chunker, size-N.")
+              help="size-N (fixed N-byte leaves) or buzhash (leaves cut by content, "
+                   "as Kubo's: an edit changes only the leaves around it).")
 @click.option("--hidden", is_flag=True, help="Include files whose names start with '.'.")
 @click.option("--pin/--no-pin", default=True, show_default=True,
               help="Pin what is added, so that `p2pmr repo gc` keeps it.")

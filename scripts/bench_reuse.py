@@ -14,6 +14,8 @@ tasks it ran, took from the memo and the leaf blocks its map tasks read:
   most 0.4x the first run.
 * ``verify``: ``p2pmr verify --all`` and ``--sample 5%`` of the first
   run's output. Targets: at most 1.2x and 0.15x the first run.
+* ``buzhash insert``: the file added with ``--chunker buzhash``, then
+  1 KiB inserted at its middle. Target: at most 3 blocks mapped again.
 * ``grown file``: the file of ``rerun`` grows by 1%. Target: at most 3% of
   its leaf blocks mapped again, and the fresh run's output CID. Run once per
   ``--split-sizes`` value, since the run that holds the file's old end is
@@ -63,7 +65,7 @@ class Settings:
     quiet_wait: float
 
 
-def run_job(data: Path, repo: Path, s: Settings, *extra: str) -> Run:
+def run_job(data: Path | str, repo: Path, s: Settings, *extra: str) -> Run:
     wait_quiet(s.quiet_wait)
     command = [sys.executable, "-m", "p2pmr", "run", str(JOB), "--input", str(data),
                "--reducers", str(s.reducers), "--local-peers", str(s.peers),
@@ -175,7 +177,42 @@ def cases(corpus: Path, work: Path, s: Settings, split_sizes: list[str]) -> dict
               f"{fresh.blocks_mapped} blocks mapped again = {share:.1%} (target 3%) | "
               f"{'exact' if after.output == fresh.output else 'FAILED'} |", flush=True)
     report["grown_file"] = grown_runs
+    report["buzhash_insert"] = buzhash_insert(corpus, work, s, split_sizes)
     return report
+
+
+def add(path: Path, repo: Path, *extra: str) -> tuple[str, float]:
+    """``p2pmr add`` a file: its CID, and the seconds it took."""
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "p2pmr", "add", str(path), "--repo",
+                             str(repo), *extra], capture_output=True, check=True)
+    return result.stdout.decode().split()[-1], time.monotonic() - start
+
+
+def buzhash_insert(corpus: Path, work: Path, s: Settings, split_sizes: list[str]
+                   ) -> dict[str, object]:
+    """The file added with ``--chunker buzhash``, then 1 KiB inserted at its
+    middle (after a line): how many of its blocks are mapped again."""
+    body = corpus.read_bytes()
+    middle = body.rfind(b"\n", 0, len(body) // 2) + 1
+    edited = work / "buzhash-edited.txt"
+    edited.write_bytes(body[:middle] + b"inserted words " * 68 + b"\n" + body[middle:])
+    out: dict[str, object] = {}
+    for size in split_sizes:
+        repo = work / f"repo-buzhash-{size}"
+        first_cid, add_s = add(corpus, repo, "--chunker", "buzhash")
+        first = run_job(first_cid, repo, s, "--split-size", size)
+        edited_cid, _ = add(edited, repo, "--chunker", "buzhash")
+        again = run_job(edited_cid, repo, s, "--split-size", size)
+        fresh = run_job(edited_cid, work / f"repo-buzhash-{size}-fresh", s, "--split-size",
+                        size, "--fresh")
+        out[size] = {"add_seconds": add_s, "first": asdict(first), "edited": asdict(again),
+                     "fresh": asdict(fresh), "exact": again.output == fresh.output}
+        print(f"| buzhash file + 1 KiB mid-file, split {size} MiB | {first.wall:.2f} | "
+              f"{again.wall:.2f} | {again.wall / first.wall:.2f} | {again.blocks_mapped} of "
+              f"{fresh.blocks_mapped} blocks mapped again (target 3) | "
+              f"{'exact' if again.output == fresh.output else 'FAILED'} |", flush=True)
+    return out
 
 
 def main() -> None:

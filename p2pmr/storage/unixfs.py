@@ -23,6 +23,7 @@ from typing import Final
 import trio
 
 from ..errors import UnixFSError, collapsed
+from . import chunker
 from .base import BlockSink, BlockSource
 from .cid import CID, DAG_PB, RAW
 from .dagpb import PBLink, decode_node, encode_node, iter_fields
@@ -82,8 +83,11 @@ class ImportOptions:
     cid_version: int = 0
     raw_leaves: bool | None = None  # None: raw leaves iff CIDv1, as Kubo does
     max_links: int = DEFAULT_MAX_LINKS
+    chunker: str = "size"           # "size" (chunk_size bytes each) or "buzhash"
 
     def __post_init__(self) -> None:
+        if self.chunker not in ("size", "buzhash"):
+            raise ValueError(f"unknown chunker {self.chunker!r}: size or buzhash")
         if not 1 <= self.chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk size must be 1..{MAX_CHUNK_SIZE} bytes")
         if self.cid_version not in (0, 1):
@@ -95,18 +99,31 @@ class ImportOptions:
     def use_raw_leaves(self) -> bool:
         return self.cid_version == 1 if self.raw_leaves is None else self.raw_leaves
 
+    @property
+    def read_ahead(self) -> int:
+        """Bytes a chunker needs in hand to decide its next cut."""
+        return chunker.BUZ_MAX if self.chunker == "buzhash" else self.chunk_size
+
+    def cut(self, buf: bytes | bytearray | memoryview, eof: bool) -> int:
+        """Length of the next leaf at the front of ``buf`` (0: read more)."""
+        if self.chunker == "buzhash":
+            return chunker.buzhash_cut(buf, eof)
+        return chunker.fixed_cut(buf, eof, self.chunk_size)
+
     @classmethod
     def from_chunker(cls, chunker: str = "size-262144", **kwargs: object) -> ImportOptions:
-        """Accept Kubo's ``--chunker`` spelling for the fixed-size chunker."""
+        """Accept Kubo's ``--chunker`` spellings: ``size-N`` and ``buzhash``."""
         if chunker == "default":
             return cls(**kwargs)  # type: ignore[arg-type]
+        if chunker == "buzhash":
+            return cls(chunker="buzhash", **kwargs)  # type: ignore[arg-type]
         if chunker.startswith("size-"):
             try:
                 size = int(chunker[5:])
             except ValueError:
                 raise ValueError(f"bad chunker {chunker!r}") from None
             return cls(chunk_size=size, **kwargs)  # type: ignore[arg-type]
-        raise ValueError(f"unsupported chunker {chunker!r}: only size-N is implemented")
+        raise ValueError(f"unsupported chunker {chunker!r}: size-N or buzhash")
 
 
 # -- UnixFS Data message ------------------------------------------------------
@@ -299,10 +316,13 @@ class FileBuilder:
             level += 1
 
 
-def iter_chunks(data: bytes | memoryview, chunk_size: int) -> Iterator[memoryview]:
+def iter_chunks(data: bytes | memoryview, options: ImportOptions) -> Iterator[memoryview]:
     view = memoryview(data)
-    for start in range(0, len(view), chunk_size):
-        yield view[start:start + chunk_size]
+    start = 0
+    while start < len(view):
+        size = options.cut(view[start:start + options.read_ahead], True)
+        yield view[start:start + size]
+        start += size
 
 
 def import_bytes(data: bytes | memoryview, options: ImportOptions | None = None
@@ -314,7 +334,7 @@ def import_bytes(data: bytes | memoryview, options: ImportOptions | None = None
     """
     builder = FileBuilder(options or ImportOptions())
     blocks: list[tuple[CID, bytes]] = []
-    for chunk in iter_chunks(data, builder.options.chunk_size):
+    for chunk in iter_chunks(data, builder.options):
         blocks.extend(builder.add_chunk(chunk))
     root, tail = builder.finish()
     blocks.extend(tail)
@@ -376,24 +396,24 @@ async def add_stream(sink: BlockSink, read: Callable[[int], Awaitable[bytes]],
                      options: ImportOptions | None = None) -> tuple[CID, int]:
     """Import from an async ``read(n)``; return (root, cumulative DAG size).
 
-    Chunks are filled to exactly ``chunk_size`` even when ``read`` returns
-    short (pipes do), since CIDs depend on chunk boundaries.
+    Each cut is made with the chunker's whole read-ahead in hand even when
+    ``read`` returns short (pipes do), since CIDs depend on chunk boundaries.
     """
     builder = FileBuilder(options or ImportOptions())
-    size = builder.options.chunk_size
+    ahead = builder.options.read_ahead
     buf = bytearray()
     eof = False
-    while not eof:
-        while len(buf) < size:
-            piece = await read(size - len(buf))
-            if not piece:
-                eof = True
-                break
+    while True:
+        while len(buf) < ahead and not eof:
+            piece = await read(ahead - len(buf))
+            eof = not piece
             buf += piece
-        if buf:
-            for cid, block in builder.add_chunk(bytes(buf)):
-                await sink.put(cid, block)
-            buf.clear()
+        if not buf:
+            break
+        size = builder.options.cut(buf, eof)
+        for cid, block in builder.add_chunk(bytes(buf[:size])):
+            await sink.put(cid, block)
+        del buf[:size]
     root, blocks = builder.finish()
     for cid, block in blocks:
         await sink.put(cid, block)
