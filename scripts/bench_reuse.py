@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -120,9 +121,8 @@ def grow(path: Path, share: float) -> None:
         f.write(piece[: piece.rfind(b"\n") + 1])
 
 
-def cases(corpus: Path, work: Path, s: Settings, split_sizes: list[str]) -> dict[str, object]:
+def rerun_and_verify(corpus: Path, work: Path, s: Settings) -> dict[str, object]:
     report: dict[str, object] = {}
-
     one = work / "one"
     one.mkdir()
     shutil.copy(corpus, one / "input.txt")
@@ -134,7 +134,6 @@ def cases(corpus: Path, work: Path, s: Settings, split_sizes: list[str]) -> dict
     print(f"| rerun | {first.wall:.2f} | {again.wall:.2f} | {again.wall / first.wall:.2f} "
           f"(target 0.25) | {again.executed} run, {again.reused} reused | "
           f"{'same CID' if again.output == first.output else 'DIFFERENT CID'} |", flush=True)
-
     for how in (("--all",), ("--sample", "5%")):
         checked = verify(first.output, work / "repo-one", s, *how)
         report[f"verify {' '.join(how)}"] = {**checked, "ratio": checked["wall"] / first.wall}
@@ -143,22 +142,27 @@ def cases(corpus: Path, work: Path, s: Settings, split_sizes: list[str]) -> dict
               f"{'1.2' if how[0] == '--all' else '0.15'}) | {checked['checked']} of "
               f"{checked['tasks']} tasks run | {'ok' if checked['ok'] else 'FAILED'} |",
               flush=True)
+    return report
 
+
+def ninth_file(corpus: Path, work: Path, s: Settings) -> dict[str, object]:
     eight = split_into_files(corpus, work / "eight", 8)
-    first_dir = run_job(eight, work / "repo-eight", s)
+    first = run_job(eight, work / "repo-eight", s)
     (eight / "part-99.txt").write_bytes(corpus.read_bytes()[:100_000].rsplit(b"\n", 1)[0]
                                         + b"\n")
     ninth = run_job(eight, work / "repo-eight", s)
     fresh = run_job(eight, work / "repo-eight-fresh", s, "--fresh")
-    report["ninth_file"] = {"first": asdict(first_dir), "grown": asdict(ninth),
-                            "fresh": asdict(fresh), "ratio": ninth.wall / first_dir.wall,
-                            "exact": ninth.output == fresh.output}
-    print(f"| ninth file | {first_dir.wall:.2f} | {ninth.wall:.2f} | "
-          f"{ninth.wall / first_dir.wall:.2f} (target 0.4) | {ninth.executed} run, "
+    print(f"| ninth file | {first.wall:.2f} | {ninth.wall:.2f} | "
+          f"{ninth.wall / first.wall:.2f} (target 0.4) | {ninth.executed} run, "
           f"{ninth.reused} reused | {'exact' if ninth.output == fresh.output else 'FAILED'} |",
           flush=True)
+    return {"first": asdict(first), "grown": asdict(ninth), "fresh": asdict(fresh),
+            "ratio": ninth.wall / first.wall, "exact": ninth.output == fresh.output}
 
-    grown_runs = {}
+
+def grown_file(corpus: Path, work: Path, s: Settings, split_sizes: list[str]
+               ) -> dict[str, object]:
+    runs: dict[str, object] = {}
     for size in split_sizes:
         data = work / f"grown-{size}"
         data.mkdir()
@@ -169,15 +173,29 @@ def cases(corpus: Path, work: Path, s: Settings, split_sizes: list[str]) -> dict
         after = run_job(data, repo, s, "--split-size", size)
         fresh = run_job(data, work / f"repo-grown-{size}-fresh", s, "--split-size", size)
         share = after.blocks_mapped / fresh.blocks_mapped
-        grown_runs[size] = {"first": asdict(before), "grown": asdict(after),
-                            "fresh": asdict(fresh), "blocks_share": share,
-                            "exact": after.output == fresh.output}
+        runs[size] = {"first": asdict(before), "grown": asdict(after), "fresh": asdict(fresh),
+                      "blocks_share": share, "exact": after.output == fresh.output}
         print(f"| grown file, split {size} MiB | {before.wall:.2f} | {after.wall:.2f} | "
               f"{after.wall / before.wall:.2f} | {after.blocks_mapped} of "
               f"{fresh.blocks_mapped} blocks mapped again = {share:.1%} (target 3%) | "
               f"{'exact' if after.output == fresh.output else 'FAILED'} |", flush=True)
-    report["grown_file"] = grown_runs
-    report["buzhash_insert"] = buzhash_insert(corpus, work, s, split_sizes)
+    return runs
+
+
+CASES = ("rerun", "ninth", "grown", "buzhash")
+
+
+def cases(corpus: Path, work: Path, s: Settings, split_sizes: list[str],
+          chosen: Sequence[str] = CASES) -> dict[str, object]:
+    report: dict[str, object] = {}
+    if "rerun" in chosen:
+        report.update(rerun_and_verify(corpus, work, s))
+    if "ninth" in chosen:
+        report["ninth_file"] = ninth_file(corpus, work, s)
+    if "grown" in chosen:
+        report["grown_file"] = grown_file(corpus, work, s, split_sizes)
+    if "buzhash" in chosen:
+        report["buzhash_insert"] = buzhash_insert(corpus, work, s, split_sizes)
     return report
 
 
@@ -204,8 +222,9 @@ def buzhash_insert(corpus: Path, work: Path, s: Settings, split_sizes: list[str]
         first = run_job(first_cid, repo, s, "--split-size", size)
         edited_cid, _ = add(edited, repo, "--chunker", "buzhash")
         again = run_job(edited_cid, repo, s, "--split-size", size)
-        fresh = run_job(edited_cid, work / f"repo-buzhash-{size}-fresh", s, "--split-size",
-                        size, "--fresh")
+        fresh_repo = work / f"repo-buzhash-{size}-fresh"
+        add(edited, fresh_repo, "--chunker", "buzhash")
+        fresh = run_job(edited_cid, fresh_repo, s, "--split-size", size)
         out[size] = {"add_seconds": add_s, "first": asdict(first), "edited": asdict(again),
                      "fresh": asdict(fresh), "exact": again.output == fresh.output}
         print(f"| buzhash file + 1 KiB mid-file, split {size} MiB | {first.wall:.2f} | "
@@ -228,6 +247,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path,
                         default=Path(tempfile.gettempdir()) / "p2pmr-bench-corpus",
                         help="where the corpora are kept between runs")
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"which cases to run: {', '.join(CASES)}")
     parser.add_argument("--peers", type=int, default=2)
     parser.add_argument("--reducers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
@@ -243,7 +264,8 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- |", flush=True)
     with tempfile.TemporaryDirectory(prefix="p2pmr-reuse-") as tmp:
         report = cases(corpus, Path(tmp), s,
-                       [x.strip() for x in args.split_sizes.split(",") if x.strip()])
+                       [x.strip() for x in args.split_sizes.split(",") if x.strip()],
+                       [x.strip() for x in args.cases.split(",") if x.strip()])
     print(json.dumps({"size_mib": args.size_mib, **report}))
 
 
