@@ -13,8 +13,12 @@ from collections import Counter
 
 WORD = re.compile(r"[^\W\d_]+")
 
+# Words do not depend on where a line lies: records come without their
+# (path, offset) keys, and a re-run after an edit maps only what changed.
+RECORD_KEYS = False
 
-def map(key, line):
+
+def map(_, line):
     for word in WORD.findall(line):
         yield word, 1
 

@@ -568,6 +568,8 @@ def run_sample(req: SampleRequest) -> SampleOutcome:
 
 def _map_pairs(job: Job, records: Iterable[tuple[Any, str]]) -> Iterable[tuple[Any, Any]]:
     """What the job's map emits for these records: map_batch's, or map's per record."""
+    if not job.record_keys:  # the job asked not to see where lines lie
+        records = ((None, value) for _, value in records)
     if job.map_batch is not None:
         return job.map_batch(records)
     assert job.map is not None

@@ -10,7 +10,12 @@ A job is a Python file (or module, or :class:`Job`) with generator functions
 * optionally ``combine(key, values)``, run on each map task's output;
 * optionally ``partition(key, n_reducers)`` returning the key's reducer, or
   ``partition = TotalOrder()`` for sorted ranges of keys sampled from the
-  input (:mod:`p2pmr.partition`); without it, crc32 decides.
+  input (:mod:`p2pmr.partition`); without it, crc32 decides;
+* optionally ``RECORD_KEYS = False``: the job never looks at where a line
+  lies, so records come with the key ``None``. A split's output then
+  depends on its bytes alone, and the memo finds it again after an edit
+  elsewhere in its file or a rename: with content-defined leaves, an
+  insertion re-maps only the blocks around it.
 
 The functions are serialised with cloudpickle *by value*, so the job file
 need not be installed on any peer. The bytes are stored in IPFS; their CID
@@ -62,6 +67,7 @@ class Job:
     sources: tuple[tuple[str, str], ...] = ()
     # partition(key, n_reducers) -> reducer; a TotalOrder samples ranges.
     partition: Callable[[Any, int], int] | None = None
+    record_keys: bool = True  # False: records' keys are None, not (path, offset)
 
     def __post_init__(self) -> None:
         if self.map is None and self.map_batch is None:
@@ -80,6 +86,8 @@ class Job:
         state = dict(self.__dict__)
         if state.get("partition") is None:
             state.pop("partition", None)
+        if state.get("record_keys", True):
+            state.pop("record_keys", None)
         return state
 
     @classmethod
@@ -94,6 +102,7 @@ class Job:
                    map_batch=getattr(obj, "map_batch", None),
                    combine=getattr(obj, "combine", None),
                    partition=getattr(obj, "partition", None),
+                   record_keys=bool(getattr(obj, "RECORD_KEYS", True)),
                    name=name or str(getattr(obj, "__name__", "job")))
 
 
@@ -294,6 +303,7 @@ class JobDescriptor:
     boundary_group: int = 128  # which splits each boundary task covers
     split_size: int = 0        # average bytes per split (0: a split per leaf block)
     boundaries: CID | None = None  # sampled range boundaries (a TotalOrder job's)
+    record_keys: bool = True   # False: the job sees no (path, offset) keys
 
     def to_json(self) -> bytes:
         doc = {
@@ -310,6 +320,8 @@ class JobDescriptor:
         }
         if self.boundaries is not None:  # absent otherwise: other jobs' CIDs stay put
             doc["boundaries"] = str(self.boundaries)
+        if not self.record_keys:  # likewise
+            doc["record_keys"] = False
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
     @classmethod
@@ -323,7 +335,8 @@ class JobDescriptor:
                        cid_version=int(doc.get("cid_version", 0)), name=str(doc.get("name", "")),
                        boundary_group=int(doc.get("boundary_group", 128)),
                        split_size=int(doc.get("split_size", 0)),
-                       boundaries=CID.parse(doc["boundaries"]) if "boundaries" in doc else None)
+                       boundaries=CID.parse(doc["boundaries"]) if "boundaries" in doc else None,
+                       record_keys=bool(doc.get("record_keys", True)))
         except JobError:
             raise
         except Exception as exc:
@@ -396,14 +409,15 @@ def retire_after_one_job() -> bool:
     return True
 
 
-def pickle_job_file(path: str) -> tuple[bytes, str, TotalOrder | None]:
+def pickle_job_file(path: str) -> tuple[bytes, str, TotalOrder | None, bool]:
     """Load and pickle a job file; meant to run in a fresh worker process (with
     :data:`STABLE_HASH_ENV`), so the master's own process never executes job
     code and the bytes depend only on the file.
 
-    Returns the code, the job's name and its :class:`~p2pmr.partition.TotalOrder`
-    if it has one (plain data the master may hold: it says to sample the input).
+    Returns the code, the job's name, its :class:`~p2pmr.partition.TotalOrder`
+    if it has one (plain data the master may hold: it says to sample the input)
+    and whether its records carry keys (``RECORD_KEYS``).
     """
     job = load_job_file(path)
     order = job.partition if isinstance(job.partition, TotalOrder) else None
-    return dump_job(job), job.name, order
+    return dump_job(job), job.name, order, job.record_keys

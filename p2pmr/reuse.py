@@ -78,7 +78,8 @@ def _facts(record: dict[str, Any]) -> JobFacts:
     params = record["parameters"]
     return JobFacts(CID.parse(record["code"]), int(params["reducers"]), str(params["encoding"]),
                     int(params["cid_version"]), str(record["runtime"]),
-                    CID.parse(params["boundaries"]) if params.get("boundaries") else None)
+                    CID.parse(params["boundaries"]) if params.get("boundaries") else None,
+                    bool(params.get("record_keys", True)))
 
 
 async def _remember(node: Node, record: dict[str, Any], timeout: float) -> int:

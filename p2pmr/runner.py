@@ -173,7 +173,7 @@ async def _run_with_progress(master: Master, progress: bool) -> CID:
     return root
 
 
-async def _load_job(jobfile: Path) -> tuple[bytes, str, TotalOrder | None]:
+async def _load_job(jobfile: Path) -> tuple[bytes, str, TotalOrder | None, bool]:
     # Import and pickle the job file in a worker process: the master's own
     # process never executes job code. A fresh process each time, started
     # with a fixed hash seed: the same file then always pickles to the same
@@ -309,12 +309,13 @@ async def run_job(settings: RunSettings, *, imported: Callable[[], object] = lam
         code: bytes | None = None
         name: str | None = None
         order: TotalOrder | None = None
+        keys = True
         input_cid: CID | None = None
 
         async def load() -> None:
-            nonlocal code, name, order
+            nonlocal code, name, order, keys
             if settings.jobfile is not None:
-                code, name, order = await _load_job(settings.jobfile)
+                code, name, order, keys = await _load_job(settings.jobfile)
 
         async def add_input() -> None:
             nonlocal input_cid
@@ -351,7 +352,7 @@ async def run_job(settings: RunSettings, *, imported: Callable[[], object] = lam
         if settings.reuse:
             await _take(node, settings, imported)
         master = Master(node, input_cid, None, reducers, options, code=code, name=name,
-                        total_order=order)
+                        total_order=order, record_keys=keys)
         root = await _run_with_progress(master, settings.progress)
         elapsed = time.monotonic() - started
         attestation = await _write_report(master, node, settings.repo, elapsed)

@@ -309,7 +309,8 @@ async def verify_output(settings: RunSettings, output: CID, sample: Sample, *,
         code = await unixfs.read_range(node.blocks, descriptor.code)
         order = await in_fresh_process(_total_order, code) if descriptor.boundaries else None
         facts = JobFacts(descriptor.code, descriptor.reducers, descriptor.encoding,
-                         descriptor.cid_version, runtime(), descriptor.boundaries)
+                         descriptor.cid_version, runtime(), descriptor.boundaries,
+                         descriptor.record_keys)
         everything = [(t.get("phase"), t.get("index")) for t in record["tasks"]]
         chosen = sample.choose(everything)
         await _remember(settings.repo, facts, record, job, chosen)
@@ -318,7 +319,8 @@ async def verify_output(settings: RunSettings, output: CID, sample: Sample, *,
             split_size=descriptor.split_size, boundary_group=descriptor.boundary_group,
             journal=False, fresh=False, memo=len(chosen) < len(everything))
         master = Master(node, descriptor.input, None, descriptor.reducers, options, code=code,
-                        name=descriptor.name, total_order=order)
+                        name=descriptor.name, total_order=order,
+                        record_keys=descriptor.record_keys)
         verdict.recomputed = await master.run()
         if master.job_cid != job:
             verdict.mismatches.append(Mismatch(

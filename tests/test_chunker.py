@@ -134,3 +134,38 @@ def test_a_job_over_a_buzhash_file_is_exact(tmp_path: Path) -> None:
             key, value = line.rsplit("\t", 1)
             got[key] = int(value)
     assert got == reference_counts([book])
+
+
+def _blocks_mapped(repo: Path, cid: str, *extra: str, job: str = "wordcount.py"
+                   ) -> tuple[str, int]:
+    """(output CID, leaf blocks its map tasks read) of one run on ``cid``."""
+    result = run_cli("run", str(ROOT / "examples" / job), "--input", cid, "--reducers", "2",
+                     "--local-peers", "2", "--split-size", "0", "--repo", str(repo),
+                     "--no-progress", *extra, timeout=240)
+    job_cid = result.stderr.decode().split("job ", 1)[1].split()[0]
+    report = json.loads((repo / "jobs" / job_cid / "report.json").read_text())
+    return result.stdout.decode().split()[-1], report["tasks"]["blocks_mapped"]
+
+
+def test_an_insertion_re_maps_only_its_blocks_for_a_job_without_record_keys(
+        tmp_path: Path) -> None:
+    """``RECORD_KEYS = False`` (examples/wordcount.py) and buzhash leaves: 1 KiB
+    inserted mid-file maps at most 3 blocks again, and the output is a fresh
+    run's. A job that sees (path, offset) keys maps every block after it."""
+    body = (b"".join(t.read_bytes() for t in TEXTS) * 2)[:6 << 20]
+    middle = body.rfind(b"\n", 0, len(body) // 2) + 1
+    original, edited = tmp_path / "original.txt", tmp_path / "edited.txt"
+    original.write_bytes(body)
+    edited.write_bytes(body[:middle] + b"inserted words " * 68 + b"\n" + body[middle:])
+    repo = tmp_path / "repo"
+    add = ("add", "--chunker", "buzhash", "--repo", str(repo))
+    first = run_cli(*add, str(original)).stdout.decode().split()[-1]
+    second = run_cli(*add, str(edited)).stdout.decode().split()[-1]
+    for job, most in (("wordcount.py", 3), ("wordcount_per_line.py", None)):
+        _, total = _blocks_mapped(repo, first, job=job)
+        out, again = _blocks_mapped(repo, second, job=job)
+        assert out == _blocks_mapped(repo, second, "--fresh", job=job)[0]
+        if most is not None:
+            assert 1 <= again <= most, (again, total)
+        else:
+            assert again >= total // 3, (again, total)

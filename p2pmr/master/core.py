@@ -72,7 +72,8 @@ class Master:
 
     def __init__(self, node: Node, data_cid: CID | str, job: Job | None, n_reducers: int,
                  options: MasterOptions | None = None, *, code: bytes | None = None,
-                 name: str | None = None, total_order: TotalOrder | None = None) -> None:
+                 name: str | None = None, total_order: TotalOrder | None = None,
+                 record_keys: bool | None = None) -> None:
         if not isinstance(n_reducers, int) or n_reducers < 1:
             raise JobError(f"n_reducers must be a positive integer, not {n_reducers!r}")
         self.node = node
@@ -84,6 +85,7 @@ class Master:
         self.total_order = total_order or (
             job.partition if job is not None and isinstance(job.partition, TotalOrder) else None)
         self.name = name or (job.name if job is not None else "job")
+        self.record_keys = record_keys if record_keys is not None else not job or job.record_keys
         self.reducers = n_reducers
         self.options = options or MasterOptions()
         policy = self.options.policy
@@ -268,7 +270,8 @@ class Master:
             else:
                 log.info("job %s had already finished: %s", self.job_cid, finished)
         self.facts = JobFacts(descriptor.code, self.reducers, self.options.encoding,
-                              self.options.cid_version, runtime(), descriptor.boundaries)
+                              self.options.cid_version, runtime(), descriptor.boundaries,
+                              descriptor.record_keys)
         if finished is None and self.options.memo:
             self._reuse = Reuse(
                 Memo(self.node.repo / "memo"), self.facts, self.scheduler, blocks,
@@ -435,8 +438,8 @@ async def _resume_or_start(master: Master, journals: Path
                 raise JobFailed(f"cannot resume: the {what} {kept} is gone")
         # The journaled run's settings decide what its journaled outputs
         # mean: its encoding, CID version and boundary grouping hold.
-        master.input, master.reducers, master.name = \
-            descriptor.input, descriptor.reducers, descriptor.name
+        master.input, master.reducers, master.name, master.record_keys = \
+            descriptor.input, descriptor.reducers, descriptor.name, descriptor.record_keys
         master.options = dataclasses.replace(
             options, encoding=descriptor.encoding, cid_version=descriptor.cid_version,
             boundary_group=descriptor.boundary_group, split_size=descriptor.split_size)
@@ -461,7 +464,7 @@ async def _describe(master: Master, code: bytes, plan: InputPlan) -> JobDescript
             timeout=options.input_timeout)
     return JobDescriptor(code_cid, master.input, master.reducers, options.encoding,
                          options.cid_version, master.name, max(1, options.boundary_group),
-                         max(0, options.split_size), boundaries)
+                         max(0, options.split_size), boundaries, master.record_keys)
 
 
 def _enforce_task_timeouts(master: Master, phase: str, now: float) -> None:

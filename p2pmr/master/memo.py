@@ -63,6 +63,7 @@ class JobFacts:
     cid_version: int
     runtime: str
     boundaries: CID | None = None  # a TotalOrder job's sampled ranges
+    record_keys: bool = True       # False: the job sees no (path, offset), so neither is in a key
 
 
 def work_doc(work: object) -> dict[str, Any] | None:
@@ -94,7 +95,10 @@ def doc_key(facts: JobFacts, work: dict[str, Any]) -> str:
     """The memo key of a task described by :func:`work_doc`'s fields (other
     fields, as a provenance record's task has, are left out)."""
     kind = work["kind"]
-    doc = {"kind": kind, **{name: work[name] for name in _WORK_FIELDS[kind]}}
+    fields = _WORK_FIELDS[kind]
+    if kind == "split" and not facts.record_keys:
+        fields = tuple(name for name in fields if name not in ("path", "offset"))
+    doc = {"kind": kind, **{name: work[name] for name in fields}}
     doc.update({"v": _VERSION, "code": str(facts.code), "encoding": facts.encoding,
                 "cid_version": facts.cid_version, "runtime": facts.runtime})
     if kind != "reduce":

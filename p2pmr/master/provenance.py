@@ -50,7 +50,7 @@ def provenance_record(facts: JobFacts, *, job: CID, input_cid: CID,
         "input": str(input_cid),
         "runtime": facts.runtime,
         "parameters": {**parameters, "reducers": facts.reducers, "encoding": facts.encoding,
-                       "cid_version": facts.cid_version,
+                       "cid_version": facts.cid_version, "record_keys": facts.record_keys,
                        "boundaries": str(facts.boundaries) if facts.boundaries else None},
         "tasks": [_task(facts, t) for t in (*map_tasks, *reduce_tasks)],
     }
