@@ -514,6 +514,13 @@ def peer(ctx: click.Context, /, listen: tuple[str, ...], bootstrap: tuple[str, .
 
     settings = _merge(ctx, repo, ipfs_api, bootstrap)
     config = apply(PeerConfig, given, PeerConfig(limits=apply(WorkerLimits, given)))
+    group = ctx.parent
+    if group is not None and not exit_with_parent and not master_from_stdin and \
+            "P2PMR_LOG_LEVEL" not in os.environ and \
+            group.get_parameter_source("log_level") is click.core.ParameterSource.DEFAULT:
+        # Whoever runs a peer by hand sees a line per task it runs (a job's
+        # own local peers stay quiet in their master's terminal).
+        logging.getLogger("p2pmr.peer.tasks").setLevel(logging.INFO)
     if trust_any:
         click.echo("WARNING: --trust-any: any peer that can reach this one can run arbitrary "
                    "code on this machine. Use it only in a closed test swarm.", err=True)

@@ -19,7 +19,7 @@ from p2pmr.storage.cid import CID
 
 from .conftest import peers
 from .helpers import GUTENBERG, ROOT, copy_into, gutenberg_files
-from .swarm import expected_records, output_lines, run_while
+from .swarm import Swarm, expected_records, output_lines, run_while
 
 WORD = re.compile(r"[^\W\d_]+")
 JOBS = Path(__file__).parent / "jobs"
@@ -241,3 +241,21 @@ async def test_status_moves_from_zero_to_total(master: Node, tmp_path: Path) -> 
     maps = [s[0] for s in seen]
     assert maps == sorted(maps)  # never goes backwards
     assert any(0 < s[0] < s[1] for s in seen)  # observed mid-way
+
+
+async def test_a_peer_run_by_hand_logs_each_task_it_runs(master: Node, tmp_path: Path) -> None:
+    """Whoever runs ``p2pmr peer`` sees, in its own terminal, a line per task."""
+    swarm = Swarm(master, tmp_path / "peers")
+    try:
+        peer = await trio.to_thread.run_sync(swarm.start)
+        cid = await master.add_path(GUTENBERG / "pg-metamorphosis.txt")
+        job = InitMaster(master, cid, job=load_job_file(ROOT / "examples" / "wordcount.py"),
+                         n_reducers=2, split_size=2**18)
+        with trio.fail_after(120):
+            await job.run()
+    finally:
+        swarm.close()
+    tasks = job.get_map_status().total + 2
+    done = re.findall(r"INFO +p2pmr\.peer\.tasks: (map|reduce) task \d+ of job \w+ done in "
+                      r"[\d.]+s: \d+ records in, \d+ out", "".join(peer.stderr_lines))
+    assert len(done) >= tasks and done.count("reduce") >= 2, peer.stderr

@@ -134,9 +134,22 @@ class TaskRunner:
 
     async def run(self, task: MapTask | ReduceTask, job: JobSpec, providers: Sequence[PeerID],
                   progress: Progress) -> MapResult | ReduceResult:
-        if isinstance(task, MapTask):
-            return await self._map(task, job, providers, progress)
-        return await self._reduce(task, job, providers, progress)
+        """Run one task; a line per task in this peer's log says how it went,
+        so that whoever runs a peer sees the work it does."""
+        what = f"{'map' if isinstance(task, MapTask) else 'reduce'} task {task.id.index} " \
+               f"of job {str(task.id.job)[-8:]}"
+        started = trio.current_time()
+        try:
+            result: MapResult | ReduceResult = \
+                await self._map(task, job, providers, progress) if isinstance(task, MapTask) \
+                else await self._reduce(task, job, providers, progress)
+        except TaskFailed as exc:
+            log.info("%s failed after %.2fs: %s: %s", what, trio.current_time() - started,
+                     exc.code.name, exc.message)
+            raise
+        log.info("%s done in %.2fs: %d records in, %d out", what,
+                 trio.current_time() - started, result.records_in, result.records_out)
+        return result
 
     # -- fetching ----------------------------------------------------------------------
 
