@@ -94,41 +94,24 @@ def _memo_entries(repo: Path) -> list[_MemoEntry]:
     return entries
 
 
-def _unfinished_roots(repo: Path, fs: FlatFS) -> tuple[list[str], set[CID], set[CID]]:
+def _unfinished_roots(repo: Path) -> tuple[list[str], set[CID], set[CID]]:
     """Unfinished jobs, the CIDs they must keep (descriptor, code, input,
     boundaries), and those their journals name (kept if here)."""
+    from .master.journal import list_journals
+
     jobs: list[str] = []
     needed: set[CID] = set()
     named: set[CID] = set()
-    for journal in sorted((repo / "jobs").glob("*/journal")):
-        try:
-            lines = [json.loads(line) for line in journal.read_text().splitlines() if line]
-        except (OSError, ValueError):
-            lines = []
-        if any(isinstance(r, dict) and r.get("t") == "output" for r in lines):
+    for found in list_journals(repo / "jobs"):
+        if found.complete:
             continue
-        jobs.append(journal.parent.name)
-        with contextlib.suppress(ValueError, P2PMRError):
-            job = CID.parse(journal.parent.name)
-            needed.add(job)
-            descriptor = json.loads(_file_bytes(fs, job))
-            needed.update(CID.parse(descriptor[name]) for name in ("code", "input", "boundaries")
-                          if descriptor.get(name))
-        named.update(_cids_in(journal.read_text(errors="replace")))
+        jobs.append(str(found.job))
+        descriptor = found.descriptor
+        needed.update(cid for cid in (found.job, descriptor.code, descriptor.input,
+                                      descriptor.boundaries) if cid is not None)
+        with contextlib.suppress(OSError):
+            named.update(_cids_in(found.path.read_text(errors="replace")))
     return jobs, needed, named
-
-
-def _file_bytes(fs: FlatFS, root: CID) -> bytes:
-    """A small UnixFS file's bytes, from local blocks only."""
-    from .storage.unixfs import extract_data
-
-    block = fs.read(root)
-    if block is None:
-        raise StorageError(f"block {root} is missing")
-    links = dag_links(root, block)
-    if not links:
-        return extract_data(root, block)
-    return b"".join(_file_bytes(fs, link) for link in links)
 
 
 def _mark(fs: FlatFS, roots: Iterable[CID], live: set[Path], *, strict: bool) -> None:
@@ -190,7 +173,7 @@ def collect(repo: Path, *, memo_max_age: float | None = None,
         # An output kept for the memo alone goes with its entry.
         unpinned = {cid for entry in dropped for cid in entry.outputs
                     if cid in pins and cid not in still_named}
-        result.unfinished_jobs, needed, named = _unfinished_roots(repo, fs)
+        result.unfinished_jobs, needed, named = _unfinished_roots(repo)
         live: set[Path] = set()
         recursive = [cid for cid, (_, how) in pins.items()
                      if how == "recursive" and cid not in unpinned]
