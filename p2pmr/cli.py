@@ -692,7 +692,6 @@ def verify(ctx: click.Context, /, output_cid: str, all_tasks: bool, sample: str 
         run_settings = RunSettings(
             repo=Path(scratch) / "repo", ipfs_api=settings.ipfs_api, jobfile=None,
             input=None, reducers=None, local_peers=peers, local_workers=local_workers,
-            local_peer_args=tuple(a for r in read for a in ("--read-store", str(r))),
             bootstrap=settings.bootstrap, listen=listen or DEFAULT_LISTEN, psk=psk,
             progress=False)
         verdict = run_async(functools.partial(

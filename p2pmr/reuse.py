@@ -32,9 +32,8 @@ from typing import TYPE_CHECKING, Any
 from .attestation import check_attestation
 from .errors import P2PMRError, UnixFSError
 from .job import runtime
-from .master.journal import output_from_json
-from .master.memo import JobFacts, Memo, doc_key
-from .master.outputs import MapOutput
+from .master.memo import JobFacts, Memo
+from .master.outputs import MapOutput, Output
 from .storage import unixfs
 from .storage.cid import CID
 from .verify import Sample, read_record, verify_output
@@ -85,21 +84,15 @@ def _facts(record: dict[str, Any]) -> JobFacts:
 async def _remember(node: Node, record: dict[str, Any], timeout: float) -> int:
     """Fetch and pin every output the record names, and write each task
     whose outputs could be had into this repo's memo; return how many."""
-    facts, memo, taken = _facts(record), Memo(node.repo / "memo"), 0
-    job = CID.parse(record["job"])
-    for entry in record["tasks"]:
-        try:
-            output = output_from_json(entry["phase"] == "reduce", entry["output"])
-            cids = output.partitions if isinstance(output, MapOutput) else [output.cid]
-            for cid in cids:
-                if cid is not None:
-                    await node.blocks.pin(cid, recursive=True, timeout=timeout)
-            await memo.record(doc_key(facts, entry), output, job=job, agreed=1)
-            taken += 1
-        except (KeyError, TypeError, ValueError, P2PMRError) as exc:
-            log.warning("--reuse: %s task %s of %s not taken: %s", entry.get("phase"),
-                        entry.get("index"), job, exc)
-    return taken
+
+    async def keep(output: Output) -> None:
+        cids = output.partitions if isinstance(output, MapOutput) else [output.cid]
+        for cid in cids:
+            if cid is not None:
+                await node.blocks.pin(cid, recursive=True, timeout=timeout)
+
+    return await Memo(node.repo / "memo").take_record(
+        _facts(record), record, job=CID.parse(record["job"]), keep=keep)
 
 
 async def take_records(node: Node, given: Sequence[CID], settings: RunSettings, *,
@@ -141,10 +134,8 @@ async def _check_by_sampling(node: Node, output: CID, settings: RunSettings,
         chosen = replace(chosen, count=min(tasks, max(MIN_SAMPLE, round(tasks * chosen.share))),
                          share=None)
     with tempfile.TemporaryDirectory(prefix="p2pmr-reuse-check-") as scratch:
-        check_settings = replace(
-            settings, repo=Path(scratch) / "repo", output=None, progress=False,
-            local_peers=settings.local_peers, listen=settings.listen,
-            local_peer_args=(*settings.local_peer_args, "--read-store", str(node.repo)))
+        check_settings = replace(settings, repo=Path(scratch) / "repo", output=None,
+                                 progress=False)
         verdict = await verify_output(check_settings, output, chosen,
                                       read_repos=(node.repo,), imported=imported)
     if not verdict.ok:

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 from .attestation import check_attestation
 from .errors import P2PMRError, UnixFSError, UnverifiableOutput
 from .job import JobDescriptor, in_fresh_process, runtime
-from .master.journal import output_doc, output_from_json
-from .master.memo import JobFacts, Memo, doc_key, work_doc
+from .master.journal import output_doc
+from .master.memo import JobFacts, Memo, work_doc
 from .master.outputs import MapOutput, ReduceOutput
 from .master.plan import MAP, REDUCE
 from .partition import TotalOrder
@@ -236,22 +236,6 @@ def compare(master: Master, record: dict[str, Any], by: dict[tuple[str, int], st
     return checked, found
 
 
-async def _remember(master_repo: Path, facts: JobFacts, record: dict[str, Any],
-                    job: CID, skip: set[tuple[str, int]]) -> None:
-    """Put the record's tasks not chosen for the check in the scratch memo,
-    where the master takes them as it would any memoised task."""
-    memo = Memo(master_repo / "memo")
-    for entry in record["tasks"]:
-        key = (entry.get("phase"), entry.get("index"))
-        if key in skip or "output" not in entry:
-            continue
-        try:
-            output = output_from_json(entry["phase"] == REDUCE, entry["output"])
-            await memo.record(doc_key(facts, entry), output, job=job, agreed=1)
-        except (KeyError, TypeError, ValueError, P2PMRError) as exc:
-            log.warning("the record's %s task %s cannot be taken (%s): it runs again", *key, exc)
-
-
 def _total_order(code: bytes) -> TotalOrder | None:
     """The job's TotalOrder; in a fresh process, since it unpickles job code."""
     import cloudpickle
@@ -286,6 +270,9 @@ async def verify_output(settings: RunSettings, output: CID, sample: Sample, *,
     and with ``settings.repo`` as a scratch repo, and compare. Producers are
     named from ``attestation`` if given, else from a journal at hand."""
     verdict = Verdict(output)
+    # Local peers read those repos in place too: the job's blocks are there.
+    settings = dataclasses.replace(settings, local_peer_args=(
+        *settings.local_peer_args, *(a for r in read_repos for a in ("--read-store", str(r)))))
     async with contextlib.AsyncExitStack() as stack:
         node = await open_master_node(settings, stack, imported)
         from .master import Master
@@ -313,7 +300,8 @@ async def verify_output(settings: RunSettings, output: CID, sample: Sample, *,
                          descriptor.record_keys)
         everything = [(t.get("phase"), t.get("index")) for t in record["tasks"]]
         chosen = sample.choose(everything)
-        await _remember(settings.repo, facts, record, job, chosen)
+        # Every task not chosen is taken from the record, as from a memo.
+        await Memo(settings.repo / "memo").take_record(facts, record, job=job, skip=chosen)
         options = dataclasses.replace(
             settings.master, encoding=descriptor.encoding, cid_version=descriptor.cid_version,
             split_size=descriptor.split_size, boundary_group=descriptor.boundary_group,

@@ -31,13 +31,14 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from ..errors import P2PMRError
 from ..records import SplitInfo
 from ..storage.base import BlockStore
 from ..storage.cid import CID
@@ -119,7 +120,6 @@ class Memo:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.written = 0
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
@@ -159,9 +159,31 @@ class Memo:
                "created": time.time()}
         try:
             await trio.to_thread.run_sync(self._write, key, doc)
-            self.written += 1
         except OSError as exc:
             log.warning("could not record task output in the memo %s: %s", self.root, exc)
+
+    async def take_record(self, facts: JobFacts, record: dict[str, Any], *, job: CID,
+                          skip: Container[tuple[Any, Any]] = (),
+                          keep: Callable[[Output], Awaitable[None]] | None = None) -> int:
+        """Enter the tasks of a provenance record (spec section 6.6), all but
+        ``skip``'s ``(phase, index)``, under the keys ``facts`` give them;
+        ``keep`` first makes each output available here. A task that cannot
+        be taken is left out, with a warning: it will run. Returns how many."""
+        taken = 0
+        for entry in record["tasks"]:
+            where = (entry.get("phase"), entry.get("index"))
+            if where in skip:
+                continue
+            try:
+                output = output_from_json(entry["phase"] == REDUCE, entry["output"])
+                if keep is not None:
+                    await keep(output)
+                await self.record(doc_key(facts, entry), output, job=job, agreed=1)
+                taken += 1
+            except (KeyError, TypeError, ValueError, P2PMRError) as exc:
+                log.warning("%s task %s of job %s not taken from its record: %s", *where, job,
+                            exc)
+        return taken
 
 
 async def usable(blocks: BlockStore, output: Output) -> bool:
