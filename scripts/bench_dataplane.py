@@ -449,6 +449,22 @@ def run_tree(cmd: list[str], work: Path, netns: list[str] | None, timeout: float
 # --------------------------------------------------------------------------
 # The corpus and the expected answers.
 
+def add_corpus_options(parser: argparse.ArgumentParser) -> None:
+    """--data and --cache, for every benchmark that builds corpora here."""
+    parser.add_argument("--data", type=Path, default=None,
+                        help="directory of pg-*.txt texts (default: the shared data "
+                             "directory beside the repository, else the bundled texts)")
+    parser.add_argument("--cache", type=Path,
+                        default=Path(tempfile.gettempdir()) / "p2pmr-bench-corpus",
+                        help="where the corpora are kept between runs")
+
+
+def corpus_texts(args: argparse.Namespace) -> Path:
+    """The texts a corpus is made of: --data, else the shared data, else the bundled."""
+    data: Path = args.data or (DEFAULT_DATA if DEFAULT_DATA.is_dir() else BUNDLED_DATA)
+    return data
+
+
 def build_corpus(data: Path, size: int, cache: Path) -> Path:
     """The texts of ``data`` repeated to ``size`` bytes, cut after the last
     whole line that fits, so no row sees a broken character or line."""
@@ -680,12 +696,7 @@ def main() -> None:
     parser.add_argument("--rows", default=",".join(ROWS[1:]),
                         help=f"rows besides the baseline (always run): {', '.join(ROWS[1:])}")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each row; medians")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="directory of pg-*.txt texts (default: the shared data "
-                             "directory beside the repository, else the bundled texts)")
-    parser.add_argument("--cache", type=Path,
-                        default=Path(tempfile.gettempdir()) / "p2pmr-bench-corpus",
-                        help="where the corpora are kept between runs")
+    add_corpus_options(parser)
     parser.add_argument("--peers", type=int, default=2, help="local peers of p2pmr rows")
     parser.add_argument("--reducers", type=int, default=2, help="reducers of p2pmr rows")
     parser.add_argument("--split-kib", type=int, default=256,
@@ -703,7 +714,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown rows: {', '.join(sorted(unknown))}")
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
-    data = args.data or (DEFAULT_DATA if DEFAULT_DATA.is_dir() else BUNDLED_DATA)
+    data = corpus_texts(args)
     netns = netns_prefix()
     subreaper = _become_subreaper()
     try:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from _benchutil import loadavg, wait_quiet
-from bench_dataplane import BUNDLED_DATA, DEFAULT_DATA, MIB, ROOT, build_corpus
+from bench_dataplane import MIB, ROOT, add_corpus_options, build_corpus, corpus_texts
 
 JOB = ROOT / "examples" / "wordcount.py"
 
@@ -241,12 +241,7 @@ def main() -> None:
     parser.add_argument("--split-sizes", default="4,1,0",
                         help="--split-size values (MiB; 0: a block per task) for the "
                              "grown-file case")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="directory of pg-*.txt texts (default: the shared data "
-                             "directory beside the repository, else the bundled texts)")
-    parser.add_argument("--cache", type=Path,
-                        default=Path(tempfile.gettempdir()) / "p2pmr-bench-corpus",
-                        help="where the corpora are kept between runs")
+    add_corpus_options(parser)
     parser.add_argument("--cases", default=",".join(CASES),
                         help=f"which cases to run: {', '.join(CASES)}")
     parser.add_argument("--peers", type=int, default=2)
@@ -255,8 +250,7 @@ def main() -> None:
     parser.add_argument("--quiet-wait", type=float, default=5.0,
                         help="seconds to wait for a quiet machine before each run")
     args = parser.parse_args()
-    data = args.data or (DEFAULT_DATA if DEFAULT_DATA.is_dir() else BUNDLED_DATA)
-    corpus = build_corpus(data, args.size_mib * MIB, args.cache)
+    corpus = build_corpus(corpus_texts(args), args.size_mib * MIB, args.cache)
     s = Settings(args.peers, args.reducers, args.timeout, args.quiet_wait)
     print(f"# reuse: {args.size_mib} MiB word count, {args.peers} local peers, "
           f"{args.reducers} reducers; load average {loadavg()}\n")
