@@ -597,6 +597,12 @@ def peer(ctx: click.Context, /, listen: tuple[str, ...], bootstrap: tuple[str, .
 @click_options(MasterOptions)
 @_psk_option
 @click.option("--progress/--no-progress", default=True, help="Show progress on stderr.")
+@click.option("--events", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Append one JSON line per task and peer event to this file: assigned, "
+                   "running, completed, failed, reused; peers joined, lost, excluded.")
+@click.option("--dashboard", metavar="HOST:PORT", default=None,
+              help="Serve a live dashboard of the job here (e.g. 127.0.0.1:8787; port 0 "
+                   "picks one). Read-only, but anyone who can reach it sees the job.")
 @click_options(WorkerLimits)
 @click_options(PeerConfig, ["task_wall_seconds", "max_input_size"])
 @store_options
@@ -605,8 +611,8 @@ def run(ctx: click.Context, /, jobfile: Path | None, input_: str | None, reducer
         local_peers: int, local_workers: int | None, bootstrap: tuple[str, ...],
         listen: tuple[str, ...], output: Path | None, overwrite: bool, resume: bool,
         reuse: tuple[str, ...], trust_masters: tuple[str, ...], reuse_sample: str | None,
-        psk: str | None, progress: bool, repo: str | None, ipfs_api: str | None,
-        **given: Any) -> None:
+        psk: str | None, progress: bool, events: Path | None, dashboard: str | None,
+        repo: str | None, ipfs_api: str | None, **given: Any) -> None:
     """Run a MapReduce job and print the output CID on the last line."""
     from .output import check_output_dir
     from .runner import RunSettings, run_job
@@ -633,7 +639,8 @@ def run(ctx: click.Context, /, jobfile: Path | None, input_: str | None, reducer
         listen=listen or DEFAULT_LISTEN, output=output, overwrite=overwrite, resume=resume,
         master=apply(MasterOptions, given), psk=psk, progress=progress,
         reuse=tuple(_parse_cid(c) for c in reuse), trust_masters=trust_masters,
-        reuse_sample=_sample_option(reuse_sample, "--reuse-sample"))
+        reuse_sample=_sample_option(reuse_sample, "--reuse-sample"), events=events,
+        dashboard=dashboard)
     root = run_async(functools.partial(run_job, imported=_libp2p_logs), run_settings,
                      on_stop="the tasks completed so far are in the journal; run the same "
                              "command with --resume to continue from there")
@@ -709,6 +716,62 @@ def verify(ctx: click.Context, /, output_cid: str, all_tasks: bool, sample: str 
                    f"again; " + ("every one matches its record" if verdict.ok else
                                  f"{len(verdict.mismatches)} mismatch(es)"))
     raise SystemExit(0 if verdict.ok else 1)
+
+
+_job_argument = click.argument("job", required=False, metavar="[JOB]")
+
+
+@main.command()
+@_job_argument
+@click.option("--json", "as_json", is_flag=True, help="Print the status document as JSON.")
+@click.option("--watch", is_flag=True,
+              help="Keep showing it until the job ends (with --json: one line per change).")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between updates with --watch.")
+@store_options
+@click.pass_context
+def status(ctx: click.Context, /, job: str | None, as_json: bool, watch: bool, interval: float,
+           repo: str | None, ipfs_api: str | None) -> None:
+    """Show a job of this repo: live from its master while it runs, else from its files.
+
+    JOB is a job CID (or its start) under the repo's jobs/; without it, the
+    job a running master has, else the newest. Shows phase progress, each
+    peer's tasks, recent failures with their tracebacks, throughput and the
+    time left, or, for a job no master runs, what was done and how to resume.
+    """
+    from .dashboard.client import show_status
+
+    settings = _merge(ctx, repo, ipfs_api)
+    run_async(functools.partial(show_status, settings.repo, job, as_json=as_json, watch=watch,
+                                interval=interval, echo=click.echo,
+                                clear=sys.stdout.isatty()), on_stop=None)
+
+
+@main.command()
+@_job_argument
+@click.option("--bind", metavar="HOST:PORT", default="127.0.0.1:8787", show_default=True,
+              help="Where to serve the page (port 0 picks a free one).")
+@store_options
+@click.pass_context
+def dashboard(ctx: click.Context, /, job: str | None, bind: str, repo: str | None,
+              ipfs_api: str | None) -> None:
+    """Serve the dashboard of a job of this repo, running or finished, until stopped.
+
+    A running job is followed live through its master's socket; a finished
+    or interrupted one is shown from its journal, events and report.
+    """
+    from .dashboard.client import status_source
+    from .dashboard.serve import serving
+
+    settings = _merge(ctx, repo, ipfs_api)
+
+    async def go() -> None:
+        source = await status_source(settings.repo, job)
+        async with serving(source, settings.repo, dashboard=bind, local=False) as served:
+            click.echo(f"dashboard: {served.dashboard}/", err=True)
+            await trio.sleep_forever()
+
+    run_async(go, on_stop=None)
 
 
 async def _watch_parent(parent: int, first_line: Callable[[str], None] | None = None

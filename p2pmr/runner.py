@@ -68,6 +68,9 @@ class RunSettings:
     reuse: Sequence[CID] = ()          # records (outputs or attestations) to take tasks from
     trust_masters: Sequence[str] = ()  # whose signed records are taken without a check
     reuse_sample: Sample | None = None  # how many tasks of any other record to check first
+    events: Path | None = None         # --events FILE: one JSON line per task and peer event
+    dashboard: str | None = None       # --dashboard HOST:PORT
+    status_socket: bool = True         # serve the status API on the repo's socket
 
 
 def _traffic(node: Node) -> dict[str, int]:
@@ -171,6 +174,26 @@ async def _run_with_progress(master: Master, progress: bool) -> CID:
     finally:
         display.close()
     return root
+
+
+async def _run_observed(master: Master, settings: RunSettings) -> CID:
+    """Run the master with its status served (the repo's socket, and the
+    dashboard if asked) and its events written where asked."""
+    if settings.events is not None:
+        try:
+            master.events.attach(settings.events)
+        except OSError as exc:
+            raise JobError(f"--events {settings.events}: {exc.strerror or exc}") from exc
+    if not settings.status_socket and settings.dashboard is None:
+        return await _run_with_progress(master, settings.progress)
+    from .dashboard.serve import serving
+    from .status import LiveStatus
+
+    async with serving(LiveStatus(master, settings.repo), settings.repo,
+                       dashboard=settings.dashboard, local=settings.status_socket) as served:
+        if served.dashboard is not None:
+            click.echo(f"dashboard: {served.dashboard}/", err=True)
+        return await _run_with_progress(master, settings.progress)
 
 
 async def _load_job(jobfile: Path) -> tuple[bytes, str, TotalOrder | None, bool]:
@@ -353,7 +376,7 @@ async def run_job(settings: RunSettings, *, imported: Callable[[], object] = lam
             await _take(node, settings, imported)
         master = Master(node, input_cid, None, reducers, options, code=code, name=name,
                         total_order=order, record_keys=keys)
-        root = await _run_with_progress(master, settings.progress)
+        root = await _run_observed(master, settings)
         elapsed = time.monotonic() - started
         attestation = await _write_report(master, node, settings.repo, elapsed)
         counts = master.task_counts()

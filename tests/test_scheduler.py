@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 
 from p2pmr.master.policy import Policy
-from p2pmr.master.scheduler import Abort, FailureKind, Scheduler, State, Task
+from p2pmr.master.scheduler import Abort, FailureKind, Scheduler, State, Task, backup_candidate
 
 
 def make(n: int = 4, **policy: object) -> Scheduler:
@@ -97,14 +97,14 @@ def test_backups_only_at_the_end_and_only_for_stragglers() -> None:
     sched.succeed(t0, a0, None, 1.0)  # typical duration: 1 s
     a1 = sched.start(t1, "b", 1.0)
     a1.running_since = 1.0
-    assert sched.backup_candidate("map", "c", now=10.0) is None  # t2 still waits to start
+    assert backup_candidate(sched, "map", "c", now=10.0) is None  # t2 still waits to start
     a2 = sched.start(t2, "c", 1.0)
     a2.running_since = 1.0
-    assert sched.backup_candidate("map", "a", now=2.0) is None   # not slow yet
-    assert sched.backup_candidate("map", "a", now=4.5) is t1     # 3.5 s > max(3, 2.5)
-    assert sched.backup_candidate("map", "b", now=4.5) is t2     # never its own task
+    assert backup_candidate(sched, "map", "a", now=2.0) is None   # not slow yet
+    assert backup_candidate(sched, "map", "a", now=4.5) is t1     # 3.5 s > max(3, 2.5)
+    assert backup_candidate(sched, "map", "b", now=4.5) is t2     # never its own task
     sched.start(t1, "a", 4.5, backup=True)
-    assert sched.backup_candidate("map", "c", now=9.0) is None   # two attempts is the cap
+    assert backup_candidate(sched, "map", "c", now=9.0) is None   # two attempts is the cap
 
 
 def test_queued_tasks_are_not_mistaken_for_stragglers() -> None:
@@ -124,9 +124,9 @@ def test_queued_tasks_are_not_mistaken_for_stragglers() -> None:
     sched.running(queued[2], 3.0)
     # At 5 s the last task has waited 4 s, but the peer progressed at 3 s.
     assert sched.age(queued[4], 5.0) == 2.0
-    assert sched.backup_candidate("map", "b", now=5.0) is None
+    assert backup_candidate(sched, "map", "b", now=5.0) is None
     # The running one, though, is a straggler once past the threshold.
-    assert sched.backup_candidate("map", "b", now=6.5) is tasks[3]
+    assert backup_candidate(sched, "map", "b", now=6.5) is tasks[3]
     # A peer that stops progressing gets its queued tasks backed up too.
     assert sched.age(queued[4], 9.0) == 6.0
 

@@ -171,7 +171,7 @@ class Assignments:
                 for index in event.indices:
                     entry = pending.get(index)
                     if entry is not None and entry[1].running_since is None:
-                        self.scheduler.running(entry[1], now)
+                        self.scheduler.running(entry[1], now, entry[0])
                 continue
             assert isinstance(event, Answer)
             entry = pending.get(event.id.index)

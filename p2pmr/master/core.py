@@ -36,6 +36,7 @@ from ..wire.messages import JobSpec
 from .assembly import assemble
 from .assignments import Assignments
 from .boundaries import Boundaries
+from .events import EventLog
 from .intermediates import Intermediates
 from .journal import FoundJournal, Journal, output_to_json
 from .liveness import PeerWatch
@@ -58,7 +59,7 @@ from .repair import check_inputs
 from .results import Results
 from .resume import find_resumable, finished_output, replay, warn_if_code_changed
 from .sampling import sample_boundaries
-from .scheduler import Abort, Attempt, PhaseStatus, Scheduler, Task, TaskInfo
+from .scheduler import Abort, Attempt, PhaseStatus, Scheduler, Task, TaskInfo, backup_candidate
 
 __all__ = ["InitMaster", "Master"]
 
@@ -93,7 +94,8 @@ class Master:
             policy = dataclasses.replace(
                 policy, verify=self.options.verify,
                 max_attempts_running=max(policy.max_attempts_running, self.options.verify + 1))
-        self.scheduler = Scheduler(policy)
+        self.events = EventLog()  # what happened to each task and peer, for people
+        self.scheduler = Scheduler(policy, self.events)
         self.phase = "planning"  # then "map", "reduce", "assembling", "done" or "failed"
         self.job_cid: CID | None = None
         self.code_cid: CID | None = None
@@ -166,14 +168,18 @@ class Master:
                     nursery.start_soon(self.watch.watch, self._introduce)
                     await self._run()
                     nursery.cancel_scope.cancel()
-        except BaseException:
+        except BaseException as exc:
             self.phase = "failed"
+            self.events.emit("job-failed", reason=str(exc) or type(exc).__name__)
+            self.events.close()
             raise
         finally:
             if self._journal is not None:
                 self._journal.close()
         self.phase = "done"
         self.timings["total"] = time.monotonic() - started
+        self.events.emit("job-done", detail={"output": str(self.output), **self.task_counts()})
+        self.events.close()
         log.info("job %s finished in %.2fs: %s", self.job_cid, self.timings["total"], self.output)
         assert self.output is not None
         return self.output
@@ -201,9 +207,11 @@ class Master:
                 self._plan_reduce()
                 await store_input_lists(self.scheduler.phase_tasks(REDUCE), self.node.blocks)
             self.phase = phase
+            self.events.emit("phase", phase=phase)
             await self._run_phase(phase)
             self.timings[phase] = time.monotonic() - phase_start
         self.phase = "assembling"
+        self.events.emit("phase", phase="assembling")
         started = time.monotonic()
         assert self.job_cid is not None and self.facts is not None
         self.output, self.manifest = await assemble(
@@ -254,12 +262,17 @@ class Master:
         log.info("job %s: %d file(s), %d split(s), %d boundary task(s), %d reducer(s)",
                  self.job_cid, self.manifest_counts["files"], self.manifest_counts["splits"],
                  self.manifest_counts["boundary_tasks"], self.reducers)
+        self.events.emit("job-planned", detail={
+            "job": str(self.job_cid), "input": str(self.input), "name": self.name,
+            "map_tasks": len(self.plan.tasks), "reducers": self.reducers,
+            "input_bytes": self.plan.total_size(), "master": str(self.node.peer_id)})
         self._boundaries = Boundaries(self.plan, self.scheduler, blocks,
                                       cid_version=self.options.cid_version,
                                       fetch_timeout=self.options.fetch_timeout)
         finished = None
         if self.options.journal:
             self._journal = Journal.open(journals, self.job_cid, descriptor, fresh=found is None)
+            self.events.attach(self._journal.path.parent / "events.jsonl")
             finished = await finished_output(blocks, self._journal.records)
             if finished is None:
                 self.resumed_tasks = await replay(
@@ -313,7 +326,7 @@ class Master:
             assigned = 0
             for each in phases:
                 _enforce_task_timeouts(self, each, now)
-                assigned += self._dispatch(each, now)
+                assigned += _dispatch(self, each, now)
             usable = sched.book.usable()
             cooling = any(r.not_before > now for r in usable)
             running = any(sched.any_running(each) for each in phases)
@@ -342,35 +355,6 @@ class Master:
                 raise _no_worker(sched, self.node.peer_id, now - no_worker_since)
             with trio.move_on_after(0.25):
                 await self._wake.wait()
-
-    def _dispatch(self, phase: str, now: float) -> int:
-        """Give every peer with room an assignment: as many idle tasks as its
-        window allows, but no more than its fair share of what is idle, so
-        the last tasks of a phase are spread out rather than queued on one
-        peer; or, near the end of the phase, one backup attempt."""
-        sched = self.scheduler
-        peers = list(sched.book.available(now))
-        share = max(1, math.ceil(sched.idle_count(phase) / max(1, len(peers))))
-        assigned = 0
-        for record in peers:
-            peer = record.peer
-            assert isinstance(peer, PeerID)
-            batch: list[tuple[Task, Attempt]] = []
-            while record.in_flight < record.window and len(batch) < share:
-                task = sched.next_idle(phase, peer)
-                if task is None:
-                    break
-                batch.append((task, sched.start(task, peer, now)))
-            if not batch:
-                backup = sched.backup_candidate(phase, peer, now)
-                if backup is None:
-                    continue
-                log.info("backup attempt of %s task %d on %s", phase, backup.index, peer)
-                batch.append((backup, sched.start(backup, peer, now, backup=True)))
-            assert self._nursery is not None and self._assignments is not None
-            self._nursery.start_soon(self._assignments.run, peer, batch)
-            assigned += len(batch)
-        return assigned
 
     # -- completions ------------------------------------------------------------------
 
@@ -465,6 +449,36 @@ async def _describe(master: Master, code: bytes, plan: InputPlan) -> JobDescript
     return JobDescriptor(code_cid, master.input, master.reducers, options.encoding,
                          options.cid_version, master.name, max(1, options.boundary_group),
                          max(0, options.split_size), boundaries, master.record_keys)
+
+
+def _dispatch(master: Master, phase: str, now: float) -> int:
+    """Give every peer with room an assignment: as many idle tasks as its
+    window allows, but no more than its fair share of what is idle, so
+    the last tasks of a phase are spread out rather than queued on one
+    peer; or, near the end of the phase, one backup attempt."""
+    sched = master.scheduler
+    peers = list(sched.book.available(now))
+    share = max(1, math.ceil(sched.idle_count(phase) / max(1, len(peers))))
+    assigned = 0
+    for record in peers:
+        peer = record.peer
+        assert isinstance(peer, PeerID)
+        batch: list[tuple[Task, Attempt]] = []
+        while record.in_flight < record.window and len(batch) < share:
+            task = sched.next_idle(phase, peer)
+            if task is None:
+                break
+            batch.append((task, sched.start(task, peer, now)))
+        if not batch:
+            backup = backup_candidate(sched, phase, peer, now)
+            if backup is None:
+                continue
+            log.info("backup attempt of %s task %d on %s", phase, backup.index, peer)
+            batch.append((backup, sched.start(backup, peer, now, backup=True)))
+        assert master._nursery is not None and master._assignments is not None
+        master._nursery.start_soon(master._assignments.run, peer, batch)
+        assigned += len(batch)
+    return assigned
 
 
 def _enforce_task_timeouts(master: Master, phase: str, now: float) -> None:

@@ -41,6 +41,11 @@ class PeerWatch:
     def heard(self, peer: PeerID) -> None:
         self._seen[peer] = self._heard[peer] = trio.current_time()
 
+    def last_seen(self, peer: PeerID) -> float | None:
+        """Seconds since the peer last showed a sign of life, if it ever did."""
+        seen = self._seen.get(peer)
+        return None if seen is None else max(0.0, trio.current_time() - seen)
+
     async def watch(self, introduce: Callable[[PeerID], None]) -> None:
         """Run for the job: who joined, who left, who went silent."""
         while True:
@@ -84,6 +89,8 @@ class PeerWatch:
     def lost(self, peer: PeerID, reason: str) -> None:
         """A dead or silent peer: every task it still owes goes back to idle."""
         attempts = self.awaiting_answers(peer)
+        self.scheduler.events.emit("peer-lost", peer=peer, reason=reason,
+                                   detail={"tasks": len(attempts)})
         if attempts:
             log.warning("peer %s lost (%s); %d task(s) return to idle", peer, reason,
                         len(attempts))

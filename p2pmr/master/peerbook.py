@@ -15,6 +15,7 @@ import math
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 
+from .events import EventLog
 from .policy import Policy
 
 __all__ = ["PeerBook", "PeerRecord", "PeerStatus"]
@@ -52,8 +53,9 @@ class PeerStatus:
 class PeerBook:
     """Every peer a job has seen, and what it has earned."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, events: EventLog | None = None) -> None:
         self.policy = policy
+        self.events = events or EventLog()
         self.records: dict[Hashable, PeerRecord] = {}
         self._exclusions: list[PeerRecord] = []
 
@@ -80,6 +82,9 @@ class PeerBook:
         record = self.records.get(peer)
         if record is None:
             record = self.records[peer] = PeerRecord(peer, window=self.policy.min_batch)
+            self.events.emit("peer-joined", peer=peer)
+        elif not record.online:
+            self.events.emit("peer-joined", peer=peer, reason="reconnected")
         record.online = True
         return record
 
@@ -128,6 +133,7 @@ class PeerBook:
             record.excluded_reason = reason
             record.untrusted = untrusted
             self._exclusions.append(record)
+            self.events.emit("peer-excluded", peer=peer, reason=reason)
 
     def take_exclusions(self) -> list[PeerRecord]:
         """Peers excluded since the last call, for the caller to act on.

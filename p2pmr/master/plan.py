@@ -77,6 +77,10 @@ class InputPlan:
         return {"files": len(self.files), "splits": sum(len(s) for s in self.splits),
                 "boundary_tasks": sum(len(b) for b in self.boundaries)}
 
+    def total_size(self) -> int:
+        """The input's bytes, as its splits cover them (the manifest leaves this out)."""
+        return sum(t.payload.size for t in self.tasks if isinstance(t.payload, SplitInfo))
+
 
 def cut_runs(segments: list[unixfs.Segment], target: int) -> list[list[unixfs.Segment]]:
     """Group a file's leaf blocks into runs of about ``target`` bytes.

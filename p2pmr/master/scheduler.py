@@ -35,13 +35,15 @@ import enum
 import heapq
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+from ..wire.codes import ErrorCode
+from .events import EventLog, task_bytes
 from .peerbook import PeerBook, PeerRecord
 from .policy import Policy
 
 __all__ = ["Abort", "Attempt", "FailureKind", "PhaseStatus", "Placement", "Scheduler", "State",
-           "Task", "TaskInfo"]
+           "Task", "TaskInfo", "backup_candidate"]
 
 
 class State(enum.Enum):
@@ -208,9 +210,10 @@ class Scheduler:
     sorted task durations are kept up to date as tasks change state.
     """
 
-    def __init__(self, policy: Policy | None = None) -> None:
+    def __init__(self, policy: Policy | None = None, events: EventLog | None = None) -> None:
         self.policy = policy or Policy()
-        self.book = PeerBook(self.policy)
+        self.events = events or EventLog()  # what happened, for people: never read back
+        self.book = PeerBook(self.policy, self.events)
         self.tasks: dict[str, list[Task]] = {}
         self._counts: dict[str, dict[State, int]] = {}
         self._idle: dict[str, list[int]] = {}        # heaps of possibly idle, ready tasks
@@ -276,6 +279,8 @@ class Scheduler:
         task.reused = reused
         self._reused[task.phase] = self._reused.get(task.phase, 0) + reused
         self._set_state(task, State.COMPLETED)
+        self.events.emit("reused" if reused else "resumed", phase=task.phase, task=task.index,
+                         **task_bytes(task.payload, output))
 
     def reset(self, task: Task) -> None:
         """Run a completed task again: its output was lost with its peers.
@@ -292,6 +297,8 @@ class Scheduler:
         task.votes.clear()
         task.vote_outputs.clear()
         self._set_state(task, State.IDLE)
+        self.events.emit("rerun", phase=task.phase, task=task.index,
+                         reason="its output was lost with the peers that held it")
 
     def status(self, phase: str) -> PhaseStatus:
         counts = self._counts.get(phase)
@@ -405,6 +412,8 @@ class Scheduler:
         self._set_state(task, State.IN_PROGRESS)
         record = self.book.records[peer]
         record.in_flight += 1
+        self.events.emit("assigned", phase=task.phase, task=task.index, attempt=attempt.number,
+                         peer=peer, backup=backup or None)
         return attempt
 
     def _finish_attempt(self, task: Task, attempt: Attempt) -> None:
@@ -426,12 +435,18 @@ class Scheduler:
         """
         self._finish_attempt(task, attempt)
         record = self.book.succeeded(attempt.peer, now)
+        began = attempt.running_since if attempt.running_since is not None else attempt.started
+        facts: dict[str, Any] = dict(
+            phase=task.phase, task=task.index, attempt=attempt.number, peer=attempt.peer,
+            seconds=round(now - began, 4), **task_bytes(task.payload, output))
         if task.state is State.COMPLETED:
+            self.events.emit("answered", **facts)
             return False, set()
         if self.policy.verify > 1:
             task.votes.setdefault(signature, set()).add(attempt.peer)
             task.vote_outputs.setdefault(signature, output)
             if len(task.votes[signature]) < self.policy.verify:
+                self.events.emit("answered", **facts)
                 if not task.running:
                     self._set_state(task, State.IDLE)
                 return False, set()
@@ -445,10 +460,10 @@ class Scheduler:
                                         f"peer then ran without error")
         task.unproven.clear()
         # Run time, not time queued on the peer: backups compare against it.
-        began = attempt.running_since if attempt.running_since is not None else attempt.started
         task.duration = now - began
         bisect.insort(self._durations[task.phase], task.duration)
         self._set_state(task, State.COMPLETED)
+        self.events.emit("completed", **facts)
         record.completed[task.phase] = record.completed.get(task.phase, 0) + 1
         liars: set[Hashable] = set()
         for other, voters in task.votes.items():
@@ -467,6 +482,11 @@ class Scheduler:
         """
         self._finish_attempt(task, attempt)
         peer = attempt.peer
+        began = attempt.running_since if attempt.running_since is not None else attempt.started
+        self.events.emit("cancelled" if kind is FailureKind.CANCELLED else "failed",
+                         phase=task.phase, task=task.index, attempt=attempt.number, peer=peer,
+                         seconds=round(now - began, 4) if now else None,
+                         code=_code_name(code, kind), reason=message, traceback=traceback or None)
         if kind is not FailureKind.CANCELLED:
             task.last_error = message
             task.last_code = code
@@ -502,39 +522,13 @@ class Scheduler:
 
     # -- stragglers --------------------------------------------------------------------------
 
-    def backup_candidate(self, phase: str, peer: Hashable, now: float) -> Task | None:
-        """An in-progress task worth duplicating on ``peer``, if the phase is nearly done.
-
-        Only once no task of the phase is waiting to start, and only for a
-        task running well past the typical duration, so a healthy run never
-        executes anything twice.
-        """
-        if not self.policy.backups or self.next_idle(phase) is not None:
-            return None
-        typical = self.typical_duration(phase) or 0.0
-        threshold = max(self.policy.backup_min_age, self.policy.backup_factor * typical)
-        ages: dict[int, float] = {}
-        tasks: dict[int, Task] = {}
-        for task, attempt in self.running_attempts.get(phase, {}).values():
-            age = self.age(attempt, now)
-            ages[task.index] = min(age, ages.get(task.index, age))
-            tasks[task.index] = task
-        best: Task | None = None
-        best_age = 0.0
-        for index in sorted(tasks):
-            task = tasks[index]
-            if len(task.running) >= self.policy.max_attempts_running:
-                continue
-            if any(a.peer == peer for a in task.running.values()):
-                continue
-            if ages[index] >= threshold and ages[index] > best_age:
-                best, best_age = task, ages[index]
-        return best
-
-    def running(self, attempt: Attempt, now: float) -> None:
+    def running(self, attempt: Attempt, now: float, task: Task | None = None) -> None:
         """The peer reports the attempt executing: that is progress, too."""
         if attempt.running_since is None:
             attempt.running_since = now
+            if task is not None:
+                self.events.emit("running", phase=task.phase, task=task.index,
+                                 attempt=attempt.number, peer=attempt.peer)
         self.book.records[attempt.peer].progress = now
 
     def age(self, attempt: Attempt, now: float) -> float:
@@ -549,3 +543,40 @@ class Scheduler:
         if len(durations) % 2:
             return durations[middle]
         return (durations[middle - 1] + durations[middle]) / 2
+
+
+def _code_name(code: int | None, kind: FailureKind) -> str:
+    """The peer's error code by name, or what the master made of the failure."""
+    if code is not None:
+        return ErrorCode.named(code)
+    return kind.value.upper()
+
+
+def backup_candidate(sched: Scheduler, phase: str, peer: Hashable, now: float) -> Task | None:
+    """An in-progress task worth duplicating on ``peer``, if the phase is nearly done.
+
+    Only once no task of the phase is waiting to start, and only for a
+    task running well past the typical duration, so a healthy run never
+    executes anything twice.
+    """
+    if not sched.policy.backups or sched.next_idle(phase) is not None:
+        return None
+    typical = sched.typical_duration(phase) or 0.0
+    threshold = max(sched.policy.backup_min_age, sched.policy.backup_factor * typical)
+    ages: dict[int, float] = {}
+    tasks: dict[int, Task] = {}
+    for task, attempt in sched.running_attempts.get(phase, {}).values():
+        age = sched.age(attempt, now)
+        ages[task.index] = min(age, ages.get(task.index, age))
+        tasks[task.index] = task
+    best: Task | None = None
+    best_age = 0.0
+    for index in sorted(tasks):
+        task = tasks[index]
+        if len(task.running) >= sched.policy.max_attempts_running:
+            continue
+        if any(a.peer == peer for a in task.running.values()):
+            continue
+        if ages[index] >= threshold and ages[index] > best_age:
+            best, best_age = task, ages[index]
+    return best
