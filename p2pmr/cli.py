@@ -385,15 +385,31 @@ def ls_cmd(ctx: click.Context, cid: str, repo: str | None, ipfs_api: str | None,
 
 
 @main.command(name="id")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"peer_id": ID, "addrs": [...], "pid": PID or null} instead.')
 @store_options
 @click.pass_context
-def id_cmd(ctx: click.Context, repo: str | None, ipfs_api: str | None) -> None:
-    """Print this repo's peer ID (creating the identity on first use)."""
+def id_cmd(ctx: click.Context, as_json: bool, repo: str | None, ipfs_api: str | None) -> None:
+    """Print this repo's peer ID (creating the identity on first use), and the
+    addresses of the node running on the repo, if one is, a line each."""
     from .node import load_or_create_identity, peer_id_of
+    from .repo import running_node
 
     settings = _merge(ctx, repo, ipfs_api)
     settings.repo.mkdir(parents=True, exist_ok=True)
-    click.echo(peer_id_of(load_or_create_identity(settings.repo)))
+    peer_id = peer_id_of(load_or_create_identity(settings.repo))
+    node = running_node(settings.repo)
+    if node is not None and node.peer_id != peer_id:  # the key was replaced under it
+        log.warning("the node running on %s (pid %d) is %s, not this repo's %s",
+                    settings.repo, node.pid, node.peer_id, peer_id)
+    addrs = list(node.addrs) if node is not None else []
+    if as_json:
+        click.echo(json.dumps({"peer_id": peer_id, "addrs": addrs,
+                               "pid": node.pid if node is not None else None}))
+        return
+    click.echo(peer_id)
+    for addr in addrs:
+        click.echo(addr)
 
 
 @main.group()
