@@ -396,13 +396,13 @@ def _user_failure(exc: BaseException, doing: _Doing) -> Failure:
         resource_failure.traceback = _remote_traceback(exc, user_only=True)
         return resource_failure
     full = "".join(traceback.format_exception(exc))
+    # An encoding error's frames are p2pmr's encoder and msgpack's alone (the
+    # job's generator had moved on): the message must say it all.
     if isinstance(exc, UnencodableRecord):
-        # Its frames are p2pmr's encoder alone: the message says it all.
         return Failure(ErrorCode.USER_CODE_ERROR, _located(exc, doing.job), debug=full)
     if isinstance(exc, EncodingError):
         return Failure(ErrorCode.USER_CODE_ERROR,
-                       f"{what} produced data that cannot be sent: {exc}", _remote_traceback(exc),
-                       full)
+                       f"{what} produced data that cannot be sent: {exc}", debug=full)
     return Failure(ErrorCode.USER_CODE_ERROR, f"{what} raised {type(exc).__name__}: {exc}",
                    _remote_traceback(exc), full)
 
@@ -599,8 +599,9 @@ def run_sample(req: SampleRequest) -> SampleOutcome:
             try:
                 codec.dumps(key)
             except EncodingError as cause:
-                return SampleOutcome(failure=_user_failure(
-                    unencodable(codec, "map", cause, key, is_key=True), doing))
+                error = unencodable(codec, "map", cause, key, is_key=True)
+                error.__cause__ = cause  # its traceback, for the DEBUG log
+                return SampleOutcome(failure=_user_failure(error, doing))
         return SampleOutcome(failure=Failure(ErrorCode.USER_CODE_ERROR, str(exc)))
     except TypeError as exc:  # keys that do not compare
         return SampleOutcome(failure=Failure(ErrorCode.USER_CODE_ERROR, str(exc)))

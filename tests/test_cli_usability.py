@@ -12,7 +12,7 @@ import pytest
 from p2pmr import _worker
 from p2pmr.encoding import MSGPACK, group_pairs
 from p2pmr.errors import UnencodableRecord
-from p2pmr.job import Job
+from p2pmr.job import Job, dump_job, load_job_file
 
 from .helpers import PeerProcess, run_cli
 
@@ -108,6 +108,22 @@ def test_the_message_names_where_the_function_is_defined() -> None:
     line = map_batch.__code__.co_firstlineno
     text = _worker._located(UnencodableRecord("map", "yielded it"), job)
     assert text == f"map_batch (test_cli_usability.py, line {line}) yielded it"
+
+
+def test_totalorder_sampling_names_a_key_that_cannot_travel(tmp_path: Path) -> None:
+    job = _job(tmp_path, "bags.py", "from p2pmr import TotalOrder\n\n"
+                                    "partition = TotalOrder()\n\n\n"
+                                    "def map(key, line):\n"
+                                    "    yield frozenset(line.split()), 1\n\n\n"
+                                    "def reduce(key, values):\n"
+                                    "    yield key, 1\n")
+    block = _worker.SampleBlock("in.txt", 0, LINES.encode(), first=True, last=True)
+    outcome = _worker.run_sample(_worker.SampleRequest(
+        b"code", dump_job(load_job_file(job)), "msgpack", 3, [block]))
+    assert outcome.failure is not None
+    assert outcome.failure.message.startswith("map (bags.py, line 6) yielded the key frozenset(")
+    assert ", a frozenset, which msgpack cannot encode" in outcome.failure.message
+    assert not outcome.failure.traceback and "Traceback" in outcome.failure.debug
 
 
 def test_run_help_says_what_a_job_file_defines_and_its_example_runs(tmp_path: Path) -> None:
