@@ -34,8 +34,16 @@ from typing import Any
 import cloudpickle
 import msgpack
 
-from .encoding import MSGPACK, Codec, get_codec, group_pairs
-from .errors import BlockNotFound, CIDError, CorruptBlock, EncodingError, JobError, UnixFSError
+from .encoding import MSGPACK, Codec, get_codec, group_pairs, unencodable
+from .errors import (
+    BlockNotFound,
+    CIDError,
+    CorruptBlock,
+    EncodingError,
+    JobError,
+    UnencodableRecord,
+    UnixFSError,
+)
 from .job import Job, show_sources
 from .outsort import OutputSorter
 from .partition import Partitioner, TotalOrder, bind_partition, boundaries_of
@@ -138,7 +146,8 @@ def _cpu_budget(seconds: float | None) -> Iterator[None]:
 class Failure:
     code: ErrorCode
     message: str
-    traceback: str = ""
+    traceback: str = ""  # what the master's user reads: the job's own frames
+    debug: str = ""      # the whole traceback, p2pmr's frames too, for the peer's DEBUG log
 
 
 @dataclass
@@ -323,6 +332,7 @@ class _Doing:
     limits: WorkerLimits
     largest_record: int = 0      # bytes of the longest record handed to map
     combine: bool | None = None  # whether the job has a combiner (None: not loaded)
+    job: Job | None = None       # the job's code, once loaded
 
 
 def _memory_failure(doing: _Doing) -> Failure:
@@ -385,11 +395,31 @@ def _user_failure(exc: BaseException, doing: _Doing) -> Failure:
         # Where the job's own code was when memory ran out, if it was at all.
         resource_failure.traceback = _remote_traceback(exc, user_only=True)
         return resource_failure
+    full = "".join(traceback.format_exception(exc))
+    # An encoding error's frames are p2pmr's encoder and msgpack's alone (the
+    # job's generator had moved on): the message must say it all.
+    if isinstance(exc, UnencodableRecord):
+        return Failure(ErrorCode.USER_CODE_ERROR, _located(exc, doing.job), debug=full)
     if isinstance(exc, EncodingError):
         return Failure(ErrorCode.USER_CODE_ERROR,
-                       f"{what} produced data that cannot be sent: {exc}", _remote_traceback(exc))
+                       f"{what} produced data that cannot be sent: {exc}", debug=full)
     return Failure(ErrorCode.USER_CODE_ERROR, f"{what} raised {type(exc).__name__}: {exc}",
-                   _remote_traceback(exc))
+                   _remote_traceback(exc), full)
+
+
+def _located(exc: UnencodableRecord, job: Job | None) -> str:
+    """The error's message, naming the job's function and where it is defined:
+    "map_batch (wordcount.py, line 12) yielded ..."."""
+    name = exc.function
+    fn: object = None
+    if job is not None:
+        if name == "map" and job.map_batch is not None:
+            name = "map_batch"
+        fn = getattr(job, name, None)
+    code = getattr(fn, "__code__", None)
+    if isinstance(code, types.CodeType):
+        name += f" ({os.path.basename(code.co_filename)}, line {code.co_firstlineno})"
+    return f"{name} {exc.detail}"
 
 
 def _prepare(code_cid: bytes, code: bytes, encoding: str, allow_pickle: bool,
@@ -547,6 +577,7 @@ def run_sample(req: SampleRequest) -> SampleOutcome:
     if isinstance(prepared, Failure):
         return SampleOutcome(failure=prepared)
     job, codec = prepared
+    doing.job = job
     if not isinstance(job.partition, TotalOrder):
         return SampleOutcome(failure=Failure(ErrorCode.BAD_JOB, "the job's partition is not a "
                                              "TotalOrder, so it samples nothing"))
@@ -561,8 +592,18 @@ def run_sample(req: SampleRequest) -> SampleOutcome:
             raise
         return SampleOutcome(failure=_user_failure(exc, doing))
     try:
-        return SampleOutcome(codec.dumps(boundaries_of(keys, req.reducers)), len(keys))
-    except (TypeError, EncodingError) as exc:  # keys that do not compare, or travel
+        boundaries = boundaries_of(keys, req.reducers)
+        return SampleOutcome(codec.dumps(boundaries), len(keys))
+    except EncodingError as exc:  # a key that cannot travel
+        for key in boundaries:
+            try:
+                codec.dumps(key)
+            except EncodingError as cause:
+                error = unencodable(codec, "map", cause, key, is_key=True)
+                error.__cause__ = cause  # its traceback, for the DEBUG log
+                return SampleOutcome(failure=_user_failure(error, doing))
+        return SampleOutcome(failure=Failure(ErrorCode.USER_CODE_ERROR, str(exc)))
+    except TypeError as exc:  # keys that do not compare
         return SampleOutcome(failure=Failure(ErrorCode.USER_CODE_ERROR, str(exc)))
 
 
@@ -596,7 +637,7 @@ def _run_map(req: MapRequest, doing: _Doing) -> MapOutcome:
     if isinstance(prepared, Failure):
         return MapOutcome(failure=prepared)
     job, codec = prepared
-    doing.combine = job.combine is not None
+    doing.combine, doing.job = job.combine is not None, job
     out = MapOutcome()
     partition = _partitioner(job, codec, req)
     if isinstance(partition, Failure):

@@ -230,15 +230,61 @@ async def open_store(settings: Settings, *, network: bool = False,
     yield FlatFSStore(settings.repo)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+_LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
+_LEVEL_ENV = "P2PMR_LOG_LEVEL"
+
+
+def _set_log_level(ctx: click.Context, param: click.Parameter, level: str | None) -> None:
+    """Apply ``--log-level`` as soon as it is parsed, wherever it was given.
+
+    Eager, so that it holds while the other options are processed. A level
+    given on the command line is also exported as ``P2PMR_LOG_LEVEL``: the
+    processes a command starts (``--local-peers``) log at it too, and
+    ``p2pmr peer`` knows that a level was chosen.
+    """
+    if level is None:  # not given after this subcommand: the group's level stands
+        return
+    assert param.name is not None
+    if ctx.get_parameter_source(param.name) is click.core.ParameterSource.COMMANDLINE:
+        os.environ[_LEVEL_ENV] = level.upper()
+    configure_logging(level)
+
+
+def _log_level_option(default: str | None) -> click.Option:
+    return click.Option(
+        ["--log-level"], type=_LEVELS, metavar="LEVEL", default=default,
+        envvar=_LEVEL_ENV if default else None, show_default=bool(default),
+        show_envvar=bool(default), is_eager=True, expose_value=False, callback=_set_log_level,
+        help="DEBUG, INFO, WARNING or ERROR (before or after the subcommand).")
+
+
+class _Command(click.Command):
+    """A subcommand that takes ``--log-level`` after its name too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.append(_log_level_option(None))
+
+
+class _Group(click.Group):
+    """A group whose subcommands and subgroups all take ``--log-level``."""
+
+    command_class = _Command
+    group_class = type  # subgroups are _Groups, so their commands are _Commands
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not any(p.name == "log_level" for p in self.params):
+            self.params.append(_log_level_option(None))
+
+
+@click.group(cls=_Group, params=[_log_level_option("WARNING")],
+             context_settings={"help_option_names": ["-h", "--help"]})
 @store_options
-@click.option("--log-level", default=os.environ.get("P2PMR_LOG_LEVEL", "WARNING"),
-              show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
 @click.version_option(package_name="p2pmr")
 @click.pass_context
-def main(ctx: click.Context, repo: str | None, ipfs_api: str | None, log_level: str) -> None:
+def main(ctx: click.Context, repo: str | None, ipfs_api: str | None) -> None:
     """Peer-to-peer, content-addressed MapReduce over IPFS."""
-    configure_logging(log_level)
     ctx.obj = Settings(Path(repo) if repo else default_repo(), ipfs_api, ())
 
 
@@ -339,15 +385,31 @@ def ls_cmd(ctx: click.Context, cid: str, repo: str | None, ipfs_api: str | None,
 
 
 @main.command(name="id")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"peer_id": ID, "addrs": [...], "pid": PID or null} instead.')
 @store_options
 @click.pass_context
-def id_cmd(ctx: click.Context, repo: str | None, ipfs_api: str | None) -> None:
-    """Print this repo's peer ID (creating the identity on first use)."""
+def id_cmd(ctx: click.Context, as_json: bool, repo: str | None, ipfs_api: str | None) -> None:
+    """Print this repo's peer ID (creating the identity on first use), and the
+    addresses of the node running on the repo, if one is, a line each."""
     from .node import load_or_create_identity, peer_id_of
+    from .repo import running_node
 
     settings = _merge(ctx, repo, ipfs_api)
     settings.repo.mkdir(parents=True, exist_ok=True)
-    click.echo(peer_id_of(load_or_create_identity(settings.repo)))
+    peer_id = peer_id_of(load_or_create_identity(settings.repo))
+    node = running_node(settings.repo)
+    if node is not None and node.peer_id != peer_id:  # the key was replaced under it
+        log.warning("the node running on %s (pid %d) is %s, not this repo's %s",
+                    settings.repo, node.pid, node.peer_id, peer_id)
+    addrs = list(node.addrs) if node is not None else []
+    if as_json:
+        click.echo(json.dumps({"peer_id": peer_id, "addrs": addrs,
+                               "pid": node.pid if node is not None else None}))
+        return
+    click.echo(peer_id)
+    for addr in addrs:
+        click.echo(addr)
 
 
 @main.group()
@@ -514,10 +576,7 @@ def peer(ctx: click.Context, /, listen: tuple[str, ...], bootstrap: tuple[str, .
 
     settings = _merge(ctx, repo, ipfs_api, bootstrap)
     config = apply(PeerConfig, given, PeerConfig(limits=apply(WorkerLimits, given)))
-    group = ctx.parent
-    if group is not None and not exit_with_parent and not master_from_stdin and \
-            "P2PMR_LOG_LEVEL" not in os.environ and \
-            group.get_parameter_source("log_level") is click.core.ParameterSource.DEFAULT:
+    if not exit_with_parent and not master_from_stdin and _LEVEL_ENV not in os.environ:
         # Whoever runs a peer by hand sees a line per task it runs (a job's
         # own local peers stay quiet in their master's terminal).
         logging.getLogger("p2pmr.peer.tasks").setLevel(logging.INFO)
@@ -613,7 +672,27 @@ def run(ctx: click.Context, /, jobfile: Path | None, input_: str | None, reducer
         reuse: tuple[str, ...], trust_masters: tuple[str, ...], reuse_sample: str | None,
         psk: str | None, progress: bool, events: Path | None, dashboard: str | None,
         repo: str | None, ipfs_api: str | None, **given: Any) -> None:
-    """Run a MapReduce job and print the output CID on the last line."""
+    """Run a MapReduce job and print the output CID on the last line.
+
+    JOBFILE is a Python file that defines:
+
+    \b
+      map(key, line)        yields (key, value) pairs; key is (path, offset)
+      map_batch(records)    or, instead of map: called once per split with
+                            ((path, offset), line) records; yields pairs
+      reduce(key, values)   yields (key, value) pairs: key<TAB>value lines
+      combine(key, values)  optional: runs on each map task's output
+      partition(key, n)     optional: returns the key's reducer, 0 to n-1;
+                            or partition = TotalOrder() for sorted output
+      RECORD_KEYS = False   optional: map's key is None, not (path, offset)
+
+    \b
+    Example:  def map(key, line): yield from ((w, 1) for w in line.split())
+              def reduce(word, ones): yield word, sum(ones)
+
+    Keys and values travel as msgpack (str, bytes, int, float, bool, None,
+    list, tuple, dict) unless --encoding pickle.
+    """
     from .output import check_output_dir
     from .runner import RunSettings, run_job
 

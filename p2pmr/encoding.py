@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import io
 import pickle
+import reprlib
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from typing import Any, Final
 
 import msgpack
 
-from .errors import EncodingError
+from .errors import EncodingError, UnencodableRecord
 
 __all__ = ["Codec", "MSGPACK", "PICKLE", "get_codec", "msgpack_packer", "msgpack_unpacker",
            "partition_of"]
@@ -32,6 +34,7 @@ __all__ = ["Codec", "MSGPACK", "PICKLE", "get_codec", "msgpack_packer", "msgpack
 _EXT_TUPLE: Final = 1
 _EXT_BIGINT: Final = 2
 _SUPPORTED: Final = "str, bytes, int, float, bool, None, list, tuple and dict"
+_SCALARS: Final = frozenset({bytes, float, type(None)})
 
 
 def _default(obj: object) -> msgpack.ExtType:
@@ -108,7 +111,23 @@ class Codec:
             raise EncodingError(f"malformed {self.name} data: {exc}") from exc
 
     def encode_partition(self, groups: Iterable[tuple[bytes, list[Any]]]) -> bytes:
-        return self.dumps([[key, values] for key, values in groups])
+        """A partition's bytes; a value that cannot be encoded is named with its key.
+
+        The keys were encoded already (they are bytes here), so what fails is
+        a value, and map yielded it: combine's are checked as it yields them.
+        """
+        groups = list(groups)
+        try:
+            return self.dumps([[key, values] for key, values in groups])
+        except EncodingError as exc:
+            for kb, values in groups:
+                for value in values:
+                    try:
+                        self.dumps(value)
+                    except EncodingError as cause:
+                        raise unencodable(self, "map", cause, value,
+                                          key=self.loads(kb)) from cause
+            raise exc
 
     def decode_partition(self, data: bytes) -> list[list[Any]]:
         """The ``[key_bytes, values]`` pairs of a partition, checked for shape and order."""
@@ -162,9 +181,125 @@ def get_codec(name: str, *, allow_pickle: bool = False) -> Codec:
     return codec
 
 
+def _at_fault(obj: object, depth: int = 0) -> object:
+    """The part of ``obj`` that msgpack cannot carry: ``obj`` itself, or
+    the first such value inside its lists, tuples and dicts; ``obj`` if
+    there seems to be none (nesting too deep, say)."""
+    kind = type(obj)
+    if kind in _SCALARS or isinstance(obj, int):  # int subclasses travel as big ints
+        return None
+    if kind is str:
+        return obj if _bad_utf8(str(obj)) else None
+    if depth >= 64:
+        return obj
+    items: Iterable[object]
+    if kind is list or isinstance(obj, tuple):  # tuple subclasses travel as tuples
+        items = obj  # type: ignore[assignment]
+    elif kind is dict:
+        items = chain.from_iterable(obj.items())  # type: ignore[attr-defined]
+    else:
+        return obj
+    for item in items:
+        found = _at_fault(item, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _bad_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _a(obj: object) -> str:
+    """"a set", "an int64", "a str that is not valid UTF-8"."""
+    name = type(obj).__qualname__
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    if isinstance(obj, str):
+        return f"{article} {name} that is not valid UTF-8 (a lone surrogate)"
+    return f"{article} {name}"
+
+
+def unencodable(codec: Codec, function: str, cause: EncodingError, obj: object, *,
+                key: object = None, is_key: bool = False) -> UnencodableRecord:
+    """The error for a key or value ``obj`` yielded by ``function`` that ``codec``
+    refused: one line naming the key, the type at fault and the way out."""
+    shown = _repr(obj if is_key else key)
+    if codec is not MSGPACK:
+        what = f"the key {shown}" if is_key else f"{_a(obj)} as the value for key {shown}"
+        return UnencodableRecord(function, f"yielded {what}, which the {codec.name} encoding "
+                                           f"cannot carry ({cause.__cause__ or cause})")
+    fault = _at_fault(obj)
+    fault = obj if fault is None else fault
+    inside = "" if fault is obj else f"{_a(obj)} holding "
+    what = f"the key {shown}, {inside}{_a(fault)}" if is_key else \
+        f"{inside}{_a(fault)} as the value for key {shown}"
+    return UnencodableRecord(
+        function, f"yielded {what}, which msgpack cannot encode: yield only {_SUPPORTED} "
+                  f"(or run with --encoding pickle; remote peers then need --allow-pickle)")
+
+
+def _repr(obj: object) -> str:
+    """A short repr, for a message that must stay one line."""
+    try:
+        return reprlib.repr(obj)
+    except Exception:  # a job's own __repr__ may raise
+        return f"<{type(obj).__qualname__}>"
+
+
 def partition_of(key_bytes: bytes, reducers: int) -> int:
     """Stable across processes and machines, unlike Python's salted hash()."""
     return zlib.crc32(key_bytes) % reducers
+
+
+def _key_bytes(codec: Codec, function: str, key: object) -> bytes:
+    """A key's bytes; an error that names ``function`` if it cannot be encoded
+    (a ``str`` that is not valid UTF-8 is the only such ``str``)."""
+    try:
+        return codec.dumps(key)
+    except EncodingError as exc:
+        raise unencodable(codec, function, exc, key, is_key=True) from exc
+
+
+def _combine(combine: Callable[[Any, Iterator[Any]], Iterable[tuple[Any, Any]]],
+             codec: Codec, groups: dict[bytes, list[Any]], keys: dict[bytes, Any]) -> None:
+    """Run the combiner on each key of ``groups`` with more than one value, in place."""
+    for kb, values in list(groups.items()):
+        if len(values) < 2:
+            continue
+        key = keys[kb]
+        combined: list[Any] = []
+        for pair in combine(key, iter(values)):
+            try:
+                ck, cv = pair
+            except (TypeError, ValueError):
+                raise TypeError(f"combine must yield (key, value) pairs, got {pair!r}") from None
+            _check_combined(codec, ck, cv)
+            if ck is key or ck == key:
+                combined.append(cv)
+            else:  # a combiner that changes keys: regroup under the new key
+                ckb = _key_bytes(codec, "combine", ck)
+                groups.setdefault(ckb, []).append(cv)
+                keys.setdefault(ckb, ck)
+        groups[kb] = combined
+
+
+def _check_combined(codec: Codec, key: object, value: object) -> None:
+    """Refuse a value combine yields that cannot be encoded, blaming combine.
+
+    Its values are encoded with map's, later; checked here, an error names
+    the right function. Scalars, the usual result of a combiner, cost a
+    type test.
+    """
+    if type(value) in _SCALARS or type(value) is int:
+        return
+    try:
+        codec.dumps(value)
+    except EncodingError as exc:
+        raise unencodable(codec, "combine", exc, value, key=key) from exc
 
 
 def group_pairs(pairs: Iterable[tuple[Any, Any]], codec: Codec, reducers: int,
@@ -205,7 +340,10 @@ def group_pairs(pairs: Iterable[tuple[Any, Any]], codec: Codec, reducers: int,
             else:
                 bucket.append(value)
             continue
-        kb = dumps(key)
+        try:
+            kb = dumps(key)
+        except EncodingError as exc:
+            raise unencodable(codec, "map", exc, key, is_key=True) from exc
         bucket = groups.get(kb)
         if bucket is None:
             groups[kb] = [value]
@@ -213,28 +351,11 @@ def group_pairs(pairs: Iterable[tuple[Any, Any]], codec: Codec, reducers: int,
         else:
             bucket.append(value)
     for key, values in by_str.items():
-        kb = dumps(key)
+        kb = _key_bytes(codec, "map", key)
         groups[kb] = values
         keys[kb] = key
     if combine is not None:
-        for kb, values in list(groups.items()):
-            if len(values) < 2:
-                continue
-            key = keys[kb]
-            combined: list[Any] = []
-            for pair in combine(key, iter(values)):
-                try:
-                    ck, cv = pair
-                except (TypeError, ValueError):
-                    raise TypeError(
-                        f"combine must yield (key, value) pairs, got {pair!r}") from None
-                if ck is key or ck == key:
-                    combined.append(cv)
-                else:  # a combiner that changes keys: regroup under the new key
-                    ckb = dumps(ck)
-                    groups.setdefault(ckb, []).append(cv)
-                    keys.setdefault(ckb, ck)
-            groups[kb] = combined
+        _combine(combine, codec, groups, keys)
     partitions: list[list[tuple[bytes, list[Any]]]] = [[] for _ in range(reducers)]
     produced = 0
     for kb in sorted(groups):

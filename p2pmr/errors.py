@@ -31,6 +31,7 @@ __all__ = [
     "ProtocolError",
     "RemoteTaskError",
     "StorageError",
+    "UnencodableRecord",
     "UnixFSError",
     "UnsupportedVersion",
     "UnverifiableOutput",
@@ -106,6 +107,22 @@ class DagPBError(UnixFSError):
 
 class EncodingError(P2PMRError, TypeError):
     """A value cannot be carried by the non-executable data encoding."""
+
+
+class UnencodableRecord(EncodingError):
+    """A job's map or combine yielded a key or value its encoding cannot carry.
+
+    The message says it all in one line (the key, the type at fault, the way
+    out), since the traceback of where it was found shows only p2pmr's own
+    encoder: the job's generator had moved on by then. ``function`` is the
+    job function that yielded it ("map" or "combine") and ``detail`` the
+    rest of the message, so that a worker can name where that function is.
+    """
+
+    def __init__(self, function: str, detail: str) -> None:
+        super().__init__(f"{function} {detail}")
+        self.function = function
+        self.detail = detail
 
 
 class ProtocolError(P2PMRError):

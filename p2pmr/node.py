@@ -33,7 +33,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from .errors import NodeError, P2PMRError, collapsed
 from .network import Libp2pNetwork, Network
-from .repo import repo_lock
+from .repo import node_file, repo_lock
 from .settings import DEFAULT_LISTEN, default_repo
 from .storage.base import BlockStore
 from .storage.bitswap import Bitswap
@@ -210,7 +210,8 @@ async def open_node(repo: str | os.PathLike[str] | None = None, *,
     """Start a node; stop it when the block exits.
 
     ``repo`` holds the identity, the block store and job journals (default
-    :func:`default_repo`). With ``ipfs_api`` (a multiaddr such as
+    :func:`default_repo`); while the node runs, its ``node.json`` says so
+    (:func:`p2pmr.repo.node_file`). With ``ipfs_api`` (a multiaddr such as
     ``/ip4/127.0.0.1/tcp/5001``) blocks live in that Kubo daemon instead of
     the local store. Bootstrap peers are dialled before this returns (each
     within ``bootstrap_timeout``; failures are logged, not fatal) and then
@@ -253,7 +254,8 @@ async def open_node(repo: str | os.PathLike[str] | None = None, *,
                     await node.connect(addr, timeout=bootstrap_timeout)
                 nursery.start_soon(node.keep_connected, addr)
             try:
-                yield node
+                with node_file(repo_path, str(node.peer_id), node.multiaddrs):
+                    yield node
             finally:
                 nursery.cancel_scope.cancel()
                 # Close connections explicitly so peers see the end now;

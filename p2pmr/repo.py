@@ -1,7 +1,17 @@
-"""A repo on disk: who may use it, and what it may forget.
+"""A repo on disk: who may use it, who is using it, and what it may forget.
 
 A repo holds blocks, pins, the memo of task outputs and the journals of
-jobs. Blocks accumulate: every job writes partitions and part files, every
+jobs. While a node runs on it (``p2pmr peer``, ``p2pmr run``), it also
+holds ``node.json``, as Kubo's repo holds ``api``: what ``p2pmr id`` prints
+about that node, written atomically once it listens and removed when it
+stops::
+
+    {"peer_id": "12D3Koo…", "addrs": ["/ip4/127.0.0.1/tcp/4005/p2p/12D3Koo…"], "pid": 4242}
+
+A node that crashed leaves it behind: :func:`running_node` ignores it once
+no process has that pid, and the next node replaces it.
+
+Blocks accumulate: every job writes partitions and part files, every
 fetch keeps what it fetched. :func:`collect` bounds that, as ``ipfs repo
 gc`` does, by keeping what something still needs and removing the rest:
 
@@ -24,7 +34,9 @@ import contextlib
 import fcntl
 import json
 import logging
+import os
 import re
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -36,11 +48,12 @@ from .storage.base import dag_links
 from .storage.cid import CID
 from .storage.flatfs import FlatFS
 
-__all__ = ["Collected", "collect", "repo_lock"]
+__all__ = ["Collected", "RunningNode", "collect", "node_file", "repo_lock", "running_node"]
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE: Final = "repo.lock"
+NODE_FILE: Final = "node.json"
 _CID_TEXT = re.compile(r"\b(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{50,})\b")
 
 
@@ -54,6 +67,74 @@ def repo_lock(repo: Path) -> Iterator[None]:
         except BlockingIOError:
             raise NodeError(f"repo {repo} is in use by another running node") from None
         yield
+
+
+@dataclass(frozen=True)
+class RunningNode:
+    """The node running on a repo, as its ``node.json`` says."""
+
+    peer_id: str
+    addrs: tuple[str, ...]  # full multiaddrs, each ending in /p2p/PEER_ID
+    pid: int
+
+    def as_json(self) -> dict[str, object]:
+        return {"peer_id": self.peer_id, "addrs": list(self.addrs), "pid": self.pid}
+
+
+@contextlib.contextmanager
+def node_file(repo: Path, peer_id: str, addrs: list[str]) -> Iterator[None]:
+    """Say in ``repo`` that this process runs a node there, for as long as it does.
+
+    Written to a temporary file and renamed, so a reader never sees half of
+    it; removed on the way out only if it is still ours.
+    """
+    path = repo / NODE_FILE
+    mine = RunningNode(peer_id, tuple(addrs), os.getpid())
+    fd, tmp = tempfile.mkstemp(dir=repo, prefix=f".{NODE_FILE}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(mine.as_json(), handle)
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only repo, say: the node runs all the same
+        log.warning("cannot write %s: %s", path, exc)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    try:
+        yield
+    finally:
+        if _read_node_file(path) == mine:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def running_node(repo: Path) -> RunningNode | None:
+    """The node running on ``repo`` now, or None (none, or a crashed one's file)."""
+    path = repo / NODE_FILE
+    node = _read_node_file(path)
+    if node is None:
+        log.debug("no node is running on %s (no readable %s)", repo, NODE_FILE)
+        return None
+    try:
+        os.kill(node.pid, 0)
+    except ProcessLookupError:
+        log.debug("ignoring %s: its process %d is gone (the node did not stop cleanly)",
+                  path, node.pid)
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return node
+
+
+def _read_node_file(path: Path) -> RunningNode | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return RunningNode(str(doc["peer_id"]), tuple(str(a) for a in doc["addrs"]),
+                           int(doc["pid"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.debug("ignoring the unreadable %s: %s", path, exc)
+        return None
 
 
 @dataclass

@@ -80,6 +80,9 @@ async def sample_boundaries(blocks: BlockStore, plan: InputPlan, code: bytes, co
                                     [b for b in sample if b is not None])
     outcome: _worker.SampleOutcome = await in_fresh_process(_worker.run_sample, request)
     if outcome.failure is not None:
+        if outcome.failure.debug:
+            log.debug("sampling for TotalOrder: the worker's whole traceback:\n%s",
+                      outcome.failure.debug.rstrip())
         raise JobFailed(f"sampling the input for TotalOrder failed: {outcome.failure.message}",
                         outcome.failure.traceback)
     cid = await unixfs.add_bytes(blocks, outcome.boundaries,

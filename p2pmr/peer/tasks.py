@@ -238,6 +238,9 @@ class TaskRunner:
         assert isinstance(outcome, (_worker.MapOutcome, _worker.ReduceOutcome))
         if outcome.failure is not None:
             failure = outcome.failure
+            if failure.debug:  # the master is sent the job's frames; p2pmr's are for here
+                log.debug("task %d: the worker's whole traceback:\n%s", index,
+                          failure.debug.rstrip())
             raise TaskFailed(failure.code, failure.message, failure.traceback)
         return outcome, await self._keep(outcome.output, timing)
 
