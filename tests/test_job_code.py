@@ -258,3 +258,31 @@ def test_an_error_at_import_shows_the_job_files_lines(tmp_path: Path) -> None:
     assert f'File "{bad}", line 3, in <module>' in err, err
     assert "SETTINGS = json.loads(" in err and "JSONDecodeError" in err
     assert "p2pmr/" not in err.replace(str(bad), "")  # none of p2pmr's own frames
+
+
+def test_a_job_files_module_is_imported_once_per_process_with_the_masters_values(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its module-level code runs once in a worker, however many times the
+    code is loaded; a global it read from the master's environment keeps the
+    master's value there."""
+    source = tmp_path / "greet.py"
+    source.write_text("import os, sys\n\nprint('imported', file=sys.stderr)\n"
+                      "WORD = os.environ.get('P2PMR_TEST_WORD', 'unset')\n\n"
+                      "def map(key, line):\n    yield WORD, 1\n\n"
+                      "def reduce(key, values):\n    yield key, sum(values)\n")
+    monkeypatch.setenv("P2PMR_TEST_WORD", "masters")
+    code = dump_job(load_job_file(source))
+    probe = """
+import sys
+from p2pmr import _worker
+code = sys.stdin.buffer.read()
+for cid in (b"a", b"b", b"a"):
+    loaded = _worker._load_job(cid, code)
+    _worker.show_sources(loaded)
+    print(list(loaded.map(None, "x")))
+"""
+    monkeypatch.delenv("P2PMR_TEST_WORD")
+    done = subprocess.run([sys.executable, "-c", probe], input=code, capture_output=True,
+                          check=True, cwd=tmp_path)
+    assert done.stderr.decode().count("imported") == 1, done.stderr
+    assert done.stdout.decode().splitlines() == ["[('masters', 1)]"] * 3
