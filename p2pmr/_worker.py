@@ -21,7 +21,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import traceback
 import types
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -45,6 +44,7 @@ from .errors import (
     UnixFSError,
 )
 from .job import Job, show_sources
+from .jobfile import user_traceback
 from .outsort import OutputSorter
 from .partition import Partitioner, TotalOrder, bind_partition, boundaries_of
 from .records import block_records, decode_line, decode_records
@@ -78,7 +78,6 @@ __all__ = ["MapOutcome", "MapRequest", "ReduceOutcome", "ReduceRequest", "Sample
 _CODE_CACHE: OrderedDict[bytes, Job] = OrderedDict()
 _CODE_CACHE_SIZE = 8
 _RETIRE = False
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _MIB = 1024 * 1024
 SCRATCH = "scratch"  # a repo's directory for reduce tasks' temporary files
 
@@ -307,21 +306,8 @@ def _standin(module_name: str | None) -> types.ModuleType | None:
     return module if module.__dict__.get("__p2pmr_standin__") else None
 
 
-def _remote_traceback(exc: BaseException, *, user_only: bool = False) -> str:
-    """The traceback a user reads: their frames, without p2pmr's plumbing.
-
-    Frames of this package (the worker loop, grouping, encoding) say nothing
-    about the user's bug; frames of libraries the job calls stay. If the
-    error arose in p2pmr itself (a map that yields no pairs, say), the full
-    stack is kept, unless ``user_only``: then there is nothing to show.
-    """
-    summary = traceback.TracebackException.from_exception(exc)
-    frames = [f for f in summary.stack if not f.filename.startswith(_PACKAGE_DIR)]
-    if frames:
-        summary.stack = traceback.StackSummary.from_list(frames)
-    elif user_only:
-        return ""
-    return "".join(summary.format())
+# The traceback a user reads: their frames, without p2pmr's plumbing.
+_remote_traceback = user_traceback
 
 
 @dataclass

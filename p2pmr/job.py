@@ -17,9 +17,13 @@ A job is a Python file (or module, or :class:`Job`) with generator functions
   elsewhere in its file or a rename: with content-defined leaves, an
   insertion re-maps only the blocks around it.
 
-The functions are serialised with cloudpickle *by value*, so the job file
-need not be installed on any peer. The bytes are stored in IPFS; their CID
-names the code. The job *descriptor*, a small canonical JSON document that
+A job *file* travels as its source: its functions pickle by reference to a
+module named after the file's content, which the peer's workers import from
+that source once each, so its module-level code runs there and may make
+what cannot be pickled (:mod:`p2pmr.jobfile`). Functions of any other
+module (``__main__``, a test module) are serialised with cloudpickle *by
+value*. Either way the job need not be installed on any peer. The bytes are
+stored in IPFS; their CID names the code. The job *descriptor*, a small canonical JSON document that
 names the code, the input, R and the options, is stored too, and its CID is
 the job's identity: the same job on the same input is the same job CID.
 """
@@ -28,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import io
 import json
 import linecache
@@ -36,13 +39,22 @@ import os
 import sys
 import types
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import cloudpickle
 
 from .errors import JobError
+from .jobfile import (
+    JobModule,
+    code_globals,
+    file_source,
+    job_module_of,
+    load_module,
+    read_globals,
+    show_source,
+)
 from .partition import TotalOrder
 from .storage.cid import CID
 
@@ -68,6 +80,9 @@ class Job:
     # partition(key, n_reducers) -> reducer; a TotalOrder samples ranges.
     partition: Callable[[Any, int], int] | None = None
     record_keys: bool = True  # False: records' keys are None, not (path, offset)
+    # The job files whose modules the functions come from, imported on the
+    # peer before them (set when the code is pickled, see dump_job).
+    modules: tuple[JobModule, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.map is None and self.map_batch is None:
@@ -84,6 +99,7 @@ class Job:
         # its code CID, and so its output CID, stay what they were. The
         # class attribute (the field's default) stands in when unpickled.
         state = dict(self.__dict__)
+        state.pop("modules", None)  # travels ahead of the functions (_JobPickler)
         if state.get("partition") is None:
             state.pop("partition", None)
         if state.get("record_keys", True):
@@ -106,34 +122,13 @@ class Job:
                    name=name or str(getattr(obj, "__name__", "job")))
 
 
-def _module_name(file: Path) -> str:
-    return f"p2pmr_job_{file.stem}"
-
-
 def load_job_file(path: str | Path) -> Job:
     """Import a job file that need not be on ``sys.path`` or installed anywhere."""
-    file = Path(path).resolve()
-    if not file.is_file():
-        raise JobError(f"job file not found: {path}")
-    module_name = _module_name(file)
-    spec = importlib.util.spec_from_file_location(module_name, file)
-    if spec is None or spec.loader is None:
-        raise JobError(f"cannot load job file {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        source = file.read_text(encoding="utf-8", errors="replace")
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[module_name]
-        raise JobError(f"job file {path} failed to import: {exc!r}") from exc
-    # The module travels by value, globals and all: its __file__ must not
-    # carry this machine's path into the code (and its CID).
-    module.__file__ = file.name
-    # Its text, kept now: tracebacks show it even if the file is gone by the
-    # time the job is pickled (see _JobPickler).
-    return dataclasses.replace(Job.from_object(module, name=file.stem),
-                               sources=((file.name, source),))
+    module = load_module(path)
+    # Its text, kept now: the code carries it even if the file is gone by
+    # the time the job is pickled, and tracebacks show it.
+    return dataclasses.replace(Job.from_object(module, name=Path(path).stem),
+                               sources=(file_source(module),))
 
 
 def _by_value(fn: Callable[..., Any] | None) -> types.ModuleType | None:
@@ -150,6 +145,8 @@ def _by_value(fn: Callable[..., Any] | None) -> types.ModuleType | None:
     module = sys.modules.get(module_name or "")
     if module is None or module_name in ("__main__", "builtins"):
         return None
+    if job_module_of(fn) is not None:
+        return None  # a job file's: it travels as its source, by reference
     file = getattr(module, "__file__", None) or ""
     if module_name in sys.stdlib_module_names or "site-packages" in file:
         return None
@@ -189,6 +186,13 @@ class _JobPickler(cloudpickle.Pickler):  # type: ignore[misc]
         self._names: dict[str, str] = {}
 
     def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is Job and obj.modules:
+            # The job files' modules first: unpickling imports them, and then
+            # finds the functions in them by name. Their sources travel once.
+            state = obj.__getstate__()
+            files = {m.file for m in obj.modules}
+            state["sources"] = tuple(s for s in obj.sources if s[0] not in files)
+            return _rebuild_job, (obj.modules, state)
         if type(obj) is types.CodeType and _CODE_REDUCE is not None:
             # Renamed first, so no machine path lands in the bytes either.
             name = self._display_name(obj.co_filename)
@@ -219,11 +223,48 @@ class _JobPickler(cloudpickle.Pickler):  # type: ignore[misc]
         return name
 
 
+def _rebuild_job(modules: tuple[JobModule, ...], state: dict[str, Any]) -> Job:
+    """A job file's job, unpickled: its modules are imported by now."""
+    job: Job = Job.__new__(Job)
+    carried = {*state.get("sources", ()), *((m.file, m.source) for m in modules)}
+    job.__dict__.update(state, sources=tuple(sorted(carried)), modules=modules)
+    return job
+
+
 def _pickle(obj: Job) -> tuple[bytes, dict[str, str]]:
     buffer = io.BytesIO()
     pickler = _JobPickler(buffer, dict(obj.sources))
     pickler.dump(obj)
     return buffer.getvalue(), pickler.sources
+
+
+def _functions(job: Job) -> list[Callable[..., Any]]:
+    return [fn for fn in (job.map, job.map_batch, job.reduce, job.combine, job.partition)
+            if fn is not None]
+
+
+def _pickles(value: object) -> Exception | None:
+    """Why ``value`` cannot be pickled as job code, or None if it can."""
+    try:
+        _JobPickler(io.BytesIO(), {}).dump(value)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _job_modules(job: Job) -> tuple[JobModule, ...]:
+    """The job files the functions come from, with the values of the module
+    globals they read that pickle: those travel as the master has them; the
+    rest (a lock, a connection) the module's own code makes on the peer."""
+    found: dict[str, JobModule] = {}
+    for fn in _functions(job):
+        module = job_module_of(fn)
+        if module is not None and module.name not in found:
+            roots = [f for f in _functions(job) if getattr(f, "__module__", "") == module.name]
+            values = read_globals(roots, sys.modules[module.name])
+            kept = tuple(sorted((k, v) for k, v in values.items() if _pickles(v) is None))
+            found[module.name] = dataclasses.replace(module, values=kept)
+    return tuple(found[name] for name in sorted(found))
 
 
 def dump_job(job: Job) -> bytes:
@@ -234,7 +275,7 @@ def dump_job(job: Job) -> bytes:
     which process pickles it.
     """
     known = dict(job.sources)
-    for fn in (job.map, job.map_batch, job.reduce, job.combine, job.partition):
+    for fn in _functions(job):
         module = _by_value(fn)
         if module is not None:
             path = Path(getattr(module, "__file__", None) or "")
@@ -244,6 +285,7 @@ def dump_job(job: Job) -> bytes:
             if source is not None:
                 _stable_class_ids(module, source.encode())
     try:
+        job = dataclasses.replace(job, modules=_job_modules(job))
         data, sources = _pickle(job)
         carried = tuple(sorted(sources.items()))
         if carried != job.sources:
@@ -251,11 +293,41 @@ def dump_job(job: Job) -> bytes:
             data, _ = _pickle(dataclasses.replace(job, sources=carried))
         return data
     except Exception as exc:
-        raise JobError(f"cannot serialise the job's code: {exc!r}") from exc
+        raise JobError(f"cannot serialise the job's code: {_culprit(job) or repr(exc)}") \
+            from exc
+
+
+def _culprit(job: Job) -> str | None:
+    """Which global of which function cannot be pickled, and what to do instead."""
+    pending: list[Callable[..., Any]] = _functions(job)
+    by_value = {getattr(fn, "__module__", None) for fn in pending}
+    seen: set[int] = set()
+    while pending:
+        fn = pending.pop(0)
+        code = getattr(fn, "__code__", None)
+        if id(fn) in seen or not isinstance(code, types.CodeType):
+            continue
+        seen.add(id(fn))
+        scope: dict[str, Any] = getattr(fn, "__globals__", {})
+        used = [(name, scope[name]) for name in code_globals(code) if name in scope]
+        cells = zip(code.co_freevars, getattr(fn, "__closure__", None) or (), strict=False)
+        used += [(name, cell.cell_contents) for name, cell in cells]
+        for name, value in used:
+            if isinstance(value, types.FunctionType) and value.__module__ in by_value:
+                pending.append(value)  # a helper: blame what it uses, if anything
+            elif not isinstance(value, (type, types.ModuleType)) and \
+                    (why := _pickles(value)) is not None:
+                return (f"{fn.__qualname__}() in {Path(code.co_filename).name} uses the global "
+                        f"{name!r}, a {type(value).__name__}, which cannot be pickled ({why}). "
+                        f"Create it inside the function (once per process, on first use), or "
+                        f"put the job in a file run with `p2pmr run` (or load_job_file): a job "
+                        f"file's module-level code runs on every peer")
+    return None
 
 
 def show_sources(job: Job) -> None:
-    """Make this process's tracebacks show the job's source lines.
+    """Make this process's tracebacks show the job's source lines, and give a
+    job file's module the master's values of its globals.
 
     The code objects name their files by base name; the lines come from the
     sources the job carries, never from whatever file of that name happens
@@ -263,9 +335,9 @@ def show_sources(job: Job) -> None:
     them before each task keeps two jobs with a ``job.py`` each apart.
     """
     for name, text in job.sources:
-        lines = text.splitlines(keepends=True)
-        # No modification time: linecache.checkcache() leaves the entry alone.
-        linecache.cache[name] = (len(text), None, lines, name)
+        show_source(name, text)
+    for module in job.modules:
+        module.restore()
 
 
 def runtime() -> str:
@@ -279,15 +351,34 @@ def runtime() -> str:
             f"cloudpickle-{cloudpickle.__version__}")
 
 
-def runtime_mismatch(job_runtime: str) -> str | None:
-    """Why code pickled for ``job_runtime`` cannot run here, or None if it can."""
+def _library_major(tokens: list[str], library: str) -> str | None:
+    for token in tokens[1:]:
+        name, _, version = token.partition("-")
+        if name == library:
+            return version.split(".")[0]
+    return None
+
+
+def runtime_mismatch(job_runtime: str, ours: str | None = None) -> str | None:
+    """Why code pickled for ``job_runtime`` cannot run here, or None if it can.
+
+    Bytecode needs the same Python implementation and major.minor version;
+    cloudpickle's format is kept within a major version, so that must match
+    too. Anything else in the tag (cloudpickle's minor version) is
+    informative. ``ours`` is this peer's runtime (:func:`runtime`).
+    """
     if not job_runtime:
         return None  # unknown: let the worker try
-    theirs, ours = job_runtime.split()[0], runtime().split()[0]
-    if theirs == ours:
+    ours = ours or runtime()
+    theirs, mine = job_runtime.split(), ours.split()
+    if theirs[0] != mine[0]:
+        need = "the same Python version (implementation and major.minor)"
+    elif _library_major(theirs, "cloudpickle") != _library_major(mine, "cloudpickle"):
+        need = "the same major version of cloudpickle"
+    else:
         return None
-    return (f"the job's code was pickled for {theirs}, and this peer runs {ours}: the "
-            f"master and its peers need the same Python version to share code")
+    return (f"the job's code was pickled for {job_runtime}, and this peer runs {ours}: the "
+            f"master and its peers need {need} to share code")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,12 @@ Peers that fail fast, each in its own way, on every task they are given:
 * ``cancel-fast``: answers every task with ``Error{CANCELLED}``, unasked.
 * ``busy``: says it is busy, always.
 
+Peers that claim another runtime (spec section 3.2), so refuse every job's
+code as a peer with another Python or cloudpickle installed does:
+
+* ``other-python``: claims the next minor version of this Python.
+* ``other-cloudpickle``: claims the next major version of cloudpickle.
+
 It prints the same ready lines as ``p2pmr peer``.
 """
 
@@ -42,6 +48,7 @@ import trio
 from libp2p.peer.id import ID as PeerID
 
 from p2pmr.encoding import MSGPACK
+from p2pmr.job import runtime
 from p2pmr.network import Stream
 from p2pmr.node import Node, open_node
 from p2pmr.peer import Faults, PeerConfig, register_protocol
@@ -64,8 +71,9 @@ from p2pmr.wire.messages import (
 FAST_ERRORS = {"error-fast": ErrorCode.INTERNAL, "fake-user-error": ErrorCode.USER_CODE_ERROR,
                "no-input": ErrorCode.INPUT_NOT_FOUND, "cancel-fast": ErrorCode.CANCELLED}
 REFUSALS = {"refuse": ErrorCode.BAD_REQUEST, "busy": ErrorCode.BUSY}
+OTHER_RUNTIMES = ("other-python", "other-cloudpickle")
 MODES = ["good", "exit-now", "exit-random", "hang-after-accept", "hang-silent", "liar",
-         "forgetful", "oversize", "garbage", "bad-cid", *FAST_ERRORS, *REFUSALS]
+         "forgetful", "oversize", "garbage", "bad-cid", *FAST_ERRORS, *REFUSALS, *OTHER_RUNTIMES]
 
 
 class Chaos(Faults):
@@ -74,6 +82,15 @@ class Chaos(Faults):
         self.mode = mode
         self.rate = rate
         self.rng = rng
+
+    def runtime(self) -> str:
+        python, pickler = runtime().split()  # "cpython-3.11", "cloudpickle-3.1.3"
+        if self.mode == "other-python":
+            major, minor = python.split("-")[1].split(".")
+            return f"{python.split('-')[0]}-{major}.{int(minor) + 1} {pickler}"
+        if self.mode == "other-cloudpickle":
+            return f"{python} cloudpickle-{int(pickler.split('-')[1].split('.')[0]) + 1}.0.0"
+        return runtime()
 
     async def on_stream(self, stream: Stream, remote: PeerID) -> bool:
         if self.mode == "exit-now":

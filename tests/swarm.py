@@ -129,6 +129,15 @@ class Swarm:
             peer.kill()
 
 
+async def until_workers(master: Node, n: int) -> None:
+    """Wait until ``n`` connected peers are known to speak the protocol."""
+    from p2pmr.wire.framing import PROTOCOL_ID
+
+    with trio.fail_after(30):
+        while len(master.network.peers_speaking(PROTOCOL_ID)) < n:  # noqa: ASYNC110
+            await trio.sleep(0.05)
+
+
 def redone(master: object) -> int:
     """Attempts beyond the first, over all tasks of a finished job."""
     scheduler = master.scheduler  # type: ignore[attr-defined]

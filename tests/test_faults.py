@@ -34,6 +34,7 @@ from .swarm import (
     redone,
     reference_counts,
     run_while,
+    until_workers,
 )
 
 
@@ -345,7 +346,7 @@ async def _with_a_fast_failer(master: Node, swarm: Swarm, tmp_path: Path, mode: 
     async with trio.open_nursery() as nursery:
         for _ in range(2):
             nursery.start_soon(trio.to_thread.run_sync, swarm.start)
-    await _until_workers(master, 3)
+    await until_workers(master, 3)
     wordcount = load_job_file(Path(__file__).parent.parent / "examples" / "wordcount.py")
     job = InitMaster(master, cid, job=wordcount, n_reducers=3, **options)
     with trio.fail_after(120):
@@ -371,15 +372,6 @@ async def _with_a_fast_failer(master: Node, swarm: Swarm, tmp_path: Path, mode: 
         # do not meet make its failure rate stand out from the swarm's.
         if record.failed >= (8 if mode in ("fake-user-error", "no-input") else 3):
             assert record.excluded and record.excluded_reason, record
-
-
-async def _until_workers(master: Node, n: int) -> None:
-    """Wait until ``n`` connected peers are known to speak the protocol."""
-    from p2pmr.wire.framing import PROTOCOL_ID
-
-    with trio.fail_after(30):
-        while len(master.network.peers_speaking(PROTOCOL_ID)) < n:  # noqa: ASYNC110
-            await trio.sleep(0.05)
 
 
 def _pid(text: str) -> object:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from libp2p.peer.id import ID as PeerID
 
+from ..job import runtime
 from ..network import Stream
 from ..wire.messages import (
     Assignment,
@@ -31,6 +32,11 @@ class Faults:
         """A trusted master opened a task stream. Return True to take the
         stream over: the peer then does nothing more with it."""
         return False
+
+    def runtime(self) -> str:
+        """The runtime this peer says it has, which decides the job code it
+        refuses (spec section 3.2); a test peer may claim another."""
+        return runtime()
 
     async def on_assignment(self, assignment: Assignment, remote: PeerID) -> Error | None:
         """A valid assignment arrived; an :class:`Error` (without an id) refuses it."""

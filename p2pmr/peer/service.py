@@ -135,8 +135,10 @@ class PeerService:
         except ProtocolError as exc:
             await self._refuse(writer, ErrorCode.BAD_REQUEST, f"malformed assignment: {exc}")
             return
-        mismatch = runtime_mismatch(message.job.runtime)
+        # Before anything is fetched or run: this peer could never load the code.
+        mismatch = runtime_mismatch(message.job.runtime, self.faults.runtime())
         if mismatch is not None:
+            log.warning("refused a job from %s: %s", remote, mismatch)
             await self._refuse(writer, ErrorCode.BAD_JOB, mismatch)
             return
         refusal = await self.faults.on_assignment(message, remote)
