@@ -21,6 +21,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import traceback
 import types
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
