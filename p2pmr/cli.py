@@ -697,6 +697,9 @@ def run(ctx: click.Context, /, jobfile: Path | None, input_: str | None, reducer
     from .runner import RunSettings, run_job
 
     settings = _merge(ctx, repo, ipfs_api, bootstrap)
+    if _LEVEL_ENV not in os.environ:
+        # The master says which peers join, are lost or are excluded.
+        logging.getLogger("p2pmr.master.liveness").setLevel(logging.INFO)
     if jobfile is None and not resume:
         raise click.UsageError("give a JOBFILE, or --resume to continue an unfinished job")
     if jobfile is not None and input_ is None:

@@ -56,7 +56,7 @@ class PeerWatch:
                 if record is None or not record.online:
                     self.scheduler.book.add(peer)
                     self._seen[peer] = now
-                    log.info("worker %s joined", peer)
+                    log.info("peer %s joined", peer)
                     introduce(peer)
                     self._changed()
             for record in list(self.scheduler.book.records.values()):
