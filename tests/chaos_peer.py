@@ -53,6 +53,7 @@ from p2pmr.network import Stream
 from p2pmr.node import Node, open_node
 from p2pmr.peer import Faults, PeerConfig, register_protocol
 from p2pmr.ready import announce_ready
+from p2pmr.settings import DEFAULT_LISTEN
 from p2pmr.storage import unixfs
 from p2pmr.storage.varint import encode_uvarint
 from p2pmr.wire._pb import mapreduce_pb2 as pb  # raw frames, for the lies types forbid
@@ -166,7 +167,8 @@ class Chaos(Faults):
 
 async def main(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
-    async with open_node(args.repo, bootstrap=args.bootstrap) as node:
+    async with open_node(args.repo, bootstrap=args.bootstrap,
+                         listen=args.listen or DEFAULT_LISTEN) as node:
         service = register_protocol(node, trust=args.trust, config=PeerConfig(
             workers=args.workers), faults=Chaos(node, args.mode, args.rate, rng))
         announce_ready(node, service)
@@ -180,6 +182,7 @@ if __name__ == "__main__":
     parser.add_argument("mode", choices=MODES)
     parser.add_argument("--repo", required=True)
     parser.add_argument("--bootstrap", action="append", default=[])
+    parser.add_argument("--listen", action="append", default=[])
     parser.add_argument("--trust", action="append", default=[])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)

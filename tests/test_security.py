@@ -374,7 +374,7 @@ async def test_unencodable_output_fails_with_the_type_named(master: Node, tmp_pa
     try:
         await trio.to_thread.run_sync(swarm.start)
         job = Job(reduce=reduce, map_batch=map_batch, name="sets")
-        with trio.fail_after(60), pytest.raises(JobFailed, match="type set"):
+        with trio.fail_after(60), pytest.raises(JobFailed, match="yielded a set as the value"):
             await InitMaster(master, cid, job=job, n_reducers=1).run()
     finally:
         swarm.close()

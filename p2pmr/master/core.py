@@ -90,6 +90,8 @@ class Master:
         self.reducers = n_reducers
         self.options = options or MasterOptions()
         policy = self.options.policy
+        if self.options.no_backups:
+            policy = dataclasses.replace(policy, backups=False)
         if self.options.verify > 1:
             policy = dataclasses.replace(
                 policy, verify=self.options.verify,

@@ -43,6 +43,8 @@ class MasterOptions:
     fresh: bool = setting(False, flag="--fresh", help=(
         "Run every task, taking nothing from the memo of earlier jobs (what runs is "
         "still recorded)."))
+    no_backups: bool = setting(False, flag="--no-backups", help=(
+        "Never start backup attempts of straggling tasks (to measure what they save)."))
     memo: bool = True                 # look tasks up in the repo's memo, and record them
     journal: bool = True
     resume: bool = False
