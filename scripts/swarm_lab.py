@@ -342,7 +342,9 @@ class Lab:
         command = [*self._ns(self.master_net), PY, "-m", "p2pmr", "run", "--repo",
                    str(self.master_repo), "--listen", self.master_listen, "--no-progress",
                    "--output", str(self.work / "out"), "--overwrite",
-                   "--peer-timeout", str(a.peer_timeout), "--split-size", str(a.split_mib)]
+                   "--peer-timeout", str(a.peer_timeout), "--split-size", str(a.split_mib),
+                   # The job starts once the swarm is up, not with the first peer to boot.
+                   "--min-peers", str(a.peers), "--wait-for-workers", "60"]
         command += ["--resume"] if resume else [str(a.job), "--input", str(data),
                                                 "-R", str(a.reducers)]
         if a.verify > 1:

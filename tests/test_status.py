@@ -226,3 +226,24 @@ async def test_the_event_log_tells_the_story_of_a_killed_peer(master: Node, swar
     # The same story is in the job's own event log, in its repo.
     assert (master.repo / "jobs" / str(job.job_cid) / "events.jsonl").read_text() \
         .count('"peer-lost"') >= 1
+
+
+async def test_min_peers_holds_the_job_until_the_swarm_is_there(master: Node, swarm: Swarm,
+                                                                tmp_path: Path) -> None:
+    files = gutenberg_files()[:2]
+    cid = await master.add_path(copy_into(tmp_path / "in", files))
+    await trio.to_thread.run_sync(swarm.start)
+    job = InitMaster(master, cid, job=load_job_file(PACED), n_reducers=1, split_size=0,
+                     min_peers=2)
+
+    async def second_peer_later() -> None:
+        await trio.sleep(3)
+        await trio.to_thread.run_sync(swarm.start)
+
+    root = await run_while(job, second_peer_later, 120)
+    assert await output_counts(master, root) == reference_counts(files)
+    events = list(job.events.recent)
+    joined = [e for e in events if e.kind == "peer-joined"]
+    first_task = next(e for e in events if e.kind == "assigned")
+    assert len(joined) == 2 and first_task.seq > joined[1].seq
+    assert {e.peer for e in events if e.kind == "completed"} == {e.peer for e in joined}

@@ -106,6 +106,7 @@ class Master:
         self.manifest_counts: dict[str, int] = {}
         self.timings: dict[str, float] = {}
         self.resumed_tasks = 0
+        self.gate: float | None = 0.0 if self.options.min_peers else None  # --min-peers
         self.plan: InputPlan | None = None
         self._boundaries: Boundaries | None = None
         self.locality: Locality | None = None  # who holds which splits, once planned
@@ -459,6 +460,12 @@ def _dispatch(master: Master, phase: str, now: float) -> int:
     the last tasks of a phase are spread out rather than queued on one
     peer; or, near the end of the phase, one backup attempt."""
     sched = master.scheduler
+    if master.gate is not None:  # --min-peers: none yet, unless they are late
+        master.gate = master.gate or now
+        if len(sched.book.usable()) < master.options.min_peers and \
+                now - master.gate < master.options.wait_for_workers:
+            return 0
+        master.gate = None
     peers = list(sched.book.available(now))
     share = max(1, math.ceil(sched.idle_count(phase) / max(1, len(peers))))
     assigned = 0

@@ -24,6 +24,9 @@ class MasterOptions:
     input_timeout: float = 30.0       # resolving the input CID
     wait_for_workers: float = setting(120.0, flag="--wait-for-workers", metavar="SECONDS",
                                       help="Seconds to wait when no worker is available.")
+    min_peers: int = setting(0, flag="--min-peers", low=0, metavar="N", help=(
+        "Assign no task until N peers have joined (or --wait-for-workers has passed): a "
+        "swarm starts the job together rather than the first peer taking the first tasks."))
     encoding: str = setting("msgpack", flag="--encoding", choices=("msgpack", "pickle"),
                             help="Data encoding between peers.")
     cid_version: int = setting(0, flag="--cid-version", low=0, high=1,
