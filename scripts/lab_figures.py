@@ -33,7 +33,7 @@ def lab(*args: str) -> dict[str, Any]:
     if not lines:
         raise SystemExit(f"the lab failed: {done.stderr[-2000:]}")
     summary: dict[str, Any] = json.loads(lines[-1])
-    summary["command"] = "python scripts/swarm_lab.py " + " ".join(args)
+    summary["command"] = "sudo .venv/bin/python scripts/swarm_lab.py " + " ".join(args)
     print(f"  {time.monotonic() - started:.0f}s exact={summary.get('exact')}",
           file=sys.stderr, flush=True)
     return summary
@@ -63,7 +63,8 @@ def compared(name: str, target: float, *args: str) -> dict[str, Any]:
             "wall_s": run["wall_seconds"], "slowdown": run["slowdown"],
             "redone": run["redone"], "exact": run["exact"], "target": target,
             "met": run["exact"] and run["slowdown"] <= target, "command": run["command"],
-            "notes": {k: run[k] for k in ("churned", "crashed", "excluded") if k in run}}
+            "notes": {k: run[k] for k in ("churned", "crashed", "excluded", "master_killed_at",
+                                          "completed_before_kill", "tasks") if k in run}}
 
 
 SCENARIOS = {
@@ -108,16 +109,33 @@ def page(results: dict[str, Any]) -> str:
     rest = [v for k, v in results.items() if k != "scaling"]
     if rest:
         out += ["## Faults, against a clean run of the same swarm", "",
-                "| scenario | clean s | with faults s | slowdown | target | tasks redone | exact |",
-                "| --- | --- | --- | --- | --- | --- | --- |"]
+                "| scenario | clean s | with faults s | slowdown | target | attempts redone "
+                "| exact | what happened |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in rest:
             target = f"≤ {r['target']}" if r["target"] < 99 else "exact"
             verdict = "" if r["met"] else " (MISSED)"
             out.append(f"| {r['name']} | {r['clean_s']} | {r['wall_s']} | {r['slowdown']} | "
-                       f"{target}{verdict} | {r['redone']} | {r['exact']} |")
+                       f"{target}{verdict} | {r['redone']} | {r['exact']} | "
+                       f"{_happened(r['notes'])} |")
         out += ["", "Commands (each with `--compare`, which runs the clean swarm first):", ""]
-        out += [f"* {r['name']}: `{r['command']} --compare`" for r in rest]
+        out += [f"* {r['name']}: `{r['command']}`" for r in rest]
     return "\n".join(out) + "\n"
+
+
+def _happened(notes: dict[str, Any]) -> str:
+    said = []
+    if notes.get("churned"):
+        said.append(f"{notes['churned']} peers replaced")
+    if notes.get("crashed"):
+        said.append(f"{notes['crashed']} peer(s) killed")
+    if notes.get("excluded"):
+        said.append(f"{len(notes['excluded'])} peer(s) excluded")
+    if "completed_before_kill" in notes:
+        tasks = notes.get("tasks", {})
+        said.append(f"killed at {notes['master_killed_at']:.0%} of maps with "
+                    f"{notes['completed_before_kill']} tasks done; the resumed master took "
+                    f"{tasks.get('resumed')} from its journal and ran {tasks.get('executed')}")
+    return "; ".join(said) or "-"
 
 
 def main() -> None:

@@ -254,6 +254,7 @@ class Peer:
     net: NodeNet
     proc: subprocess.Popen[str]
     mode: str
+    cpu: float | None = None  # a slow peer's CPU share, applied once the swarm is up
     traffic: dict[str, int] = field(default_factory=dict)
 
 
@@ -294,7 +295,7 @@ class Lab:
     def _ns(self, net: NodeNet) -> list[str]:
         return ["ip", "netns", "exec", net.name]
 
-    def _cgroup(self, quota: float) -> Path | None:
+    def _cgroup(self, quota: float) -> Path:
         if not CPU_CGROUP.is_dir():
             raise SystemExit("slow peers need the cgroup v1 cpu controller")
         group = CPU_CGROUP / f"p2lab-{self.tag}-{len(self.cgroups)}"
@@ -317,19 +318,28 @@ class Lab:
         else:
             command = [PY, str(CHAOS), mode, *common, "--listen", listen,
                        "--seed", str(index), "--rate", "1.0"]
-        group = self._cgroup(cpu) if cpu is not None else None
-
-        def enter() -> None:
-            if group is not None:
-                (group / "cgroup.procs").write_text(str(os.getpid()))
-
         proc = subprocess.Popen([*self._ns(net), *command], stdout=subprocess.DEVNULL,
                                 stderr=open(self.work / f"peer-{index}.log", "w"),  # noqa: SIM115
-                                text=True, start_new_session=True, preexec_fn=enter,
+                                text=True, start_new_session=True,
                                 env={**os.environ, "P2PMR_LOG_LEVEL": "WARNING"})
-        peer = Peer(net, proc, mode)
+        peer = Peer(net, proc, mode, cpu=cpu)
         self.peers.append(peer)
         return peer
+
+    def throttle(self) -> None:
+        """Limit the slow peers' CPU, every process of theirs (peer and workers).
+
+        Only once the swarm is up: a peer that boots ten times slower too
+        would hold the job back (--min-peers) before it is given any task."""
+        for peer in self.peers:
+            if peer.cpu is None:
+                continue
+            group = self._cgroup(peer.cpu)
+            for pid in sh("pgrep", "-g", str(peer.proc.pid), check=False).split():
+                with contextlib.suppress(OSError):
+                    (group / "cgroup.procs").write_text(pid)
+            peer.cpu = None
+        self.notes["throttled"] = True
 
     def retire(self, peer: Peer) -> None:
         peer.traffic = self.net.traffic(peer.net)
@@ -392,7 +402,11 @@ class Lab:
         rate = 0.0 if self.clean else a.churn * a.peers / 60.0
         next_churn = time.monotonic() + (self.rng.expovariate(rate) if rate else math.inf)
         crashed = self.clean or a.crash <= 0
+        throttled = not any(p.cpu for p in self.peers)
         while master.poll() is None:
+            if not throttled and self._joined() >= a.peers:
+                self.throttle()
+                throttled = True
             if time.monotonic() - started > a.timeout:
                 kill(master)
                 raise SystemExit(f"the job did not finish in {a.timeout:g}s")
@@ -427,6 +441,12 @@ class Lab:
         jobs = sorted((self.master_repo / "jobs").glob("*/journal"),
                       key=lambda p: p.stat().st_mtime)
         return jobs[-1].parent if jobs else None
+
+    def _joined(self) -> int:
+        directory = self._job_dir()
+        if directory is None or not (directory / "events.jsonl").exists():
+            return 0
+        return (directory / "events.jsonl").read_text().count('"peer-joined"')
 
     def _map_progress(self) -> float:
         """The share of map tasks complete, from the journal (no network needed)."""
