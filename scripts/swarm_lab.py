@@ -285,7 +285,10 @@ class Lab:
     def close(self) -> None:
         for peer in self.peers + self.gone:
             kill(peer.proc)
-        for group in self.cgroups:
+        for group in self.cgroups:  # removable once the processes killed in it are gone
+            deadline = time.monotonic() + 10
+            while (group / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
+                time.sleep(0.05)
             with contextlib.suppress(OSError):
                 group.rmdir()
         self.net.close()

@@ -277,3 +277,28 @@ async def test_one_event_is_one_charge_however_many_streams_saw_it() -> None:
     watch.heard("p")  # type: ignore[arg-type]  # a frame came in since
     watch.charge("p", "refused an assignment")  # type: ignore[arg-type]
     assert record.failures == 2
+
+
+def test_a_peer_known_to_be_slow_has_its_tasks_backed_up_sooner() -> None:
+    """LATE's point: a task on a peer whose tasks take ten times the typical
+    is backed up once it is past the typical by backup_factor, not after the
+    minimum age that protects tasks on ordinary peers."""
+    sched = make(5, backup_factor=2.5, backup_min_age=3.0, slow_peer_factor=4.0)
+    for peer in ("fast", "slow", "other"):
+        sched.book.add(peer)
+    t = sched.phase_tasks("map")
+    for task, peer, start, end in ((t[0], "fast", 0.0, 0.1), (t[1], "fast", 0.1, 0.2),
+                                   (t[2], "slow", 0.0, 1.0)):
+        attempt = sched.start(task, peer, start)
+        sched.running(attempt, start)
+        sched.succeed(task, attempt, None, end)
+    assert sched.book["slow"].slowness >= 4.0 and sched.book["fast"].slowness < 4.0
+    on_slow = sched.start(t[3], "slow", 1.0)
+    sched.running(on_slow, 1.0)
+    on_fast = sched.start(t[4], "fast", 1.0)
+    sched.running(on_fast, 1.0)
+    assert backup_candidate(sched, "map", "other", now=1.1) is None  # not past 2.5 x typical
+    assert backup_candidate(sched, "map", "other", now=1.5) is t[3]  # the slow peer's task
+    sched.start(t[3], "other", 1.5, backup=True)
+    assert backup_candidate(sched, "map", "other", now=2.0) is None  # the fast one: 3 s floor
+    assert backup_candidate(sched, "map", "slow", now=4.1) is t[4]

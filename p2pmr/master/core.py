@@ -209,6 +209,8 @@ class Master:
             if phase == REDUCE:
                 self._plan_reduce()
                 await store_input_lists(self.scheduler.phase_tasks(REDUCE), self.node.blocks)
+                assert self._intermediates is not None
+                self._intermediates.rehome()
             self.phase = phase
             self.events.emit("phase", phase=phase)
             await self._run_phase(phase)

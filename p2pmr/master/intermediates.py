@@ -116,6 +116,31 @@ class Intermediates:
                     and not self.available(task, now):
                 self._rerun(task, "every peer that held its output is gone", ())
 
+    def rehome(self) -> int:
+        """Before the reduce phase: run again, on another peer, each map task
+        whose output only peers known to be slow hold (``Policy.slow_peer_factor``).
+
+        Every reducer fetches a partition of every map output, so one output
+        on a peer ten times slower than the rest holds all of them back
+        (measured in the swarm lab: seconds, against a tenth of a second to
+        map the split again). The rerun gives the same CIDs; the slow copy
+        stays, and the reducers wait for the fast one."""
+        book, policy = self.scheduler.book, self.scheduler.policy
+        slow = {p for p, r in book.records.items() if r.slowness >= policy.slow_peer_factor}
+        if not slow or all(r.peer in slow for r in book.usable()):
+            return 0
+        moved = 0
+        for task in self.scheduler.phase_tasks(MAP):
+            output = task.output
+            if task.state is State.COMPLETED and isinstance(output, MapOutput) \
+                    and self._needed(task) and output.holders \
+                    and all(p in slow for p in output.holders):
+                for peer in output.holders:  # not back to the same slow peer
+                    task.failed_on[peer] = task.failed_on.get(peer, 0)
+                self._rerun(task, "only a peer known to be slow holds its output", ())
+                moved += 1
+        return moved
+
     async def input_lost(self, reduce: Task, message: str) -> bool:
         """A reducer could not fetch some of its inputs: rerun the map tasks
         that made them. True if that explains the failure (the reducer is
@@ -173,7 +198,7 @@ class Intermediates:
         for peer in blamed:
             task.failed_on[peer] = task.failed_on.get(peer, 0) + 1
             self._charge(peer, f"lost its output of map task {task.index}")
-        self.scheduler.reset(task)
+        self.scheduler.reset(task, reason)
         self.reruns += 1
         reduces = self.scheduler.phase_tasks(REDUCE)
         for r, cid in enumerate(output.partitions):

@@ -37,6 +37,16 @@ class PeerRecord:
     setbacks: int = 0        # BUSY answers or uncharged failures since its last success
     progress: float = 0.0    # when it last started or finished a task
     completed: dict[str, int] = field(default_factory=dict)
+    # Its tasks' run times over the typical (median) one, averaged: 1 for a
+    # peer like the rest, 10 for one ten times slower.
+    slowness: float = 1.0
+    _timings: int = 0
+
+    def timed(self, duration: float, typical: float | None) -> None:
+        """A task of this peer's completed in ``duration``; the phase's typical so far."""
+        if typical:
+            self._timings += 1
+            self.slowness += (duration / typical - self.slowness) / self._timings
 
 
 @dataclass(frozen=True)
@@ -122,9 +132,15 @@ class PeerBook:
         self.pause(peer, now)
 
     def slow(self, peer: Hashable) -> None:
-        """The peer lost a backup race: it gets fewer tasks, but no fault."""
+        """The peer lost a backup race: it gets fewer tasks, but no fault.
+
+        Its task ran past the backup threshold while another peer ran it
+        from scratch and finished first: that is a slow peer, whatever its
+        finished tasks (if any) say, so its next tasks are backed up sooner.
+        """
         record = self.records[peer]
         record.window = max(self.policy.min_batch, record.window // 2)
+        record.slowness = max(record.slowness, self.policy.slow_peer_factor)
 
     def exclude(self, peer: Hashable, reason: str, *, untrusted: bool = False) -> None:
         record = self.records[peer]

@@ -17,7 +17,8 @@ class Policy:
     max_input_failures: int = 3   # attempts that could not fetch the input
     backups: bool = True
     backup_factor: float = 2.5    # back up tasks running this many medians…
-    backup_min_age: float = 3.0   # …and at least this many seconds
+    backup_min_age: float = 3.0   # …and at least this many seconds, unless…
+    slow_peer_factor: float = 4.0  # …their peer's tasks take this many medians
     max_attempts_running: int = 2  # per task, including the original
     verify: int = 1               # identical results from this many distinct peers
     # Exclude a peer whose failures are this unlikely under the swarm's failure

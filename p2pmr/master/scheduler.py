@@ -282,7 +282,8 @@ class Scheduler:
         self.events.emit("reused" if reused else "resumed", phase=task.phase, task=task.index,
                          **task_bytes(task.payload, output))
 
-    def reset(self, task: Task) -> None:
+    def reset(self, task: Task, reason: str = "its output was lost with the peers that held it"
+              ) -> None:
         """Run a completed task again: its output was lost with its peers.
 
         Its output is a pure function of its inputs, so the rerun reproduces
@@ -297,8 +298,7 @@ class Scheduler:
         task.votes.clear()
         task.vote_outputs.clear()
         self._set_state(task, State.IDLE)
-        self.events.emit("rerun", phase=task.phase, task=task.index,
-                         reason="its output was lost with the peers that held it")
+        self.events.emit("rerun", phase=task.phase, task=task.index, reason=reason)
 
     def status(self, phase: str) -> PhaseStatus:
         counts = self._counts.get(phase)
@@ -461,6 +461,7 @@ class Scheduler:
         task.unproven.clear()
         # Run time, not time queued on the peer: backups compare against it.
         task.duration = now - began
+        record.timed(task.duration, self.typical_duration(task.phase))
         bisect.insort(self._durations[task.phase], task.duration)
         self._set_state(task, State.COMPLETED)
         self.events.emit("completed", **facts)
@@ -557,26 +558,33 @@ def backup_candidate(sched: Scheduler, phase: str, peer: Hashable, now: float) -
 
     Only once no task of the phase is waiting to start, and only for a
     task running well past the typical duration, so a healthy run never
-    executes anything twice.
+    executes anything twice. On a peer known to be slow (its tasks have
+    taken ``slow_peer_factor`` times the typical, as LATE tells slow nodes
+    apart) a task is backed up as soon as it is past the typical duration
+    by ``backup_factor``, without the minimum age: waiting seconds for a
+    peer ten times slower than the rest is what makes a straggler costly.
     """
     if not sched.policy.backups or sched.next_idle(phase) is not None:
         return None
+    policy = sched.policy
     typical = sched.typical_duration(phase) or 0.0
-    threshold = max(sched.policy.backup_min_age, sched.policy.backup_factor * typical)
-    ages: dict[int, float] = {}
+    usual = max(policy.backup_min_age, policy.backup_factor * typical)
+    quick = policy.backup_factor * typical if typical else usual
+    overdue: dict[int, float] = {}  # how far past its threshold, for its least late attempt
     tasks: dict[int, Task] = {}
     for task, attempt in sched.running_attempts.get(phase, {}).values():
-        age = sched.age(attempt, now)
-        ages[task.index] = min(age, ages.get(task.index, age))
+        slow = sched.book.records[attempt.peer].slowness >= policy.slow_peer_factor
+        late = sched.age(attempt, now) - (quick if slow else usual)
+        overdue[task.index] = min(late, overdue.get(task.index, late))
         tasks[task.index] = task
     best: Task | None = None
-    best_age = 0.0
+    best_late = -1.0
     for index in sorted(tasks):
         task = tasks[index]
-        if len(task.running) >= sched.policy.max_attempts_running:
+        if len(task.running) >= policy.max_attempts_running:
             continue
         if any(a.peer == peer for a in task.running.values()):
             continue
-        if ages[index] >= threshold and ages[index] > best_age:
-            best, best_age = task, ages[index]
+        if overdue[index] >= 0 and overdue[index] > best_late:
+            best, best_late = task, overdue[index]
     return best
