@@ -162,3 +162,10 @@ def test_master_killed_halfway_redoes_nothing() -> None:
     assert summary["exact"] is True and summary["runs"] == 2
     assert summary["tasks"]["resumed"] >= summary["completed_before_kill"]
 
+
+
+@pytest.mark.slow
+def test_a_straggler_is_backed_up_and_the_output_exact() -> None:
+    summary = run_lab("--peers", "4", "--slow", "1", "--size-mib", "16", timeout=1800)
+    assert summary["exact"] is True and summary["throttled"] is True
+    assert summary["redone"] >= 1  # its tasks ran again elsewhere
