@@ -3,14 +3,16 @@
 Every peer, and the master, runs in a network namespace of its own, on its
 own address (10.77.0.0/16) behind one bridge (in a namespace of its own
 too: nothing of the host's network is touched). Each node's link has a
-bandwidth, shaped with ``tc tbf`` in both directions, and a one-way delay,
-added by a userspace relay in the node's namespace (``lab_relay.py``;
-kernels here have no ``netem``). Peers can be CPU-limited (cgroups),
-misbehave (``tests/chaos_peer.py``: bad peers exit at once, evil ones hang,
-liars lie), be killed mid-map, or churn: replaced at random (a Poisson
-process) by new peers that bootstrap to the swarm. The master can be killed
-halfway and resumed. The output is checked against a sequential run of the
-job, and the last line printed is a JSON summary.
+bandwidth, shaped with ``tc tbf`` in both directions, and a one-way delay
+(and, with ``--loss``, packet loss), added by ``netem`` where the kernel has
+it and otherwise by a userspace relay in the node's namespace
+(``lab_relay.py``; kernels here have no ``netem``, and loss needs it).
+Peers can be CPU-limited (cgroups), misbehave (``tests/chaos_peer.py``:
+bad peers exit at once, evil ones hang, liars lie), be killed mid-map, or
+churn: replaced at random (a Poisson process) by new peers that bootstrap
+to the swarm. The master can be killed halfway and resumed. The output is
+checked against a sequential run of the job, and the last line printed is
+a JSON summary.
 
     sudo python scripts/swarm_lab.py --peers 4 --delay 20 --rate 50 --size-mib 16
     sudo python scripts/swarm_lab.py --peers 8 --links 4x100:5,4x10:80 --churn 0.3 --compare
@@ -63,6 +65,7 @@ def sh(*args: str, input: str | None = None, check: bool = True) -> str:
 class Link:
     rate: float   # Mbit/s, each way
     delay: float  # ms, one way, of this access link
+    loss: float = 0.0  # percent of packets lost each way (needs netem)
 
 
 @dataclass
@@ -73,15 +76,16 @@ class NodeNet:
     relay: subprocess.Popen[str] | None = None
 
 
-def parse_links(spec: str | None, peers: int, rate: float, delay: float) -> list[Link]:
+def parse_links(spec: str | None, peers: int, rate: float, delay: float,
+                loss: float = 0.0) -> list[Link]:
     """``4x100:5,4x10:80``: four peers at 100 Mbit/s and 5 ms, four at 10 and 80."""
     if not spec:
-        return [Link(rate, delay) for _ in range(peers)]
+        return [Link(rate, delay, loss) for _ in range(peers)]
     links: list[Link] = []
     for part in spec.split(","):
         count, _, shape = part.partition("x")
         mbit, _, ms = shape.partition(":")
-        links += [Link(float(mbit), float(ms or 0)) for _ in range(int(count))]
+        links += [Link(float(mbit), float(ms or 0), loss) for _ in range(int(count))]
     if len(links) < peers:  # the pattern repeats
         links = [links[i % len(links)] for i in range(peers)]
     return links[:peers]
@@ -93,7 +97,6 @@ class Network:
     def __init__(self, tag: str, delays_file: Path, delayed: bool) -> None:
         self.tag = tag
         self.delays_file = delays_file
-        self.delayed = delayed  # any link with a delay: every node gets a relay
         self.hub = f"p2lab-{tag}-hub"
         self.nodes: list[NodeNet] = []
         self._made: list[str] = []
@@ -101,6 +104,9 @@ class Network:
         self._made.append(self.hub)
         sh("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", self.hub, "link", "set", "br0", "up")
+        self.netem = netem_works(self.hub)
+        # Any link with a delay, and no netem: every node gets a delaying relay.
+        self.delayed = delayed and not self.netem
 
     def add(self, label: str, index: int, link: Link) -> NodeNet:
         name = f"p2lab-{self.tag}-{label}"
@@ -119,8 +125,15 @@ class Network:
         node = NodeNet(name, ip, link)
         burst = max(16 * 1024, int(link.rate * 1e6 / 8 / 100))
         for ns, dev in ((name, "eth0"), (self.hub, outer)):
-            sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
-               "rate", f"{link.rate}mbit", "burst", str(burst), "latency", "400ms")
+            tc = ["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev]
+            shape = ["tbf", "rate", f"{link.rate}mbit", "burst", str(burst), "latency", "400ms"]
+            if self.netem and (link.delay or link.loss):
+                # Each way: this link's delay and loss, then its bandwidth.
+                sh(*tc, "root", "handle", "1:", "netem", "delay", f"{link.delay}ms",
+                   "loss", f"{link.loss}%")
+                sh(*tc, "parent", "1:1", "handle", "10:", *shape)
+            else:
+                sh(*tc, "root", *shape)
         self.nodes.append(node)
         if self.delayed:
             self._start_relay(node)
@@ -160,6 +173,17 @@ class Network:
         for name in reversed(self._made):
             sh("ip", "netns", "del", name, check=False)
         self._made.clear()
+
+
+def netem_works(namespace: str) -> bool:
+    """Whether this kernel has ``netem`` (many have it as a module; some, none)."""
+    sh("ip", "-n", namespace, "link", "add", "probe0", "type", "dummy")
+    try:
+        return subprocess.run(["ip", "netns", "exec", namespace, "tc", "qdisc", "add", "dev",
+                               "probe0", "root", "netem", "delay", "1ms"],
+                              capture_output=True, timeout=30).returncode == 0
+    finally:
+        sh("ip", "-n", namespace, "link", "del", "probe0", check=False)
 
 
 def stale_namespaces() -> list[str]:
@@ -267,7 +291,7 @@ class Lab:
         self.tag = tag
         self.clean = clean  # the baseline run: no churn, crashes, bad peers or slow peers
         self.rng = random.Random(args.seed)
-        self.links = parse_links(args.links, args.peers, args.rate, args.delay)
+        self.links = parse_links(args.links, args.peers, args.rate, args.delay, args.loss)
         delayed = args.master_delay > 0 or any(link.delay for link in self.links)
         self.net = Network(tag, work / "delays.json", delayed)
         self.cgroups: list[Path] = []
@@ -275,6 +299,10 @@ class Lab:
         self.gone: list[Peer] = []
         self.master_repo = work / "master"
         try:
+            if args.loss and not self.net.netem:
+                raise SystemExit("--loss needs the kernel's netem, which this kernel lacks "
+                                 "(`tc qdisc add ... netem` says the kind is unknown); "
+                                 "delays work without it, through the lab's relays")
             self.master_net = self.net.add("m", 0, Link(args.master_rate, args.master_delay))
         except BaseException:
             self.net.close()
@@ -538,6 +566,7 @@ def main() -> None:
     add("--delay", type=float, default=0.0, help="one-way delay of each peer's link, ms")
     add("--rate", type=float, default=100.0, help="each peer's link, Mbit/s each way")
     add("--links", default=None, help="heterogeneous links, e.g. 4x100:5,4x10:80")
+    add("--loss", type=float, default=0.0, help="packet loss on peers' links, %% (netem)")
     add("--master-rate", type=float, default=1000.0)
     add("--master-delay", type=float, default=0.0)
     add("--size-mib", type=float, default=16.0)
