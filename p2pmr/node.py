@@ -153,6 +153,12 @@ class Node:
         unblock = getattr(network, "unblock_peer", None)
         if unblock is not None:
             unblock(peer_id)
+        if not self.is_connected(peer_id):
+            # Dial the address given, not what the peer said of itself last
+            # time: a restarted peer on another machine may have advertised
+            # loopback or wildcard addresses that here reach someone else
+            # (or nobody), and py-libp2p tries the peerstore's addresses.
+            self.host.get_peerstore().clear_addrs(peer_id)
         try:
             with trio.fail_after(timeout):
                 await self.host.connect(info)
