@@ -118,7 +118,9 @@ class Intermediates:
 
     def rehome(self) -> int:
         """Before the reduce phase: run again, on another peer, each map task
-        whose output only peers known to be slow hold (``Policy.slow_peer_factor``).
+        whose output only slow peers hold: peers that lost a backup race and
+        whose tasks take ``Policy.slow_peer_factor`` times the typical. (Slow
+        by timings alone is not enough evidence to run tasks again.)
 
         Every reducer fetches a partition of every map output, so one output
         on a peer ten times slower than the rest holds all of them back
@@ -126,7 +128,8 @@ class Intermediates:
         map the split again). The rerun gives the same CIDs; the slow copy
         stays, and the reducers wait for the fast one."""
         book, policy = self.scheduler.book, self.scheduler.policy
-        slow = {p for p, r in book.records.items() if r.slowness >= policy.slow_peer_factor}
+        slow = {p for p, r in book.records.items()
+                if r.raced and r.slowness >= policy.slow_peer_factor}
         if not slow or all(r.peer in slow for r in book.usable()):
             return 0
         moved = 0

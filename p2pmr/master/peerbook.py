@@ -40,11 +40,18 @@ class PeerRecord:
     # Its tasks' run times over the typical (median) one, averaged: 1 for a
     # peer like the rest, 10 for one ten times slower.
     slowness: float = 1.0
+    raced: bool = False  # a backup of one of its tasks finished first
     _timings: int = 0
+    _warm: bool = False
 
     def timed(self, duration: float, typical: float | None) -> None:
-        """A task of this peer's completed in ``duration``; the phase's typical so far."""
-        if typical:
+        """A task of this peer's completed in ``duration``; the phase's typical so far.
+
+        Its first task is not counted: it pays for the worker's start and
+        the job's code, which says nothing of the peer's speed."""
+        if not self._warm:
+            self._warm = True
+        elif typical:
             self._timings += 1
             self.slowness += (duration / typical - self.slowness) / self._timings
 
@@ -141,6 +148,7 @@ class PeerBook:
         record = self.records[peer]
         record.window = max(self.policy.min_batch, record.window // 2)
         record.slowness = max(record.slowness, self.policy.slow_peer_factor)
+        record.raced = True
 
     def exclude(self, peer: Hashable, reason: str, *, untrusted: bool = False) -> None:
         record = self.records[peer]
