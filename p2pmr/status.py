@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .errors import JobError
+from .master.journal import list_journals, read_records
 
 if TYPE_CHECKING:
     from .master import Master
@@ -129,33 +130,17 @@ class LiveStatus:
 def find_job_dir(repo: Path, job: str | None = None) -> Path:
     """A job's directory in a repo: the one named (by its job CID, or a
     unique prefix of it), else the newest."""
-    root = repo / "jobs"
-    dirs = [d for d in root.iterdir() if (d / "journal").is_file()] if root.is_dir() else []
-    if not dirs:
+    found = list_journals(repo / "jobs")
+    if not found:
         raise JobError(f"no job has run with the repo {repo}")
     if job is None:
-        return max(dirs, key=lambda d: (d / "journal").stat().st_mtime)
-    matches = [d for d in dirs if d.name == job] or [d for d in dirs if d.name.startswith(job)]
+        return found[0].path.parent
+    names = [str(f.job) for f in found]
+    matches = [n for n in names if n == job] or [n for n in names if n.startswith(job)]
     if len(matches) != 1:
-        known = ", ".join(sorted(d.name for d in dirs))
         raise JobError(f"{'no' if not matches else 'more than one'} job in {repo} matches "
-                       f"{job!r}; the repo has: {known}")
-    return matches[0]
-
-
-def _read_lines(path: Path) -> list[dict[str, Any]]:
-    """JSON lines, skipping a torn last line (a crash mid-write)."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            out.append(value)
-    return out
+                       f"{job!r}; the repo has: {', '.join(sorted(names))}")
+    return repo / "jobs" / matches[0]
 
 
 class StoredStatus:
@@ -164,7 +149,7 @@ class StoredStatus:
     def __init__(self, job_dir: Path, repo: Path) -> None:
         self.dir = job_dir
         self.repo = repo
-        self._events = _read_lines(job_dir / "events.jsonl")
+        self._events = read_records(job_dir / "events.jsonl")
         for number, event in enumerate(self._events, 1):
             event["seq"] = number  # each run of the master counts from 1: renumber
 
@@ -175,7 +160,7 @@ class StoredStatus:
         return self.document()
 
     def document(self) -> dict[str, Any]:
-        journal = _read_lines(self.dir / "journal")
+        journal = read_records(self.dir / "journal")
         if not journal or journal[0].get("t") != "job":
             raise JobError(f"{self.dir / 'journal'} is not a job journal")
         descriptor = journal[0].get("descriptor", {})

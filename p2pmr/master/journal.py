@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import trio
-from libp2p.peer.id import ID as PeerID
 
 from ..errors import JobFailed
 from ..job import JobDescriptor
@@ -31,7 +30,8 @@ from ..records import BlockEdges
 from ..storage.cid import CID
 from .outputs import MapOutput, Output, ReduceOutput
 
-__all__ = ["Journal", "find_journal", "output_from_json", "output_to_json"]
+__all__ = ["Journal", "find_journal", "list_journals", "output_from_json", "output_to_json",
+           "read_records"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Journal:
             path.rename(directory / f"{_NAME}.{int(time.time() * 1000)}")
         if path.exists():
             _trim_torn_tail(path)
-            journal.records = _read(path)
+            journal.records = read_records(path)
         journal._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
         _fsync_dir(directory)  # a new journal's name must survive a crash too
         if not journal.records:
@@ -161,8 +161,12 @@ def _trim_torn_tail(path: Path) -> None:
             os.fsync(handle.fileno())
 
 
-def _read(path: Path) -> list[dict[str, Any]]:
-    records = []
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """A JSON-lines file's records (a journal, an event log); torn lines are
+    skipped, and a file that does not exist has none."""
+    records: list[dict[str, Any]] = []
+    if not path.is_file():
+        return records
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             try:
@@ -194,7 +198,7 @@ def list_journals(root: Path) -> list[FoundJournal]:
         path = directory / _NAME
         if not path.exists():
             continue
-        records = _read(path)
+        records = read_records(path)
         if not records or records[0].get("t") != "job":
             continue
         try:
@@ -263,6 +267,10 @@ def output_from_json(reduce: bool, doc: dict[str, Any]) -> Output:
         output.edges = BlockEdges(head, tail, bool(no_newline))
         output.head = bytes.fromhex(doc["head"]) if doc.get("head") is not None else None
         output.tail = bytes.fromhex(doc["tail"]) if doc.get("tail") is not None else None
+    # Here, not at the top: finding and reading journals (`p2pmr run`, `status`)
+    # must not import libp2p.
+    from libp2p.peer.id import ID as PeerID
+
     for text in doc.get("holders", ()):
         try:
             output.holders.append(PeerID.from_base58(text))

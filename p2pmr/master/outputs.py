@@ -10,12 +10,13 @@ The journal (:mod:`.journal`) writes them as JSON.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
-
-from libp2p.peer.id import ID as PeerID
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..records import BlockEdges
 from ..storage.cid import CID
+
+if TYPE_CHECKING:  # light to import: `p2pmr status` and `p2pmr run` read journals before libp2p
+    from libp2p.peer.id import ID as PeerID
 
 __all__ = ["MapOutput", "Output", "ReduceOutput", "signature"]
 
