@@ -41,14 +41,15 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from .errors import NodeError, P2PMRError, StorageError
 from .storage.base import dag_links
 from .storage.cid import CID
 from .storage.flatfs import FlatFS
 
-__all__ = ["Collected", "RunningNode", "collect", "node_file", "repo_lock", "running_node"]
+__all__ = ["Collected", "RunningNode", "announce", "announced", "collect", "node_file",
+           "repo_lock", "running_node"]
 
 log = logging.getLogger(__name__)
 
@@ -82,58 +83,81 @@ class RunningNode:
 
 
 @contextlib.contextmanager
-def node_file(repo: Path, peer_id: str, addrs: list[str]) -> Iterator[None]:
-    """Say in ``repo`` that this process runs a node there, for as long as it does.
+def announce(path: Path, doc: dict[str, object]) -> Iterator[None]:
+    """Say in ``path``, for as long as the block runs, that this process
+    (``doc["pid"]``) serves something there: ``node.json``, the status
+    API's ``master.json``.
 
     Written to a temporary file and renamed, so a reader never sees half of
     it; removed on the way out only if it is still ours.
     """
-    path = repo / NODE_FILE
-    mine = RunningNode(peer_id, tuple(addrs), os.getpid())
-    fd, tmp = tempfile.mkstemp(dir=repo, prefix=f".{NODE_FILE}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(mine.as_json(), handle)
+            json.dump(doc, handle)
         os.replace(tmp, path)
-    except OSError as exc:  # a read-only repo, say: the node runs all the same
+    except OSError as exc:  # a read-only repo, say: what it announces runs all the same
         log.warning("cannot write %s: %s", path, exc)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
     try:
         yield
     finally:
-        if _read_node_file(path) == mine:
+        if _read_json(path) == doc:
             with contextlib.suppress(OSError):
                 path.unlink()
 
 
-def running_node(repo: Path) -> RunningNode | None:
-    """The node running on ``repo`` now, or None (none, or a crashed one's file)."""
-    path = repo / NODE_FILE
-    node = _read_node_file(path)
-    if node is None:
-        log.debug("no node is running on %s (no readable %s)", repo, NODE_FILE)
+def announced(path: Path) -> dict[str, Any] | None:
+    """What :func:`announce` wrote in ``path``, if the process it names still
+    runs (a process that crashed leaves its file behind)."""
+    doc = _read_json(path)
+    if doc is None:
         return None
     try:
-        os.kill(node.pid, 0)
+        os.kill(int(doc.get("pid", 0)), 0)
     except ProcessLookupError:
-        log.debug("ignoring %s: its process %d is gone (the node did not stop cleanly)",
-                  path, node.pid)
+        log.debug("ignoring %s: its process %s is gone (it did not stop cleanly)",
+                  path, doc.get("pid"))
         return None
     except PermissionError:  # alive, another user's
         pass
-    return node
+    except (TypeError, ValueError, OverflowError) as exc:
+        log.debug("ignoring %s: %s", path, exc)
+        return None
+    return doc
 
 
-def _read_node_file(path: Path) -> RunningNode | None:
+def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        return RunningNode(str(doc["peer_id"]), tuple(str(a) for a in doc["addrs"]),
-                           int(doc["pid"]))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         log.debug("ignoring the unreadable %s: %s", path, exc)
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+@contextlib.contextmanager
+def node_file(repo: Path, peer_id: str, addrs: list[str]) -> Iterator[None]:
+    """Say in ``repo`` that this process runs a node there, for as long as it does."""
+    with announce(repo / NODE_FILE, RunningNode(peer_id, tuple(addrs), os.getpid()).as_json()):
+        yield
+
+
+def running_node(repo: Path) -> RunningNode | None:
+    """The node running on ``repo`` now, or None (none, or a crashed one's file)."""
+    doc = announced(repo / NODE_FILE)
+    if doc is None:
+        log.debug("no node is running on %s (no readable %s of a live process)", repo,
+                  NODE_FILE)
+        return None
+    try:
+        return RunningNode(str(doc["peer_id"]), tuple(str(a) for a in doc["addrs"]),
+                           int(doc["pid"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        log.debug("ignoring the unreadable %s: %s", repo / NODE_FILE, exc)
         return None
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -18,6 +17,7 @@ import httpx
 import trio
 
 from ..errors import P2PMRError
+from ..repo import announced
 from ..status import StatusSource, StoredStatus, find_job_dir, render_text
 from .app import ENDED
 from .serve import POINTER
@@ -27,24 +27,10 @@ __all__ = ["FollowStatus", "RemoteStatus", "running_master", "show_status", "sta
 TIMEOUT: Final = 5.0  # seconds for any one request: a live master answers at once
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running_master(repo: Path) -> dict[str, Any] | None:
     """The repo's ``master.json`` if the master it names is still running."""
-    try:
-        doc = json.loads((repo / POINTER).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict) or not _alive(int(doc.get("pid", 0))) \
-            or not Path(str(doc.get("socket"))).exists():
+    doc = announced(repo / POINTER)
+    if doc is None or not Path(str(doc.get("socket"))).exists():
         return None
     return doc
 

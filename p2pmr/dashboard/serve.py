@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
-import json
 import logging
 import os
 import tempfile
@@ -26,6 +25,7 @@ from typing import Any, Final
 import trio
 
 from ..errors import P2PMRError
+from ..repo import announce
 from ..status import StatusSource
 from .app import StreamCount, status_app
 
@@ -94,7 +94,6 @@ async def serving(source: StatusSource, repo: Path, *, dashboard: str | None = N
         config.bind.append(f"unix:{sock}")
     if dashboard is not None:
         config.bind.append(_check_bind(dashboard))
-    pointer = repo / POINTER
     async with trio.open_nursery() as nursery:
         try:
             # starlette's and hypercorn's ASGI types are one protocol, spelled twice.
@@ -104,29 +103,23 @@ async def serving(source: StatusSource, repo: Path, *, dashboard: str | None = N
             raise P2PMRError(f"cannot serve the status API on {', '.join(config.bind)}: "
                              f"{exc.strerror or exc}") from exc
         url = next((b for b in binds if "unix:" not in b), None)
-        if local:
-            os.chmod(sock, 0o600)
-            _write_pointer(pointer, {"pid": os.getpid(), "socket": str(sock), "dashboard": url})
         try:
-            try:
-                yield Served(sock, url)
-            except Exception:  # the job failed: pages should say so too
+            with contextlib.ExitStack() as stack:
+                if local:
+                    os.chmod(sock, 0o600)
+                    stack.enter_context(announce(repo / POINTER, {
+                        "pid": os.getpid(), "socket": str(sock), "dashboard": url}))
+                try:
+                    yield Served(sock, url)
+                except Exception:  # the job failed: pages should say so too
+                    with trio.move_on_after(FINAL_STATE_GRACE):
+                        await count.settled()
+                    raise
+                # Let open pages receive the job's final state before the server goes.
                 with trio.move_on_after(FINAL_STATE_GRACE):
                     await count.settled()
-                raise
-            # Let open pages receive the job's final state before the server goes.
-            with trio.move_on_after(FINAL_STATE_GRACE):
-                await count.settled()
         finally:
             if local:
                 with contextlib.suppress(OSError):
-                    pointer.unlink()
-                with contextlib.suppress(OSError):
                     sock.unlink()
             nursery.cancel_scope.cancel()
-
-
-def _write_pointer(path: Path, doc: dict[str, object]) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(doc))
-    os.replace(temporary, path)
