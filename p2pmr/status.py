@@ -17,6 +17,7 @@ resume it.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 from collections import Counter
@@ -94,7 +95,13 @@ class LiveStatus:
         master = self.master
         now = time.time()
         phases = {"map": master.get_map_status(), "reduce": master.get_reduce_status()}
-        recent = [event.as_json() for event in master.events.recent]
+        # Only the events these need, newest first: a job keeps thousands, and
+        # the document is made for every request and every pushed update.
+        newest = reversed(master.events.recent)
+        window = [e.as_json() for e in
+                  itertools.takewhile(lambda e: e.time >= now - RATE_WINDOW, newest)]
+        failed = [e.as_json() for e in itertools.islice(
+            (e for e in reversed(master.events.recent) if e.kind == "failed"), FAILURES_SHOWN)]
         current = master.phase if master.phase in phases else "map"
         progress = phases[current]
         doc: dict[str, Any] = {
@@ -107,8 +114,8 @@ class LiveStatus:
             "map": _phase(**dataclasses.asdict(phases["map"])),
             "reduce": _phase(**dataclasses.asdict(phases["reduce"])),
             "throughput": {"phase": current, **_throughput(
-                recent, now, current, progress.total - progress.complete)},
-            "peers": self._peers(), "failures": _failures(recent),
+                window, now, current, progress.total - progress.complete)},
+            "peers": self._peers(), "failures": _failures(reversed(failed)),
             "locality": master.locality.report.as_json() if master.locality else {},
             "events": master.events.seq,
         }
