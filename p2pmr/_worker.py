@@ -307,10 +307,6 @@ def _standin(module_name: str | None) -> types.ModuleType | None:
     return module if module.__dict__.get("__p2pmr_standin__") else None
 
 
-# The traceback a user reads: their frames, without p2pmr's plumbing.
-_remote_traceback = user_traceback
-
-
 @dataclass
 class _Doing:
     """What a task is doing, as far as its error messages need to know."""
@@ -376,11 +372,11 @@ def _user_failure(exc: BaseException, doing: _Doing) -> Failure:
         cpu = doing.limits.cpu_seconds
         seconds = f"{cpu:g} s" if cpu else "its"
         return Failure(ErrorCode.LIMIT_EXCEEDED, f"{what} exceeded its CPU time limit of "
-                       f"{seconds} (the peer's --max-task-cpu)", _remote_traceback(exc))
+                       f"{seconds} (the peer's --max-task-cpu)", user_traceback(exc))
     resource_failure = _resource_failure(exc, doing)
     if resource_failure is not None:
         # Where the job's own code was when memory ran out, if it was at all.
-        resource_failure.traceback = _remote_traceback(exc, user_only=True)
+        resource_failure.traceback = user_traceback(exc, user_only=True)
         return resource_failure
     full = "".join(traceback.format_exception(exc))
     # An encoding error's frames are p2pmr's encoder and msgpack's alone (the
@@ -391,7 +387,7 @@ def _user_failure(exc: BaseException, doing: _Doing) -> Failure:
         return Failure(ErrorCode.USER_CODE_ERROR,
                        f"{what} produced data that cannot be sent: {exc}", debug=full)
     return Failure(ErrorCode.USER_CODE_ERROR, f"{what} raised {type(exc).__name__}: {exc}",
-                   _remote_traceback(exc), full)
+                   user_traceback(exc), full)
 
 
 def _located(exc: UnencodableRecord, job: Job | None) -> str:
@@ -423,7 +419,7 @@ def _prepare(code_cid: bytes, code: bytes, encoding: str, allow_pickle: bool,
             raise
         failure = _resource_failure(exc, _Doing("loading the job's code", limits))
         return failure or Failure(ErrorCode.BAD_JOB, f"cannot load the job's code: "
-                                  f"{type(exc).__name__}: {exc}", _remote_traceback(exc))
+                                  f"{type(exc).__name__}: {exc}", user_traceback(exc))
     show_sources(job)
     _register_job_modules(job)
     return job, codec

@@ -20,7 +20,7 @@ import io
 import pickle
 import reprlib
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain
 from typing import Any, Final
 
@@ -110,13 +110,13 @@ class Codec:
         except Exception as exc:  # any decoder failure on foreign bytes
             raise EncodingError(f"malformed {self.name} data: {exc}") from exc
 
-    def encode_partition(self, groups: Iterable[tuple[bytes, list[Any]]]) -> bytes:
+    def encode_partition(self, groups: Sequence[tuple[bytes, list[Any]]]) -> bytes:
         """A partition's bytes; a value that cannot be encoded is named with its key.
 
         The keys were encoded already (they are bytes here), so what fails is
         a value, and map yielded it: combine's are checked as it yields them.
+        A sequence, not any iterable: it is read again to find that value.
         """
-        groups = list(groups)
         try:
             return self.dumps([[key, values] for key, values in groups])
         except EncodingError as exc:

@@ -123,7 +123,7 @@ _worker.show_sources(loaded)
 try:
     list(loaded.map(("f", 0), "Frankenstein"))
 except ValueError as exc:
-    print(_worker._remote_traceback(exc))
+    print(_worker.user_traceback(exc))
 """
     out = subprocess.run([sys.executable, "-c", probe], input=code, capture_output=True,
                          check=True, cwd=tmp_path).stdout.decode()
