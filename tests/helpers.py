@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -11,6 +12,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -145,3 +147,13 @@ def forge_output(repo: Path, output: str, change: str) -> str:
         return root
 
     return str(trio.run(forge))
+
+
+def load_lab() -> Any:
+    """scripts/swarm_lab.py as a module: its network (namespaces, links) for tests."""
+    spec = importlib.util.spec_from_file_location("swarm_lab", ROOT / "scripts" / "swarm_lab.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["swarm_lab"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module

@@ -5,17 +5,15 @@ for each of them, as it is across real hosts."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from .helpers import gutenberg_files
+from .helpers import gutenberg_files, load_lab
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDCOUNT = ROOT / "examples" / "wordcount.py"
@@ -23,21 +21,12 @@ WORDCOUNT = ROOT / "examples" / "wordcount.py"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 
-def lab() -> Any:
-    spec = importlib.util.spec_from_file_location("swarm_lab", ROOT / "scripts" / "swarm_lab.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["swarm_lab"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_peers_on_other_hosts_rejoin_a_restarted_master(tmp_path: Path) -> None:
     """The master listens on every interface, so it also advertises addresses
     that mean another machine to its peers. Killed and restarted, it is
     found again through the peers' bootstrap address within seconds, and a
     second job runs on them."""
-    m = lab()
+    m = load_lab()
     net = m.Network(f"{os.getpid()}h", tmp_path / "delays.json", False)
     peers: list[subprocess.Popen[bytes]] = []
     try:

@@ -4,7 +4,6 @@ sequential run, and that the lab leaves no namespace, cgroup or process."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -17,19 +16,12 @@ from typing import Any
 
 import pytest
 
+from .helpers import load_lab
+
 ROOT = Path(__file__).resolve().parent.parent
 LAB = ROOT / "scripts" / "swarm_lab.py"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
-
-
-def load_lab() -> Any:
-    spec = importlib.util.spec_from_file_location("swarm_lab", LAB)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["swarm_lab"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def leftovers() -> dict[str, list[str]]:
