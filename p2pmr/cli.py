@@ -192,8 +192,13 @@ def fetch_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _listen_option(text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option("--listen", multiple=True, metavar="MULTIADDR",
-                        help=f"{text} Default {' '.join(DEFAULT_LISTEN)}.")
+    listen = click.option("--listen", multiple=True, metavar="MULTIADDR",
+                          help=f"{text} Default {' '.join(DEFAULT_LISTEN)}.")
+    announce = click.option(
+        "--announce", multiple=True, metavar="MULTIADDR",
+        help="Advertise this address instead of the listen addresses (repeatable): "
+             "behind NAT or a port mapping, the address other machines must dial.")
+    return lambda fn: listen(announce(fn))
 
 
 _psk_option = click.option(
@@ -565,7 +570,8 @@ def _peer_ids(ctx: click.Context, param: click.Parameter,
                    "(used by --local-peers, so that not even a killed master leaves it).")
 @store_options
 @click.pass_context
-def peer(ctx: click.Context, /, listen: tuple[str, ...], bootstrap: tuple[str, ...],
+def peer(ctx: click.Context, /, listen: tuple[str, ...], announce: tuple[str, ...],
+         bootstrap: tuple[str, ...],
          trust: tuple[str, ...], trust_any: bool, psk: str | None, exit_with_parent: bool,
          master_from_stdin: bool, remove_repo: bool, repo: str | None, ipfs_api: str | None,
          **given: Any) -> None:
@@ -585,7 +591,7 @@ def peer(ctx: click.Context, /, listen: tuple[str, ...], bootstrap: tuple[str, .
                    "code on this machine. Use it only in a closed test swarm.", err=True)
 
     async def serve() -> None:
-        async with open_node(settings.repo, listen=listen or DEFAULT_LISTEN,
+        async with open_node(settings.repo, listen=listen or DEFAULT_LISTEN, announce=announce,
                              bootstrap=settings.bootstrap, ipfs_api=settings.ipfs_api,
                              psk=psk) as node:
             service = register_protocol(node, trust=trust, trust_any=trust_any, config=config,
@@ -668,7 +674,8 @@ def peer(ctx: click.Context, /, listen: tuple[str, ...], bootstrap: tuple[str, .
 @click.pass_context
 def run(ctx: click.Context, /, jobfile: Path | None, input_: str | None, reducers: int | None,
         local_peers: int, local_workers: int | None, bootstrap: tuple[str, ...],
-        listen: tuple[str, ...], output: Path | None, overwrite: bool, resume: bool,
+        listen: tuple[str, ...], announce: tuple[str, ...], output: Path | None,
+        overwrite: bool, resume: bool,
         reuse: tuple[str, ...], trust_masters: tuple[str, ...], reuse_sample: str | None,
         psk: str | None, progress: bool, events: Path | None, dashboard: str | None,
         repo: str | None, ipfs_api: str | None, **given: Any) -> None:
@@ -718,7 +725,8 @@ def run(ctx: click.Context, /, jobfile: Path | None, input_: str | None, reducer
         repo=settings.repo, ipfs_api=settings.ipfs_api, jobfile=jobfile, input=input_,
         reducers=reducers, local_peers=local_peers, local_workers=local_workers,
         local_peer_args=tuple(limits), bootstrap=settings.bootstrap,
-        listen=listen or DEFAULT_LISTEN, output=output, overwrite=overwrite, resume=resume,
+        listen=listen or DEFAULT_LISTEN, announce=announce, output=output,
+        overwrite=overwrite, resume=resume,
         master=apply(MasterOptions, given), psk=psk, progress=progress,
         reuse=tuple(_parse_cid(c) for c in reuse), trust_masters=trust_masters,
         reuse_sample=_sample_option(reuse_sample, "--reuse-sample"), events=events,
@@ -756,7 +764,8 @@ def run(ctx: click.Context, /, jobfile: Path | None, input_: str | None, reducer
 @click.pass_context
 def verify(ctx: click.Context, /, output_cid: str, all_tasks: bool, sample: str | None,
            seed: int | None, local_peers: int | None, local_workers: int | None,
-           bootstrap: tuple[str, ...], listen: tuple[str, ...], attestation: str | None,
+           bootstrap: tuple[str, ...], listen: tuple[str, ...], announce: tuple[str, ...],
+           attestation: str | None,
            as_json: bool, psk: str | None, repo: str | None, ipfs_api: str | None) -> None:
     """Check a job's output by running its tasks again; exit 0 if all match.
 
@@ -781,8 +790,8 @@ def verify(ctx: click.Context, /, output_cid: str, all_tasks: bool, sample: str 
         run_settings = RunSettings(
             repo=Path(scratch) / "repo", ipfs_api=settings.ipfs_api, jobfile=None,
             input=None, reducers=None, local_peers=peers, local_workers=local_workers,
-            bootstrap=settings.bootstrap, listen=listen or DEFAULT_LISTEN, psk=psk,
-            progress=False)
+            bootstrap=settings.bootstrap, listen=listen or DEFAULT_LISTEN, announce=announce,
+            psk=psk, progress=False)
         verdict = run_async(functools.partial(
             verify_output, read_repos=read, imported=_libp2p_logs,
             attestation=_parse_cid(attestation) if attestation else None),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 from libp2p.abc import IHost, INetStream
@@ -22,6 +22,8 @@ from libp2p.peer.peerinfo import PeerInfo
 from multiaddr import Multiaddr
 
 from ._libp2p import close_quietly, protocols_of
+from .addresses import dialable, ip_of
+from .identify import push_all
 
 if TYPE_CHECKING:
     from .storage.kubo import KuboStore
@@ -155,12 +157,7 @@ class Libp2pNetwork:
     async def announce(self) -> None:
         # Peers we are already connected to (a master we bootstrapped to,
         # say) ran identify before we served anything: push it again.
-        push: Any = getattr(self.host, "_push_identify_to_all_peers", None)
-        if push is not None:
-            try:
-                await push()
-            except Exception:  # best effort: they also learn on the next identify
-                pass
+        await push_all(self.host)
 
     async def introduce(self, peer: PeerID) -> None:
         """With a Kubo daemon, have it dial a peer we talk to, so the two can
@@ -183,8 +180,12 @@ class Libp2pNetwork:
             addrs = self.host.get_peerstore().addrs(peer)
         except Exception:  # a peer we know nothing about
             return []
+        # Wildcards reach the dialler's own host; loopback goes last, as it
+        # only helps a dialler on the peer's machine (p2pmr.addresses).
+        usable = dialable(addrs, local_ok=True)
+        usable.sort(key=lambda a: (ip := ip_of(a)) is not None and ip.is_loopback)
         out = []
-        for addr in addrs[:4]:
+        for addr in usable[:4]:
             text = str(addr)
             if "/p2p/" not in text:
                 text += f"/p2p/{peer}"

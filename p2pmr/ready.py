@@ -55,6 +55,15 @@ def announce_ready(node: Node, service: PeerService) -> None:
     print("Listening on:")
     for addr in node.multiaddrs:
         print(f"  {addr}")
+    remote = node.remote_multiaddrs
+    if remote:
+        print("Other machines can reach this peer at:")
+        for addr in remote:
+            print(f"  {addr}")
+    else:
+        print("Only this machine can reach this peer; to accept peers from others, "
+              "listen on /ip4/0.0.0.0/tcp/PORT (and --announce the address they "
+              "must dial, behind NAT or a port mapping).")
     print(f"Serving {service.config.workers} worker(s) for {service.trust.describe()}.")
     print(ready_line(str(node.peer_id), node.multiaddrs, service.config.workers), flush=True)
 

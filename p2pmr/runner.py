@@ -58,6 +58,7 @@ class RunSettings:
     local_peer_args: Sequence[str] = ()  # more `p2pmr peer` options for local peers
     bootstrap: Sequence[str] = ()
     listen: Sequence[str] = DEFAULT_LISTEN
+    announce: Sequence[str] = ()  # addresses to advertise instead (NAT, port mapping)
     output: Path | None = None
     overwrite: bool = False
     resume: bool = False
@@ -300,7 +301,8 @@ async def open_master_node(settings: RunSettings, stack: contextlib.AsyncExitSta
     from .node import open_node
 
     node = await stack.enter_async_context(open_node(
-        settings.repo, listen=settings.listen, bootstrap=settings.bootstrap,
+        settings.repo, listen=settings.listen, announce=settings.announce,
+        bootstrap=settings.bootstrap,
         ipfs_api=settings.ipfs_api, psk=settings.psk))
     if local is not None:
         local[0].set(node.multiaddrs[0], str(node.peer_id))
