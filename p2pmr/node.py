@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -133,6 +134,33 @@ def _build_host(key_pair: KeyPair, psk: str | None,
     return host
 
 
+async def _resolve(addrs: Sequence[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+    """``/dns``, ``/dns4`` and ``/dns6`` addresses as the IP addresses they
+    name now (a restarted container may come back at another), each lookup
+    within 5 s; others as they are. py-libp2p dials only IP addresses."""
+    out: list[multiaddr.Multiaddr] = []
+    for addr in addrs:
+        parts = str(addr).split("/")
+        if len(parts) < 3 or parts[1] not in ("dns", "dns4", "dns6"):
+            out.append(addr)
+            continue
+        family = {"dns4": socket.AF_INET, "dns6": socket.AF_INET6}.get(parts[1], 0)
+        found: list[Any] = []
+        with trio.move_on_after(5):
+            with contextlib.suppress(OSError):
+                found = await trio.socket.getaddrinfo(parts[2], None, family=family,
+                                                      type=socket.SOCK_STREAM)
+        rest = "/".join(parts[3:])
+        for fam, *_, sockaddr in found:
+            proto = "ip6" if fam == socket.AF_INET6 else "ip4"
+            resolved = multiaddr.Multiaddr(f"/{proto}/{sockaddr[0]}/{rest}")
+            if resolved not in out:
+                out.append(resolved)
+        if not found:
+            log.debug("%s: no address for %s", addr, parts[2])
+    return out
+
+
 async def _race_dials(network: Any, peer: PeerID, addrs: Sequence[multiaddr.Multiaddr],
                       timeout: float, failures: dict[str, BaseException],
                       ) -> multiaddr.Multiaddr | None:
@@ -244,8 +272,10 @@ class Node:
         if unblock is not None:
             unblock(peer)
         failures: dict[str, BaseException] = {}
-        won = addrs[0] if self.is_connected(peer) else await _race_dials(
-            network, peer, addrs, timeout, failures)
+        resolved = await _resolve(addrs)
+        won = resolved[0] if self.is_connected(peer) and resolved else None
+        if won is None and resolved:
+            won = await _race_dials(network, peer, resolved, timeout, failures)
         if won is not None:
             self.host.get_peerstore().add_addrs(peer, [won], 120)
             if self.kubo is not None:
@@ -255,6 +285,8 @@ class Node:
         if any(_is_other_identity(exc) for exc in failures.values()):
             raise _WrongIdentity(peer, [a for a, e in failures.items() if _is_other_identity(e)])
         tried = ", ".join(str(a) for a in addrs)
+        if not resolved:
+            raise NodeError(f"could not connect to {peer}: no address found for {tried}")
         reasons = "; ".join(f"{a}: {_reason(e)}" for a, e in failures.items())
         if not failures:
             raise NodeError(f"could not connect to {peer} at {tried} within {timeout:g}s")

@@ -87,3 +87,14 @@ async def test_a_lost_peer_is_redialled_without_addresses_another_peer_took(
     messages = [r.getMessage() for r in caplog.records]
     assert f"dropping {second} for {target}: another peer answers there" in messages
     assert f"connected to {first}/p2p/{target}" in messages
+
+
+async def test_a_dns_address_is_resolved_when_dialled(tmp_path: Path) -> None:
+    """Compose files and clusters name the master by host name; py-libp2p
+    dials IP addresses only."""
+    async with open_node(tmp_path / "a") as a, open_node(tmp_path / "b") as b:
+        port = a.multiaddrs[0].split("/")[4]
+        assert await b.connect(f"/dns4/localhost/tcp/{port}/p2p/{a.peer_id}") == a.peer_id
+        assert b.is_connected(a.peer_id)
+        with pytest.raises(NodeError, match="no address found for /dns4/no-such-host.invalid"):
+            await b.connect(f"/dns4/no-such-host.invalid/tcp/1/p2p/{a.peer_id}")
