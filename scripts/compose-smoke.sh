@@ -15,7 +15,8 @@
 #
 #   scripts/compose-smoke.sh [--keep-images] [--kubo]
 #
-# --keep-images  keep the images (and build cache) for a faster next run.
+# --keep-images  keep the images (p2pmr-smoke, p2pmr-smoke-jsipfs, the base)
+#                and their build cache, for a faster next run.
 # --kubo         use docker-compose.yml alone: real Kubo and python:3.11-slim,
 #                pulled from Docker Hub, instead of the local variant.
 #
@@ -53,11 +54,15 @@ dockerd_pid=""
 # The compose files read these: images named after the project, so that the
 # run neither uses nor removes anybody else's.
 export COMPOSE_PROJECT_NAME="$project"
-export P2PMR_IMAGE="$project-p2pmr"
-export P2PMR_JSIPFS_IMAGE="$project-jsipfs"
+if [ "$keep_images" -eq 1 ]; then  # kept: one name, replaced by the next run
+    export P2PMR_IMAGE=p2pmr-smoke P2PMR_JSIPFS_IMAGE=p2pmr-smoke-jsipfs
+else
+    export P2PMR_IMAGE="$project-p2pmr" P2PMR_JSIPFS_IMAGE="$project-jsipfs"
+fi
 export P2PMR_BASE_IMAGE="${P2PMR_BASE_IMAGE:-p2pmr-base:bookworm}"
 unset MASTER_ID P2PMR_RUN_ARGS COMPOSE_FILE
 built_base=0
+cluster_started=0
 dangling_before=""
 compose=()
 
@@ -82,6 +87,20 @@ fail() {
     echo "compose-smoke: FAILED: $*" >&2
     exit 1
 }
+# bounded SECONDS COMMAND...: COMMAND, stopped after SECONDS. It runs in the
+# background so that Ctrl-C interrupts the wait at once (`timeout` puts
+# COMMAND in a process group of its own, out of the terminal's reach).
+bounded_pid=""
+bounded() {
+    local limit="$1" status=0
+    shift
+    timeout "$limit" "$@" &
+    bounded_pid=$!
+    wait "$bounded_pid" || status=$?
+    bounded_pid=""
+    [ "$status" -ne 124 ] || echo "compose-smoke: timed out after $limit s: $*" >&2
+    return "$status"
+}
 report() {
     stage ""
     echo "--- stage timings" >&2
@@ -91,11 +110,20 @@ report() {
 }
 
 # ---- clean-up: on success, failure and Ctrl-C ----------------------------------
+# The script's own stdout and stderr: a trap that fires inside a redirected
+# command (the wait in `bounded ... >file`) would otherwise write there.
+exec 3>&1 4>&2
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
     set +e
-    if [ "$status" -ne 0 ] && [ "${#compose[@]}" -gt 0 ]; then
+    exec 1>&3 2>&4
+    if [ -n "$bounded_pid" ]; then  # interrupted: stop what it waited for
+        kill -TERM "$bounded_pid" 2>/dev/null
+        wait "$bounded_pid" 2>/dev/null
+    fi
+    if [ "$status" -ne 0 ] && [ "$status" -ne 130 ] && [ "$status" -ne 143 ] \
+            && [ "$cluster_started" -eq 1 ]; then
         echo "--- logs of the cluster (last 40 lines a service)" >&2
         timeout 30 "${compose[@]}" logs --no-color --tail 40 >&2 2>&1
         for f in "$work"/master-*.err; do
@@ -111,6 +139,7 @@ cleanup() {
     if docker info >/dev/null 2>&1; then
         local label="label=com.docker.compose.project=$project"
         docker ps -aq --filter "$label" | xargs -r docker rm -f -v >/dev/null 2>&1
+        docker rm -f -v "$project-reference" >/dev/null 2>&1
         docker volume ls -q --filter "$label" | xargs -r docker volume rm -f >/dev/null 2>&1
         docker network ls -q --filter "$label" | xargs -r docker network rm >/dev/null 2>&1
         if [ "$keep_images" -eq 0 ]; then
@@ -193,9 +222,9 @@ else
 fi
 # Both files must also be valid without MASTER_ID (which used to be required
 # when the file was read, so `run master-id` could not create it).
-timeout 60 "${compose_cmd[@]}" -f docker-compose.yml config -q \
+bounded 60 "${compose_cmd[@]}" -f docker-compose.yml config -q \
     || fail "docker-compose.yml is not valid"
-timeout 60 "${compose_cmd[@]}" "${files[@]}" config -q || fail "the compose files are not valid"
+bounded 60 "${compose_cmd[@]}" "${files[@]}" config -q || fail "the compose files are not valid"
 compose=("${compose_cmd[@]}" "${files[@]}")
 dangling_before="$(docker images -q --filter dangling=true)"
 
@@ -204,7 +233,7 @@ if [ "$variant" = local ]; then
     stage "base image (debootstrap)"
     if ! docker image inspect "$P2PMR_BASE_IMAGE" >/dev/null 2>&1; then
         built_base=1
-        timeout 1200 scripts/docker-base.sh || fail "scripts/docker-base.sh failed"
+        bounded 1200 scripts/docker-base.sh || fail "scripts/docker-base.sh failed"
     else
         echo "$P2PMR_BASE_IMAGE exists" >&2
     fi
@@ -224,7 +253,7 @@ elif [ -d "$ca_source" ]; then
     done < <(find "$ca_source" -name '*.crt' -type f -print0)
 fi
 ls "$ca_prefix"* >/dev/null 2>&1 && echo "trusting $(ls "$ca_prefix"* | wc -l) extra CA certificate(s) from $ca_source in the builds" >&2
-timeout 1800 "${compose[@]}" build >"$work/build.log" 2>&1 || {
+bounded 1800 "${compose[@]}" build >"$work/build.log" 2>&1 || {
     tail -n 40 "$work/build.log" >&2
     fail "building the images failed (the end of the build log is above)"
 }
@@ -235,7 +264,7 @@ done
 
 # ---- reference -----------------------------------------------------------------
 stage "reference run (--local-peers 2)"
-timeout "$job_timeout" docker run --rm --network none "$P2PMR_IMAGE" \
+bounded "$job_timeout" docker run --rm --name "$project-reference" --network none "$P2PMR_IMAGE" \
     run examples/wordcount.py --input examples/data/gutenberg --reducers 4 \
     --local-peers 2 --repo /tmp/reference --no-progress \
     >"$work/reference.out" 2>"$work/reference.err" || {
@@ -248,7 +277,8 @@ echo "reference output CID: $reference" >&2
 
 # ---- the README's sequence -----------------------------------------------------
 stage "master identity"
-MASTER_ID="$(timeout 120 "${compose[@]}" run --rm -T master-id 2>"$work/master-id.err")" || {
+cluster_started=1
+MASTER_ID="$(bounded 120 "${compose[@]}" run --rm -T master-id 2>"$work/master-id.err")" || {
     cat "$work/master-id.err" >&2
     fail "docker compose run master-id failed"
 }
@@ -257,7 +287,7 @@ export MASTER_ID
 echo "MASTER_ID=$MASTER_ID" >&2
 
 stage "start daemon and peers"
-timeout 240 "${compose[@]}" up -d peer1 peer2 peer3 >"$work/up.log" 2>&1 || {
+bounded 240 "${compose[@]}" up -d peer1 peer2 peer3 >"$work/up.log" 2>&1 || {
     cat "$work/up.log" >&2
     fail "docker compose up failed (did the daemon's healthcheck pass?)"
 }
@@ -284,7 +314,7 @@ run_master() {
     local n="$1" args="$2" started cid joined last
     started=$(now)
     P2PMR_RUN_ARGS="--no-progress --wait-for-workers 60 $args" \
-        timeout "$job_timeout" "${compose[@]}" run --rm -T --use-aliases master \
+        bounded "$job_timeout" "${compose[@]}" run --rm -T --use-aliases master \
         >"$work/master-$n.out" 2>"$work/master-$n.err" \
         || fail "master run $n failed or timed out (${job_timeout} s)"
     cid="$(tail -n 1 "$work/master-$n.out")"
@@ -302,7 +332,7 @@ run_master() {
 
 stage "job 1 on the cluster"
 run_master 1 ""
-timeout 60 "${compose[@]}" run --rm -T --no-deps --entrypoint ls master /data/output \
+bounded 60 "${compose[@]}" run --rm -T --no-deps --entrypoint ls master /data/output \
     >"$work/output.ls" 2>/dev/null || fail "cannot list /data/output in the master's volume"
 grep -qx part-00000 "$work/output.ls" || fail "no part-00000 in the master's /data/output"
 
