@@ -253,8 +253,14 @@ elif [ -d "$ca_source" ]; then
     done < <(find "$ca_source" -name '*.crt' -type f -print0)
 fi
 ls "$ca_prefix"* >/dev/null 2>&1 && echo "trusting $(ls "$ca_prefix"* | wc -l) extra CA certificate(s) from $ca_source in the builds" >&2
-bounded 1800 "${compose[@]}" build >"$work/build.log" 2>&1 || {
+build_opts=()  # Compose v1's builder leaves a failed step's container without this
+[ "${compose_cmd[0]}" != docker-compose ] || build_opts=(--force-rm)
+bounded 1800 "${compose[@]}" build "${build_opts[@]}" >"$work/build.log" 2>&1 || {
     tail -n 40 "$work/build.log" >&2
+    if grep -q -i -E 'CERTIFICATE_VERIFY_FAILED|self.signed certificate' "$work/build.log"; then
+        echo "compose-smoke: TLS verification failed in the build: behind an intercepting" \
+            "proxy, point P2PMR_EXTRA_CA at its CA certificate(s)" >&2
+    fi
     fail "building the images failed (the end of the build log is above)"
 }
 rm -f "$ca_prefix"*
