@@ -35,7 +35,16 @@ command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || {
 }
 
 root="$(mktemp -d "${TMPDIR:-/tmp}/p2pmr-base.XXXXXX")"
-trap '$sudo rm -rf "$root"' EXIT
+# debootstrap mounts /proc, /sys and (in a container) /dev into the tree while
+# it works: an interrupted run leaves them mounted, and rm must not follow them.
+cleanup() {
+    local mount
+    for mount in $(awk -v r="$root/" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r); do
+        $sudo umount -l "$mount" || true
+    done
+    $sudo rm -rf --one-file-system "$root"
+}
+trap cleanup EXIT
 echo "debootstrapping $suite from $mirror into $image" >&2
 # minbase: essential packages and apt only. python3-venv brings python3 and
 # ensurepip; ca-certificates is for pip's and npm's HTTPS.
