@@ -99,3 +99,20 @@ def test_light_entry_points_do_not_import_libp2p() -> None:
         assert out.strip() == "[]", f"importing {module} imports {out.strip()}"
     usage = run_cli("--help").stdout.decode()
     assert "peer" in usage and "run" in usage
+
+
+def test_the_readme_gives_the_compose_files_sequence() -> None:
+    """The README's commands for the Docker cluster are the ones at the top of
+    docker-compose.yml (scripts/compose-smoke.sh runs them)."""
+    def commands(lines: list[str]) -> list[str]:
+        return [line.split("  #")[0].strip() for line in lines if line.strip()]
+
+    block = README.split("### A cluster in Docker", 1)[1].split("```sh\n", 1)[1].split("```")[0]
+    header = []
+    for line in (ROOT / "docker-compose.yml").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if line.startswith("#   "):
+            header.append(line[1:])
+    assert commands(header) == commands(block.splitlines())
+    assert commands(header)[0] == "docker compose build"
