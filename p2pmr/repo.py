@@ -108,11 +108,37 @@ def announce(path: Path, doc: dict[str, object]) -> Iterator[None]:
                 path.unlink()
 
 
+def _lock_held(repo: Path) -> bool | None:
+    """Whether a process holds ``repo``'s lock (``None``: the repo has no lock
+    file to ask). Taking it for a moment is the only way to know."""
+    try:
+        handle = open(repo / LOCK_FILE, "rb")  # noqa: SIM115 (closed below)
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return None
+        return False  # closing the file lets go at once
+
+
 def announced(path: Path) -> dict[str, Any] | None:
     """What :func:`announce` wrote in ``path``, if the process it names still
-    runs (a process that crashed leaves its file behind)."""
+    runs (a process that crashed leaves its file behind).
+
+    A node holds its repo's lock while it runs, so a free lock beside the file
+    says it is gone even when its pid is not: in a container a node is pid 1,
+    which every later container on the same volume sees alive.
+    """
     doc = _read_json(path)
     if doc is None:
+        return None
+    if _lock_held(path.parent) is False:
+        log.debug("ignoring %s: no process holds the repo's lock (it did not stop "
+                  "cleanly)", path)
         return None
     try:
         os.kill(int(doc.get("pid", 0)), 0)

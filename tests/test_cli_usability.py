@@ -178,6 +178,11 @@ def test_id_prints_a_running_peers_addresses_and_never_a_crashed_ones(tmp_path: 
     assert (repo / "node.json").exists()
     lines, doc = _id(repo)
     assert lines == [peer.peer_id] and doc == {"peer_id": peer.peer_id, "addrs": [], "pid": None}
+    # A node killed in a container was pid 1, which every later container on
+    # the volume sees alive: the repo's free lock tells it is gone.
+    stale = json.loads((repo / "node.json").read_text())
+    (repo / "node.json").write_text(json.dumps({**stale, "pid": 1}))
+    assert _id(repo)[0] == [peer.peer_id]
     # The next node on the repo replaces the stale file, and removes its own on a clean stop.
     with PeerProcess(repo) as again:
         assert _id(repo)[0] == [peer.peer_id, *again.addrs]
