@@ -147,7 +147,7 @@ async def _resolve(addrs: Sequence[multiaddr.Multiaddr]) -> list[multiaddr.Multi
         family = {"dns4": socket.AF_INET, "dns6": socket.AF_INET6}.get(parts[1], 0)
         found: list[Any] = []
         with trio.move_on_after(5):
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, UnicodeError):  # no such name, or not a name
                 found = await trio.socket.getaddrinfo(parts[2], None, family=family,
                                                       type=socket.SOCK_STREAM)
         rest = "/".join(parts[3:])
