@@ -271,25 +271,25 @@ class Node:
         unblock = getattr(network, "unblock_peer", None)
         if unblock is not None:
             unblock(peer)
-        failures: dict[str, BaseException] = {}
+        tried = ", ".join(str(a) for a in addrs)
         resolved = await _resolve(addrs)
-        won = resolved[0] if self.is_connected(peer) and resolved else None
-        if won is None and resolved:
-            won = await _race_dials(network, peer, resolved, timeout, failures)
+        if not resolved:
+            raise NodeError(f"could not connect to {peer}: no address found for {tried}")
+        failures: dict[str, BaseException] = {}
+        won = resolved[0] if self.is_connected(peer) else await _race_dials(
+            network, peer, resolved, timeout, failures)
         if won is not None:
             self.host.get_peerstore().add_addrs(peer, [won], 120)
             if self.kubo is not None:
                 # Let the daemon exchange blocks with this peer directly.
                 await self.kubo.swarm_connect(f"{won}/p2p/{peer}")
             return won
-        if any(_is_other_identity(exc) for exc in failures.values()):
-            raise _WrongIdentity(peer, [a for a, e in failures.items() if _is_other_identity(e)])
-        tried = ", ".join(str(a) for a in addrs)
-        if not resolved:
-            raise NodeError(f"could not connect to {peer}: no address found for {tried}")
-        reasons = "; ".join(f"{a}: {_reason(e)}" for a, e in failures.items())
+        impostors = [a for a, e in failures.items() if _is_other_identity(e)]
+        if impostors:
+            raise _WrongIdentity(peer, impostors)
         if not failures:
             raise NodeError(f"could not connect to {peer} at {tried} within {timeout:g}s")
+        reasons = "; ".join(f"{a}: {_reason(e)}" for a, e in failures.items())
         raise NodeError(f"could not connect to {peer} at {tried}: {reasons}")
 
     def connected_peers(self) -> list[PeerID]:
