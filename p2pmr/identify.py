@@ -63,6 +63,18 @@ def message_for(host: IHost, remote: tuple[str, int] | None) -> bytes:
     return bytes(varint.encode_uvarint(len(body))) + body
 
 
+async def _send(host: IHost, stream: INetStream) -> None:
+    """Write the identify message for the stream's peer, then close it (or,
+    on failure, reset it): the same for an answer and for a push."""
+    try:
+        await stream.write(message_for(host, _remote_of(stream)))
+    except Exception as exc:
+        log.debug("identify for %s: %s", stream.muxed_conn.peer_id, exc)
+        await close_quietly(stream, reset=True)
+        return
+    await close_quietly(stream)
+
+
 async def _push_to(host: IHost, peer: PeerID) -> None:
     with trio.move_on_after(_PUSH_TIMEOUT):
         try:
@@ -70,13 +82,7 @@ async def _push_to(host: IHost, peer: PeerID) -> None:
         except Exception as exc:
             log.debug("identify push to %s: %s", peer, exc)
             return
-        try:
-            await stream.write(message_for(host, _remote_of(stream)))
-        except Exception as exc:
-            log.debug("identify push to %s: %s", peer, exc)
-            await close_quietly(stream, reset=True)
-            return
-        await close_quietly(stream)
+        await _send(host, stream)
 
 
 async def push_all(host: IHost) -> None:
@@ -90,13 +96,7 @@ def install(host: IHost) -> None:
     """Answer identify, and push, per peer; call once the host exists."""
 
     async def answer(stream: INetStream) -> None:
-        try:
-            await stream.write(message_for(host, _remote_of(stream)))
-        except Exception as exc:
-            log.debug("identify for %s: %s", stream.muxed_conn.peer_id, exc)
-            await close_quietly(stream, reset=True)
-            return
-        await close_quietly(stream)
+        await _send(host, stream)
 
     host.set_stream_handler(IDENTIFY, answer)
     # py-libp2p pushes on its own when listeners change; route that here too.
