@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from p2pmr.ready import parse_ready, peer_command
+
 from .helpers import gutenberg_files, load_lab
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,12 +26,12 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces ne
 
 _PROBE = """
 import json, sys, tempfile, trio
-from p2pmr.node import open_node
+from p2pmr.node import open_node, parse_peer_addr
 
 async def main():
+    peer, _ = parse_peer_addr(sys.argv[1])
     async with open_node(tempfile.mkdtemp(), listen=["/ip4/0.0.0.0/tcp/0"],
                          bootstrap=[sys.argv[1]]) as node:
-        peer = node.host.get_network().connections and list(node.connected_peers())[0]
         with trio.fail_after(10):
             while not node.host.get_peerstore().addrs(peer):
                 await trio.sleep(0.05)
@@ -38,14 +40,6 @@ async def main():
 
 trio.run(main)
 """
-
-
-def _serve(ns: str, repo: Path, *listen: str) -> subprocess.Popen[str]:
-    args = [a for addr in listen for a in ("--listen", addr)]
-    return subprocess.Popen(
-        ["ip", "netns", "exec", ns, sys.executable, "-m", "p2pmr", "peer", "--repo", str(repo),
-         *args, "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        text=True, start_new_session=True)
 
 
 def test_a_node_tells_each_peer_only_addresses_it_can_reach(tmp_path: Path) -> None:
@@ -57,23 +51,26 @@ def test_a_node_tells_each_peer_only_addresses_it_can_reach(tmp_path: Path) -> N
     server: subprocess.Popen[str] | None = None
     try:
         a, b = net.add("a", 0, m.Link(1000.0, 0.0)), net.add("b", 1, m.Link(1000.0, 0.0))
-        server = _serve(a.name, tmp_path / "a", "/ip4/0.0.0.0/tcp/4010")
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", a.name, *peer_command(
+                tmp_path / "a", ["--listen", "/ip4/0.0.0.0/tcp/4010", "--workers", "1"])],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            start_new_session=True)
         assert server.stdout is not None
         lines = []
-        while not (line := server.stdout.readline()).startswith("ready "):
+        while (ready := parse_ready(line := server.stdout.readline())) is None:
             assert line, "the peer exited before it was ready"
             lines.append(line.strip())
-        ready = json.loads(line.removeprefix("ready "))
         # Both interfaces of its namespace, loopback first (local tools take the first).
-        assert ready["addrs"][0].startswith("/ip4/127.0.0.1/tcp/4010/")
-        assert any(x.startswith(f"/ip4/{a.ip}/tcp/4010/") for x in ready["addrs"])
-        assert not any("/0.0.0.0/" in x for x in ready["addrs"])
+        assert ready.addrs[0].startswith("/ip4/127.0.0.1/tcp/4010/")
+        assert any(x.startswith(f"/ip4/{a.ip}/tcp/4010/") for x in ready.addrs)
+        assert not any("/0.0.0.0/" in x for x in ready.addrs)
         remote = lines[lines.index("Other machines can reach this peer at:") + 1:]
-        assert remote[0] == f"/ip4/{a.ip}/tcp/4010/p2p/{ready['peer_id']}"
+        assert remote[0] == f"/ip4/{a.ip}/tcp/4010/p2p/{ready.peer_id}"
         assert not any("127.0.0.1" in x for x in remote if x.startswith("/"))
         probe = subprocess.run(
             ["ip", "netns", "exec", b.name, sys.executable, "-c", _PROBE,
-             f"/ip4/{a.ip}/tcp/4010/p2p/{ready['peer_id']}"],
+             f"/ip4/{a.ip}/tcp/4010/p2p/{ready.peer_id}"],
             capture_output=True, text=True, timeout=60)
         assert probe.returncode == 0, probe.stderr[-2000:]
         assert json.loads(probe.stdout) == [f"/ip4/{a.ip}/tcp/4010"]
@@ -100,10 +97,10 @@ def test_peers_on_other_hosts_rejoin_a_restarted_master(tmp_path: Path) -> None:
         for i in (1, 2):
             node = net.add(f"p{i}", i, m.Link(1000.0, 0.0))
             peers.append(subprocess.Popen(
-                ["ip", "netns", "exec", node.name, sys.executable, "-m", "p2pmr", "peer",
-                 "--repo", str(tmp_path / f"peer-{i}"), "--listen", "/ip4/0.0.0.0/tcp/4006",
-                 "--bootstrap", f"/ip4/{master.ip}/tcp/4005/p2p/{master_id}",
-                 "--trust", master_id, "--workers", "1", "--log-level", "INFO"],
+                ["ip", "netns", "exec", node.name, *peer_command(tmp_path / f"peer-{i}", [
+                    "--listen", "/ip4/0.0.0.0/tcp/4006",
+                    "--bootstrap", f"/ip4/{master.ip}/tcp/4005/p2p/{master_id}",
+                    "--trust", master_id, "--workers", "1", "--log-level", "INFO"])],
                 stdout=subprocess.DEVNULL, stderr=(tmp_path / f"peer-{i}.log").open("w"),
                 start_new_session=True))
         data = gutenberg_files()[0]
